@@ -1,0 +1,301 @@
+//! Configuration from `IDENTITY_*` environment variables, parsed once at start into a validated
+//! [`Config`]. Every variable is read as text and parsed here, so that an error names the variable.
+
+use std::{collections::HashMap, net::SocketAddr, path::PathBuf, time::Duration};
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+pub const ENV_PREFIX: &str = "IDENTITY_";
+
+/// What the process runs with. Secrets (the database URL may hold a password) are `SecretString`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen_addr: SocketAddr,
+    pub database_url: SecretString,
+    pub database_max_connections: u32,
+    pub database_acquire_timeout: Duration,
+    pub data_dir: PathBuf,
+    pub signing_key_file: Option<PathBuf>,
+    pub verify_key_files: Vec<PathBuf>,
+    pub issuer: String,
+    pub audience: String,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    pub bcrypt_cost: u32,
+    pub password_min_length: usize,
+    pub hash_threads: usize,
+    pub hash_queue: usize,
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A variable that is set but cannot be used. Its `Display` is the one line printed at start.
+#[derive(Debug, thiserror::Error)]
+#[error("{variable}: {problem}")]
+pub struct ConfigError {
+    pub variable: String,
+    pub problem: String,
+}
+
+/// The environment exactly as given: every field is text, so that envy itself cannot fail on a
+/// value and each value is parsed below with an error that names its variable.
+#[derive(Debug, Default, Deserialize)]
+struct RawConfig {
+    listen_addr: Option<String>,
+    database_url: Option<String>,
+    database_max_connections: Option<String>,
+    database_acquire_timeout: Option<String>,
+    data_dir: Option<String>,
+    signing_key_file: Option<String>,
+    verify_key_files: Option<String>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    access_token_ttl: Option<String>,
+    refresh_token_ttl: Option<String>,
+    bcrypt_cost: Option<String>,
+    password_min_length: Option<String>,
+    hash_threads: Option<String>,
+    hash_queue: Option<String>,
+    log_format: Option<String>,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// Reads the given `(name, value)` pairs as if they were the environment.
+    pub fn from_vars(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let vars: HashMap<String, String> = vars
+            .into_iter()
+            .filter(|(name, _)| name.starts_with(ENV_PREFIX))
+            .collect();
+        let raw: RawConfig = envy::prefixed(ENV_PREFIX)
+            .from_iter(vars)
+            .map_err(|error| ConfigError {
+                variable: format!("{ENV_PREFIX}*"),
+                problem: error.to_string(),
+            })?;
+        Self::from_raw(raw)
+    }
+
+    fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
+        let data_dir =
+            PathBuf::from(non_empty("DATA_DIR", raw.data_dir)?.unwrap_or_else(|| "./data".into()));
+        let database_url = match non_empty("DATABASE_URL", raw.database_url)? {
+            Some(url)
+                if url.starts_with("postgres://")
+                    || url.starts_with("postgresql://")
+                    || url.starts_with("sqlite:") =>
+            {
+                url
+            }
+            Some(_) => {
+                return Err(problem(
+                    "DATABASE_URL",
+                    "must start with postgres://, postgresql:// or sqlite://",
+                ));
+            }
+            None => format!("sqlite://{}", data_dir.join("identity.db").display()),
+        };
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Ok(Self {
+            listen_addr: parse("LISTEN_ADDR", raw.listen_addr, "127.0.0.1:50051", |s| {
+                s.parse::<SocketAddr>().map_err(|e| e.to_string())
+            })?,
+            database_url: SecretString::from(database_url),
+            database_max_connections: parse(
+                "DATABASE_MAX_CONNECTIONS",
+                raw.database_max_connections,
+                "10",
+                |s| in_range(s, 1, 1000),
+            )?,
+            database_acquire_timeout: parse(
+                "DATABASE_ACQUIRE_TIMEOUT",
+                raw.database_acquire_timeout,
+                "5s",
+                duration,
+            )?,
+            signing_key_file: non_empty("SIGNING_KEY_FILE", raw.signing_key_file)?
+                .map(PathBuf::from),
+            verify_key_files: non_empty("VERIFY_KEY_FILES", raw.verify_key_files)?
+                .map(|list| {
+                    list.split(',')
+                        .map(str::trim)
+                        .filter(|p| !p.is_empty())
+                        .map(PathBuf::from)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            data_dir,
+            issuer: non_empty("ISSUER", raw.issuer)?.unwrap_or_else(|| "identity".into()),
+            audience: non_empty("AUDIENCE", raw.audience)?.unwrap_or_else(|| "identity".into()),
+            access_token_ttl: parse("ACCESS_TOKEN_TTL", raw.access_token_ttl, "15m", |s| {
+                bounded_duration(s, Duration::from_secs(1), Duration::from_secs(24 * 3600))
+            })?,
+            refresh_token_ttl: parse("REFRESH_TOKEN_TTL", raw.refresh_token_ttl, "30d", |s| {
+                bounded_duration(
+                    s,
+                    Duration::from_secs(1),
+                    Duration::from_secs(365 * 24 * 3600),
+                )
+            })?,
+            bcrypt_cost: parse("BCRYPT_COST", raw.bcrypt_cost, "12", |s| in_range(s, 4, 31))?,
+            password_min_length: parse(
+                "PASSWORD_MIN_LENGTH",
+                raw.password_min_length,
+                "15",
+                |s| {
+                    // 64 leaves room under bcrypt's 71-byte ceiling even for one-byte characters.
+                    in_range(s, 8, 64)
+                },
+            )?,
+            hash_threads: parse("HASH_THREADS", raw.hash_threads, &cores.to_string(), |s| {
+                in_range(s, 1, 256)
+            })?,
+            hash_queue: parse("HASH_QUEUE", raw.hash_queue, "64", |s| {
+                in_range(s, 0, 100_000)
+            })?,
+            log_format: parse("LOG_FORMAT", raw.log_format, "text", |s| match s {
+                "text" => Ok(LogFormat::Text),
+                "json" => Ok(LogFormat::Json),
+                _ => Err("must be `text` or `json`".into()),
+            })?,
+        })
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        use secrecy::ExposeSecret;
+        self.database_url.expose_secret().starts_with("postgres")
+    }
+}
+
+fn problem(name: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        variable: format!("{ENV_PREFIX}{name}"),
+        problem: problem.into(),
+    }
+}
+
+/// An unset variable and one set to the empty string both mean "use the default"; a value of only
+/// spaces is a mistake worth reporting.
+fn non_empty(name: &str, value: Option<String>) -> Result<Option<String>, ConfigError> {
+    match value {
+        None => Ok(None),
+        Some(v) if v.is_empty() => Ok(None),
+        Some(v) if v.trim().is_empty() => Err(problem(name, "is blank")),
+        Some(v) => Ok(Some(v.trim().to_owned())),
+    }
+}
+
+fn parse<T>(
+    name: &str,
+    value: Option<String>,
+    default: &str,
+    parser: impl Fn(&str) -> Result<T, String>,
+) -> Result<T, ConfigError> {
+    let value = non_empty(name, value)?;
+    let text = value.as_deref().unwrap_or(default);
+    parser(text).map_err(|why| problem(name, format!("{why} (got {text:?})")))
+}
+
+fn in_range<T>(text: &str, min: T, max: T) -> Result<T, String>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display,
+{
+    let value: T = text
+        .parse()
+        .map_err(|_| "is not a whole number".to_string())?;
+    if value < min || value > max {
+        return Err(format!("must be between {min} and {max}"));
+    }
+    Ok(value)
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("is not a duration like 90s, 15m or 30d: {e}"))
+}
+
+fn bounded_duration(text: &str, min: Duration, max: Duration) -> Result<Duration, String> {
+    let value = duration(text)?;
+    if value < min || value > max {
+        return Err(format!(
+            "must be between {} and {}",
+            humantime::format_duration(min),
+            humantime::format_duration(max)
+        ));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn defaults_serve_sqlite_in_the_data_dir() {
+        let config = config(&[]).unwrap();
+        assert_eq!(config.listen_addr.to_string(), "127.0.0.1:50051");
+        assert!(!config.is_postgres());
+        assert_eq!(config.access_token_ttl, Duration::from_secs(900));
+        assert_eq!(
+            config.refresh_token_ttl,
+            Duration::from_secs(30 * 24 * 3600)
+        );
+        assert_eq!(config.bcrypt_cost, 12);
+        assert_eq!(config.password_min_length, 15);
+        assert_eq!(config.issuer, "identity");
+    }
+
+    #[test]
+    fn human_durations_are_understood() {
+        let config = config(&[
+            ("IDENTITY_ACCESS_TOKEN_TTL", "90s"),
+            ("IDENTITY_REFRESH_TOKEN_TTL", "7d"),
+        ])
+        .unwrap();
+        assert_eq!(config.access_token_ttl, Duration::from_secs(90));
+        assert_eq!(config.refresh_token_ttl, Duration::from_secs(7 * 24 * 3600));
+    }
+
+    #[test]
+    fn an_invalid_value_names_its_variable() {
+        let error = config(&[("IDENTITY_BCRYPT_COST", "3")]).unwrap_err();
+        assert_eq!(error.variable, "IDENTITY_BCRYPT_COST");
+        assert!(error.to_string().contains("between 4 and 31"), "{error}");
+
+        let error = config(&[("IDENTITY_ACCESS_TOKEN_TTL", "soon")]).unwrap_err();
+        assert_eq!(error.variable, "IDENTITY_ACCESS_TOKEN_TTL");
+
+        let error = config(&[("IDENTITY_PASSWORD_MIN_LENGTH", "7")]).unwrap_err();
+        assert_eq!(error.variable, "IDENTITY_PASSWORD_MIN_LENGTH");
+
+        let error = config(&[("IDENTITY_DATABASE_URL", "mysql://x")]).unwrap_err();
+        assert_eq!(error.variable, "IDENTITY_DATABASE_URL");
+
+        let error = config(&[("IDENTITY_LOG_FORMAT", "xml")]).unwrap_err();
+        assert_eq!(error.variable, "IDENTITY_LOG_FORMAT");
+    }
+
+    #[test]
+    fn the_database_url_is_redacted_in_debug_output() {
+        let config =
+            config(&[("IDENTITY_DATABASE_URL", "postgres://u:hunter2@db/identity")]).unwrap();
+        assert!(config.is_postgres());
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+}

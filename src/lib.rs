@@ -1,0 +1,21 @@
+//! identity: sign users up, log them in, and tell other services who is behind a token.
+
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod passwords;
+pub mod rpc;
+pub mod service;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod tokens;
+
+pub use rpc::proto;

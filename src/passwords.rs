@@ -1,0 +1,296 @@
+//! bcrypt hashing on a small pool of dedicated, low-priority threads with a bounded queue, so
+//! that a flood of logins is shed instead of queued and never runs on a tokio worker thread.
+
+use std::sync::{
+    Arc, Mutex,
+    mpsc::{self, Receiver, SyncSender, TrySendError},
+};
+
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::oneshot;
+
+use crate::domain::{Password, PresentedPassword};
+
+/// A bcrypt hash as stored. Treated as a secret: it never reaches a log line.
+#[derive(Debug, Clone)]
+pub struct PasswordHash(SecretString);
+
+impl PasswordHash {
+    pub fn new(hash: String) -> Self {
+        Self(SecretString::from(hash))
+    }
+
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+
+    /// The cost the hash was made with, if it is a bcrypt hash at all.
+    pub fn cost(&self) -> Option<u32> {
+        self.expose()
+            .parse::<bcrypt::HashParts>()
+            .ok()
+            .map(|parts| parts.get_cost())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    #[error("the password hashing queue is full")]
+    Overloaded,
+    #[error("password hashing failed: {0}")]
+    Failed(String),
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Hashes and verifies passwords at the configured cost.
+#[derive(Clone)]
+pub struct PasswordHasher {
+    cost: u32,
+    jobs: SyncSender<Job>,
+    /// A hash of a random password, verified against when a login names an unknown email so
+    /// that the answer takes as long as for a wrong password.
+    dummy_hash: Arc<PasswordHash>,
+}
+
+impl PasswordHasher {
+    /// Starts `threads` hashing threads that take work from a queue of `queue` waiting jobs.
+    pub async fn start(cost: u32, threads: usize, queue: usize) -> Result<Self, HashError> {
+        let (jobs, receiver) = mpsc::sync_channel::<Job>(queue);
+        let receiver = Arc::new(Mutex::new(receiver));
+        for index in 0..threads.max(1) {
+            let receiver = Arc::clone(&receiver);
+            std::thread::Builder::new()
+                .name(format!("bcrypt-{index}"))
+                .spawn(move || run_worker(&receiver))
+                .map_err(|e| HashError::Failed(format!("cannot start hashing thread: {e}")))?;
+        }
+        let mut hasher = Self {
+            cost,
+            jobs,
+            dummy_hash: Arc::new(PasswordHash::new(String::new())),
+        };
+        let random: String = {
+            use rand::Rng;
+            let bytes: [u8; 32] = rand::rng().random();
+            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()[..48].to_owned()
+        };
+        hasher.dummy_hash = Arc::new(hasher.hash_raw(SecretString::from(random)).await?);
+        Ok(hasher)
+    }
+
+    pub fn cost(&self) -> u32 {
+        self.cost
+    }
+
+    pub async fn hash(&self, password: &Password) -> Result<PasswordHash, HashError> {
+        self.hash_raw(SecretString::from(password.expose())).await
+    }
+
+    async fn hash_raw(&self, password: SecretString) -> Result<PasswordHash, HashError> {
+        let cost = self.cost;
+        self.run(move || {
+            bcrypt::non_truncating_hash(password.expose_secret(), cost)
+                .map(PasswordHash::new)
+                .map_err(|e| HashError::Failed(e.to_string()))
+        })
+        .await?
+    }
+
+    /// Checks `password` against `hash`, or against the dummy hash when there is no account, so
+    /// both cases cost the same. A password bcrypt cannot check in full never matches.
+    pub async fn verify(
+        &self,
+        password: &PresentedPassword,
+        hash: Option<&PasswordHash>,
+    ) -> Result<bool, HashError> {
+        let found = hash.is_some();
+        let hash = hash.cloned().unwrap_or_else(|| (*self.dummy_hash).clone());
+        let password = SecretString::from(password.expose());
+        let matches = self
+            .run(move || bcrypt::non_truncating_verify(password.expose_secret(), hash.expose()))
+            .await?;
+        Ok(found && matches.unwrap_or(false))
+    }
+
+    /// True when a stored hash was made at a lower cost than the one configured now.
+    pub fn needs_rehash(&self, hash: &PasswordHash) -> bool {
+        hash.cost().is_some_and(|cost| cost < self.cost)
+    }
+
+    /// Queues `work` on the pool and waits for its result.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, HashError> {
+        let outcome = self.submit(work)?;
+        outcome
+            .await
+            .map_err(|_| HashError::Failed("hashing thread dropped the job".into()))
+    }
+
+    /// Queues `work`, or fails at once when the queue is full. If the caller stops waiting (its
+    /// deadline passed, its connection closed) before a thread picks the job up, the job is
+    /// dropped without being computed.
+    fn submit<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<oneshot::Receiver<T>, HashError> {
+        let (reply, outcome) = oneshot::channel();
+        let job: Job = Box::new(move || {
+            if reply.is_closed() {
+                return;
+            }
+            let _ = reply.send(work());
+        });
+        self.jobs.try_send(job).map_err(|error| match error {
+            TrySendError::Full(_) => HashError::Overloaded,
+            TrySendError::Disconnected(_) => HashError::Failed("hashing threads stopped".into()),
+        })?;
+        Ok(outcome)
+    }
+}
+
+fn run_worker(receiver: &Mutex<Receiver<Job>>) {
+    lower_thread_priority();
+    loop {
+        let job = match receiver.lock() {
+            Ok(receiver) => receiver.recv(),
+            Err(_) => return,
+        };
+        match job {
+            Ok(job) => job(),
+            Err(_) => return,
+        }
+    }
+}
+
+/// bcrypt is the one thing here that can saturate every core; at nice 10 the scheduler still
+/// gives RPC threads (health checks, token validation) the CPU when they need it.
+fn lower_thread_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain syscalls on the calling thread with no pointers involved. On Linux the nice
+    // value is per thread, and `setpriority(PRIO_PROCESS, tid)` sets this thread's.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        if libc::setpriority(libc::PRIO_PROCESS, tid, 10) != 0 {
+            tracing::warn!("could not lower the priority of a hashing thread");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::PasswordPolicy;
+
+    fn password(text: &str) -> Password {
+        PasswordPolicy { min_length: 8 }
+            .check("password", text, &[])
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_hash_verifies_its_password_and_no_other() {
+        let hasher = PasswordHasher::start(4, 1, 4).await.unwrap();
+        let hash = hasher
+            .hash(&password("maple-orbit-tundra-42"))
+            .await
+            .unwrap();
+        assert_eq!(hash.cost(), Some(4));
+        assert!(
+            hasher
+                .verify(
+                    &PresentedPassword::new("maple-orbit-tundra-42".into()),
+                    Some(&hash)
+                )
+                .await
+                .unwrap()
+        );
+        assert!(
+            !hasher
+                .verify(
+                    &PresentedPassword::new("maple-orbit-tundra-43".into()),
+                    Some(&hash)
+                )
+                .await
+                .unwrap()
+        );
+        assert!(
+            !hasher
+                .verify(&PresentedPassword::new("x".repeat(80)), Some(&hash))
+                .await
+                .unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_account_never_verifies() {
+        let hasher = PasswordHasher::start(4, 1, 4).await.unwrap();
+        assert!(
+            !hasher
+                .verify(&PresentedPassword::new("anything at all".into()), None)
+                .await
+                .unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lower_cost_hash_needs_rehashing() {
+        let low = PasswordHasher::start(4, 1, 4).await.unwrap();
+        let hash = low.hash(&password("maple-orbit-tundra-42")).await.unwrap();
+        let high = PasswordHasher {
+            cost: 5,
+            ..low.clone()
+        };
+        assert!(high.needs_rehash(&hash));
+        assert!(!low.needs_rehash(&hash));
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_is_refused_at_once() {
+        let hasher = PasswordHasher::start(4, 1, 1).await.unwrap();
+        let (started, has_started) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let busy = hasher
+            .submit(move || {
+                started.send(()).unwrap();
+                released.recv().unwrap();
+            })
+            .unwrap();
+        tokio::task::spawn_blocking(move || has_started.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let queued = hasher.submit(|| 7).unwrap();
+        assert!(matches!(hasher.submit(|| 8), Err(HashError::Overloaded)));
+        release.send(()).unwrap();
+        busy.await.unwrap();
+        assert_eq!(queued.await.unwrap(), 7);
+    }
+
+    #[tokio::test]
+    async fn a_job_whose_caller_gave_up_is_not_computed() {
+        let hasher = PasswordHasher::start(4, 1, 2).await.unwrap();
+        let (started, has_started) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let busy = hasher
+            .submit(move || {
+                started.send(()).unwrap();
+                released.recv().unwrap();
+            })
+            .unwrap();
+        tokio::task::spawn_blocking(move || has_started.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let (ran, did_run) = std::sync::mpsc::channel();
+        drop(hasher.submit(move || ran.send(()).unwrap()).unwrap());
+        release.send(()).unwrap();
+        busy.await.unwrap();
+        // A job queued after the abandoned one runs only after it, so once it has answered the
+        // abandoned one has been either run or skipped.
+        hasher.run(|| ()).await.unwrap();
+        assert!(did_run.try_recv().is_err());
+    }
+}

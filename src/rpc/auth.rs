@@ -1,0 +1,122 @@
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::{
+    proto::{
+        LoginRequest, LoginResponse, LogoutRequest, LogoutResponse, RefreshTokenRequest,
+        RefreshTokenResponse, SignupRequest, SignupResponse, auth_service_server::AuthService,
+    },
+    tokens_message, user_message,
+};
+use crate::{
+    domain::{
+        Email, FieldViolation, FullName, InvalidRequest, PasswordPolicy, PresentedPassword,
+        Violations,
+    },
+    error::AppError,
+    service::{Identity, SignupInput},
+};
+
+/// Longest password accepted at login: far above the policy's ceiling, low enough that nobody
+/// sends megabytes to be hashed.
+const MAX_PRESENTED_PASSWORD_BYTES: usize = 1024;
+/// Longest email accepted at login (RFC 5321's limit).
+const MAX_PRESENTED_EMAIL_BYTES: usize = 254;
+
+pub struct AuthApi {
+    identity: Arc<Identity>,
+    policy: PasswordPolicy,
+}
+
+impl AuthApi {
+    pub fn new(identity: Arc<Identity>, policy: PasswordPolicy) -> Self {
+        Self { identity, policy }
+    }
+
+    fn parse_signup(&self, request: &SignupRequest) -> Result<SignupInput, InvalidRequest> {
+        let mut violations = Violations::default();
+        let email = violations.check(Email::parse("email", &request.email));
+        let full_name = violations.check(FullName::parse("full_name", &request.full_name));
+        let context = [request.email.trim(), request.full_name.trim()];
+        let password = violations.check(self.policy.check("password", &request.password, &context));
+        violations.finish(email.zip(full_name).zip(password).map(
+            |((email, full_name), password)| SignupInput {
+                email,
+                password,
+                full_name,
+            },
+        ))
+    }
+}
+
+/// Login input is not held to the signup rules (they may have changed since), only to sanity
+/// limits, so a bad login still reads as "invalid email or password".
+fn parse_login(request: LoginRequest) -> Result<(String, PresentedPassword), InvalidRequest> {
+    let mut violations = Violations::default();
+    let mut check = |field: &'static str, value: &str, max: usize| {
+        if value.trim().is_empty() {
+            violations.push(FieldViolation::new(field, "is required"));
+        } else if value.contains('\0') {
+            violations.push(FieldViolation::new(
+                field,
+                "must not contain a NUL character",
+            ));
+        } else if value.len() > max {
+            violations.push(FieldViolation::new(
+                field,
+                format!("must be at most {max} bytes"),
+            ));
+        }
+    };
+    check("email", &request.email, MAX_PRESENTED_EMAIL_BYTES);
+    check("password", &request.password, MAX_PRESENTED_PASSWORD_BYTES);
+    violations.finish(Some(()))?;
+    Ok((request.email, PresentedPassword::new(request.password)))
+}
+
+#[tonic::async_trait]
+impl AuthService for AuthApi {
+    #[tracing::instrument(skip_all)]
+    async fn signup(
+        &self,
+        request: Request<SignupRequest>,
+    ) -> Result<Response<SignupResponse>, Status> {
+        let input = self
+            .parse_signup(request.get_ref())
+            .map_err(AppError::from)?;
+        let user = self.identity.signup(input).await?;
+        Ok(Response::new(SignupResponse {
+            user: Some(user_message(&user)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn login(
+        &self,
+        request: Request<LoginRequest>,
+    ) -> Result<Response<LoginResponse>, Status> {
+        let (email, password) = parse_login(request.into_inner()).map_err(AppError::from)?;
+        let (user, tokens) = self.identity.login(&email, &password).await?;
+        Ok(Response::new(LoginResponse {
+            tokens: Some(tokens_message(tokens)),
+            user: Some(user_message(&user)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn refresh_token(
+        &self,
+        _request: Request<RefreshTokenRequest>,
+    ) -> Result<Response<RefreshTokenResponse>, Status> {
+        Err(Status::unimplemented("RefreshToken is not implemented yet"))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn logout(
+        &self,
+        _request: Request<LogoutRequest>,
+    ) -> Result<Response<LogoutResponse>, Status> {
+        Err(Status::unimplemented("Logout is not implemented yet"))
+    }
+}

@@ -1,0 +1,56 @@
+//! The gRPC surface: one file per service. Each handler converts the request into domain types
+//! (naming the field that fails), calls [`crate::service::Identity`], and converts back.
+
+mod auth;
+mod logging;
+mod token;
+mod user;
+
+pub use auth::AuthApi;
+pub use logging::RpcLogLayer;
+pub use token::TokenApi;
+pub use user::UserApi;
+
+use chrono::{DateTime, Utc};
+
+use crate::{service::SessionTokens, store::UserRecord};
+
+/// Code generated from `proto/identity/v1/*.proto`.
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod proto {
+    tonic::include_proto!("identity.v1");
+
+    /// Serialized descriptors of the `identity.v1` files, served by reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/identity_descriptor.bin"));
+}
+
+pub fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: time.timestamp(),
+        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+fn user_message(user: &UserRecord) -> proto::User {
+    proto::User {
+        id: user.id.to_string(),
+        email: user.email.clone(),
+        full_name: user.full_name.clone(),
+        is_active: user.is_active,
+        created_at: Some(timestamp(user.created_at)),
+    }
+}
+
+fn tokens_message(tokens: SessionTokens) -> proto::Tokens {
+    let seconds_until = |at: DateTime<Utc>| {
+        i32::try_from((at - tokens.issued_at).num_seconds().max(0)).unwrap_or(i32::MAX)
+    };
+    proto::Tokens {
+        expires_in: seconds_until(tokens.access.expires_at),
+        refresh_expires_in: seconds_until(tokens.refresh_expires_at),
+        access_token: tokens.access.token,
+        token_type: "Bearer".into(),
+        refresh_token: tokens.refresh.expose().to_owned(),
+    }
+}

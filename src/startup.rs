@@ -1,0 +1,248 @@
+//! Builds the whole service from a [`Config`]: store, keys, hasher, gRPC server with health and
+//! reflection, bound to its listener (port 0 in tests), and runs it until told to stop.
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use secrecy::ExposeSecret;
+use tokio::{net::TcpListener, sync::watch};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{server::NamedService, transport::Server};
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+use crate::{
+    clock::Clock,
+    config::Config,
+    domain::PasswordPolicy,
+    passwords::{HashError, PasswordHasher},
+    rpc::{
+        AuthApi, RpcLogLayer, TokenApi, UserApi,
+        proto::{
+            self, auth_service_server::AuthServiceServer, token_service_server::TokenServiceServer,
+            user_service_server::UserServiceServer,
+        },
+    },
+    service::Identity,
+    store::{Store, StoreError},
+    tokens::{KeyError, KeyRing, TokenIssuer},
+};
+
+/// How often the background check asks the database whether it answers.
+const DATABASE_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+/// Largest request a client may send: the biggest legitimate one (a signup) is well under 2 kB.
+pub const MAX_REQUEST_BYTES: usize = 16 * 1024;
+/// Upper bound on any one RPC, on top of the client's own `grpc-timeout`.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot open the database: {0}")]
+    Database(#[from] StoreError),
+    #[error("cannot apply migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("signing key: {0}")]
+    Key(#[from] KeyError),
+    #[error("cannot start password hashing: {0}")]
+    Hasher(#[from] HashError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// The service, built and bound but not yet serving.
+pub struct App {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    store: Store,
+    identity: Arc<Identity>,
+    policy: PasswordPolicy,
+}
+
+impl App {
+    pub async fn build(config: &Config) -> Result<Self, StartupError> {
+        Self::build_with_clock(config, Clock::system()).await
+    }
+
+    /// As [`App::build`], with the clock tokens and sessions are timed by.
+    pub async fn build_with_clock(config: &Config, clock: Clock) -> Result<Self, StartupError> {
+        if config.bcrypt_cost < 10 {
+            tracing::warn!(
+                cost = config.bcrypt_cost,
+                "IDENTITY_BCRYPT_COST is below 10: fit for tests only"
+            );
+        }
+        let store = connect_and_migrate(config).await?;
+        let keys = KeyRing::load(
+            config.signing_key_file.as_deref(),
+            &config.data_dir,
+            &config.verify_key_files,
+        )?;
+        tracing::info!(kid = %keys.signing.kid, verifying = keys.jwks().len(), "signing keys loaded");
+        let hasher =
+            PasswordHasher::start(config.bcrypt_cost, config.hash_threads, config.hash_queue)
+                .await?;
+        let tokens = TokenIssuer::new(
+            Arc::new(keys),
+            config.issuer.clone(),
+            config.audience.clone(),
+            config.access_token_ttl,
+        );
+        let identity = Arc::new(Identity::new(
+            store.clone(),
+            hasher,
+            tokens,
+            clock,
+            config.refresh_token_ttl,
+        ));
+        let listener = TcpListener::bind(config.listen_addr)
+            .await
+            .map_err(|source| StartupError::Bind {
+                addr: config.listen_addr,
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| StartupError::Bind {
+            addr: config.listen_addr,
+            source,
+        })?;
+        Ok(Self {
+            listener,
+            local_addr,
+            store,
+            identity,
+            policy: PasswordPolicy {
+                min_length: config.password_min_length,
+            },
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` completes; then every health entry goes NOT_SERVING, in-flight
+    /// RPCs finish, and the database pool closes.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), StartupError> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let (stopping, stop_requested) = watch::channel(false);
+        set_api_status(&health, ServingStatus::Serving).await;
+        let watcher = tokio::spawn(watch_database(
+            self.store.clone(),
+            health.clone(),
+            stop_requested,
+        ));
+
+        let reflection_v1 = reflection().build_v1()?;
+        let reflection_v1alpha = reflection().build_v1alpha()?;
+        let auth = AuthServiceServer::new(AuthApi::new(Arc::clone(&self.identity), self.policy))
+            .max_decoding_message_size(MAX_REQUEST_BYTES);
+        let token = TokenServiceServer::new(TokenApi::new(Arc::clone(&self.identity)))
+            .max_decoding_message_size(MAX_REQUEST_BYTES);
+        let user = UserServiceServer::new(UserApi::new(Arc::clone(&self.identity)))
+            .max_decoding_message_size(MAX_REQUEST_BYTES);
+
+        let health_on_stop = health.clone();
+        let shutdown = async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            let _ = stopping.send(true);
+            set_api_status(&health_on_stop, ServingStatus::NotServing).await;
+            health_on_stop
+                .set_service_status("", ServingStatus::NotServing)
+                .await;
+        };
+
+        tracing::info!(addr = %self.local_addr, backend = self.store.backend(), "serving gRPC");
+        let served = Server::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .max_concurrent_streams(Some(256))
+            .layer(RpcLogLayer)
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(auth)
+            .add_service(token)
+            .add_service(user)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
+            .await;
+        watcher.abort();
+        self.store.close().await;
+        tracing::info!("stopped");
+        Ok(served?)
+    }
+}
+
+/// Opens the database named by the configuration and applies pending migrations.
+pub async fn connect_and_migrate(config: &Config) -> Result<Store, StartupError> {
+    let store = Store::connect(
+        config.database_url.expose_secret(),
+        config.database_max_connections,
+        config.database_acquire_timeout,
+    )
+    .await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+/// Reflection over every service this server runs, both reflection versions included, so that
+/// `grpcurl list` shows them all whichever version it speaks.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
+        .include_reflection_service(false)
+}
+
+const API_SERVICES: [&str; 3] = [
+    <AuthServiceServer<AuthApi> as NamedService>::NAME,
+    <TokenServiceServer<TokenApi> as NamedService>::NAME,
+    <UserServiceServer<UserApi> as NamedService>::NAME,
+];
+
+async fn set_api_status(health: &HealthReporter, status: ServingStatus) {
+    for service in API_SERVICES {
+        health.set_service_status(service, status).await;
+    }
+}
+
+/// Keeps the `identity.v1.*` health entries in step with the database, so readiness probes take
+/// a replica whose database is gone out of rotation while liveness (`""`) stays SERVING.
+async fn watch_database(store: Store, health: HealthReporter, mut stop: watch::Receiver<bool>) {
+    let mut healthy = true;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(DATABASE_CHECK_INTERVAL) => {}
+            _ = stop.changed() => return,
+        }
+        let answered = tokio::time::timeout(DATABASE_CHECK_INTERVAL, store.ping()).await;
+        let now_healthy = matches!(answered, Ok(Ok(())));
+        if now_healthy != healthy {
+            if now_healthy {
+                tracing::info!("database answers again: serving");
+            } else {
+                tracing::warn!("database does not answer: NOT_SERVING");
+            }
+            if *stop.borrow() {
+                return;
+            }
+            let status = if now_healthy {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            set_api_status(&health, status).await;
+            healthy = now_healthy;
+        }
+    }
+}

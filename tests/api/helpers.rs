@@ -1,0 +1,317 @@
+//! Starts the real server in-process on an ephemeral port, on a fresh SQLite file or a fresh
+//! Postgres database, and hands tests a real gRPC client.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use identity::{
+    clock::Clock,
+    config::Config,
+    proto::{
+        LoginRequest, LoginResponse, SignupRequest, User, auth_service_client::AuthServiceClient,
+        token_service_client::TokenServiceClient, user_service_client::UserServiceClient,
+    },
+    startup::App,
+    store::Store,
+};
+use tokio::{sync::oneshot, task::JoinHandle};
+use tonic::{Code, Status, transport::Channel};
+
+pub const PASSWORD: &str = "maple-orbit-tundra-42-vessel";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs each named test once per backend: `name::sqlite` and `name::postgres`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let app = $crate::helpers::TestApp::spawn($crate::helpers::Backend::Sqlite).await.unwrap();
+                super::$name(app).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let Some(app) = $crate::helpers::TestApp::spawn($crate::helpers::Backend::Postgres).await else {
+                    eprintln!("IDENTITY_TEST_POSTGRES_URL is not set: Postgres test skipped");
+                    return;
+                };
+                super::$name(app).await;
+            }
+        }
+    )*};
+}
+
+/// Where a test's state lives, kept across a restart of its server.
+pub struct TestDatabase {
+    pub url: String,
+    pub data_dir: tempfile::TempDir,
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub channel: Channel,
+    pub clock: Clock,
+    pub store: Store,
+    pub db: TestDatabase,
+    pub extra_env: Vec<(String, String)>,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+}
+
+impl TestApp {
+    /// A server on a fresh database; `None` for Postgres when no test server is configured.
+    pub async fn spawn(backend: Backend) -> Option<Self> {
+        Self::spawn_with(backend, &[]).await
+    }
+
+    pub async fn spawn_with(backend: Backend, env: &[(&str, &str)]) -> Option<Self> {
+        let db = fresh_database(backend).await?;
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Some(Self::start(db, env, Clock::system()).await)
+    }
+
+    pub fn config(db: &TestDatabase, extra_env: &[(String, String)]) -> Config {
+        let mut vars = vec![
+            (
+                "IDENTITY_LISTEN_ADDR".to_string(),
+                "127.0.0.1:0".to_string(),
+            ),
+            ("IDENTITY_DATABASE_URL".into(), db.url.clone()),
+            (
+                "IDENTITY_DATA_DIR".into(),
+                db.data_dir.path().display().to_string(),
+            ),
+            ("IDENTITY_BCRYPT_COST".into(), "4".into()),
+            ("IDENTITY_DATABASE_MAX_CONNECTIONS".into(), "5".into()),
+        ];
+        vars.extend(extra_env.iter().cloned());
+        Config::from_vars(vars).expect("test configuration is valid")
+    }
+
+    async fn start(db: TestDatabase, extra_env: Vec<(String, String)>, clock: Clock) -> Self {
+        let config = Self::config(&db, &extra_env);
+        let app = App::build_with_clock(&config, clock.clone())
+            .await
+            .expect("server builds");
+        let addr = app.local_addr();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            app.run_until_stopped(async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("server runs");
+        });
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .expect("client connects");
+        let store = Store::connect(&db.url, 2, Duration::from_secs(5))
+            .await
+            .expect("test store connects");
+        Self {
+            addr,
+            channel,
+            clock,
+            store,
+            db,
+            extra_env,
+            stop: Some(stop),
+            server: Some(server),
+        }
+    }
+
+    /// Stops the server, letting in-flight calls finish.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("server stops cleanly");
+        }
+    }
+
+    /// Stops this server and starts a new one on the same database and data directory.
+    pub async fn restart(mut self) -> Self {
+        self.stop().await;
+        let db = std::mem::replace(
+            &mut self.db,
+            TestDatabase {
+                url: String::new(),
+                data_dir: tempfile::tempdir().unwrap(),
+            },
+        );
+        let clock = self.clock.clone();
+        Self::start(db, std::mem::take(&mut self.extra_env), clock).await
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.db.data_dir.path().to_owned()
+    }
+
+    pub fn auth(&self) -> AuthServiceClient<Channel> {
+        AuthServiceClient::new(self.channel.clone())
+    }
+
+    pub fn tokens(&self) -> TokenServiceClient<Channel> {
+        TokenServiceClient::new(self.channel.clone())
+    }
+
+    pub fn users(&self) -> UserServiceClient<Channel> {
+        UserServiceClient::new(self.channel.clone())
+    }
+
+    pub async fn signup(
+        &self,
+        email: &str,
+        password: &str,
+        full_name: &str,
+    ) -> Result<User, Status> {
+        let request = SignupRequest {
+            email: email.into(),
+            password: password.into(),
+            full_name: full_name.into(),
+        };
+        Ok(self
+            .auth()
+            .signup(request)
+            .await?
+            .into_inner()
+            .user
+            .expect("signup returns the user"))
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Result<LoginResponse, Status> {
+        Ok(self
+            .auth()
+            .login(LoginRequest {
+                email: email.into(),
+                password: password.into(),
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// Signs up a user with a unique email and logs in.
+    pub async fn signed_in_user(&self) -> (User, LoginResponse) {
+        let email = format!("user-{}@example.com", uuid::Uuid::new_v4().simple());
+        let user = self
+            .signup(&email, PASSWORD, "Test User")
+            .await
+            .expect("signup succeeds");
+        let login = self.login(&email, PASSWORD).await.expect("login succeeds");
+        (user, login)
+    }
+
+    pub async fn is_active(&self, access_token: &str) -> bool {
+        let request = identity::proto::ValidateTokenRequest {
+            access_token: access_token.into(),
+        };
+        self.tokens()
+            .validate_token(request)
+            .await
+            .expect("ValidateToken never fails")
+            .into_inner()
+            .active
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A request carrying `authorization: <value>` metadata.
+pub fn with_authorization<T>(message: T, value: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", value.parse().expect("ASCII metadata"));
+    request
+}
+
+pub fn bearer<T>(message: T, access_token: &str) -> tonic::Request<T> {
+    with_authorization(message, &format!("Bearer {access_token}"))
+}
+
+/// Asserts `result` failed with `code`, and returns the status for further checks.
+#[track_caller]
+pub fn assert_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) -> Status {
+    match result {
+        Ok(value) => panic!("expected {code:?}, got Ok({value:?})"),
+        Err(status) => {
+            assert_eq!(status.code(), code, "unexpected status: {status:?}");
+            status
+        }
+    }
+}
+
+/// The fields named by the `google.rpc.BadRequest` detail of an INVALID_ARGUMENT status.
+pub fn bad_fields(status: &Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|bad| {
+            bad.field_violations
+                .iter()
+                .map(|v| v.field.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn fresh_database(backend: Backend) -> Option<TestDatabase> {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let url = match backend {
+        Backend::Sqlite => format!("sqlite://{}", data_dir.path().join("identity.db").display()),
+        Backend::Postgres => {
+            let admin_url = std::env::var("IDENTITY_TEST_POSTGRES_URL")
+                .ok()
+                .filter(|u| !u.is_empty())?;
+            let name = format!("identity_test_{}", uuid::Uuid::new_v4().simple());
+            let admin = Store::connect(&admin_url, 1, Duration::from_secs(10))
+                .await
+                .expect("test Postgres reachable");
+            let Store::Postgres(pool) = &admin else {
+                panic!("IDENTITY_TEST_POSTGRES_URL must be a postgres:// URL")
+            };
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(pool)
+                .await
+                .expect("create test database");
+            admin.close().await;
+            with_database(&admin_url, &name)
+        }
+    };
+    Some(TestDatabase { url, data_dir })
+}
+
+/// `admin_url` with its database name replaced by `name`.
+fn with_database(admin_url: &str, name: &str) -> String {
+    let (without_query, query) = admin_url
+        .split_once('?')
+        .map_or((admin_url, None), |(u, q)| (u, Some(q)));
+    let authority_start = without_query.find("://").map_or(0, |i| i + 3);
+    let base = match without_query[authority_start..].find('/') {
+        Some(slash) => &without_query[..authority_start + slash],
+        None => without_query,
+    };
+    match query {
+        Some(query) => format!("{base}/{name}?{query}"),
+        None => format!("{base}/{name}"),
+    }
+}

@@ -1,0 +1,10 @@
+//! One integration test binary: the real server, a real gRPC client, every behaviour on SQLite
+//! and (when IDENTITY_TEST_POSTGRES_URL is set) on Postgres.
+
+mod helpers;
+
+mod login;
+mod signup;
+mod system;
+mod tokens;
+mod users;
