@@ -16,10 +16,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     println!("cargo:rerun-if-changed=proto");
     let file_descriptors = protox::compile(PROTOS, ["proto"])?;
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
-    fs::write(
-        out_dir.join("identity_descriptor.bin"),
-        file_descriptors.encode_to_vec(),
-    )?;
+    fs::write(out_dir.join("identity_descriptor.bin"), file_descriptors.encode_to_vec())?;
     tonic_prost_build::configure().compile_fds(file_descriptors)?;
     Ok(())
 }

@@ -31,10 +31,7 @@ pub fn keygen(path: Option<&Path>) -> Result<(), KeyError> {
         let mut out = std::io::stdout();
         return out
             .write_all(pem.as_bytes())
-            .map_err(|source| KeyError::Write {
-                path: "<stdout>".into(),
-                source,
-            });
+            .map_err(|source| KeyError::Write { path: "<stdout>".into(), source });
     };
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -43,10 +40,7 @@ pub fn keygen(path: Option<&Path>) -> Result<(), KeyError> {
     options
         .open(path)
         .and_then(|mut file| file.write_all(pem.as_bytes()))
-        .map_err(|source| KeyError::Write {
-            path: path.to_owned(),
-            source,
-        })
+        .map_err(|source| KeyError::Write { path: path.to_owned(), source })
 }
 
 /// The address a local health check should dial: the listen address, with a wildcard IP
@@ -65,14 +59,9 @@ pub async fn healthcheck(addr: SocketAddr, service: &str) -> Result<bool, String
         .map_err(|e| e.to_string())?
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(3));
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    let channel = endpoint.connect().await.map_err(|e| format!("cannot connect to {addr}: {e}"))?;
     let response = HealthClient::new(channel)
-        .check(HealthCheckRequest {
-            service: service.to_owned(),
-        })
+        .check(HealthCheckRequest { service: service.to_owned() })
         .await
         .map_err(|status| format!("health check failed: {}", status.message()))?;
     Ok(response.into_inner().status == ServingStatus::Serving as i32)

@@ -21,8 +21,7 @@ impl Clock {
     /// The current time at microsecond precision, the finest both databases keep.
     pub fn now(&self) -> DateTime<Utc> {
         let now = Utc::now() + TimeDelta::microseconds(self.skew_micros.load(Ordering::Relaxed));
-        now.duration_trunc(TimeDelta::microseconds(1))
-            .unwrap_or(now)
+        now.duration_trunc(TimeDelta::microseconds(1)).unwrap_or(now)
     }
 
     /// Moves this clock (and every clone of it) forward.

@@ -26,6 +26,8 @@ pub struct Config {
     pub password_min_length: usize,
     pub hash_threads: usize,
     pub hash_queue: usize,
+    pub token_cache_size: usize,
+    pub session_purge_interval: Duration,
     pub log_format: LogFormat,
 }
 
@@ -62,6 +64,8 @@ struct RawConfig {
     password_min_length: Option<String>,
     hash_threads: Option<String>,
     hash_queue: Option<String>,
+    token_cache_size: Option<String>,
+    session_purge_interval: Option<String>,
     log_format: Option<String>,
 }
 
@@ -72,25 +76,18 @@ impl Config {
     }
 
     /// Reads the given `(name, value)` pairs as if they were the environment.
-    pub fn from_vars(
-        vars: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Self, ConfigError> {
-        let vars: HashMap<String, String> = vars
-            .into_iter()
-            .filter(|(name, _)| name.starts_with(ENV_PREFIX))
-            .collect();
-        let raw: RawConfig = envy::prefixed(ENV_PREFIX)
-            .from_iter(vars)
-            .map_err(|error| ConfigError {
-                variable: format!("{ENV_PREFIX}*"),
-                problem: error.to_string(),
-            })?;
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let vars: HashMap<String, String> =
+            vars.into_iter().filter(|(name, _)| name.starts_with(ENV_PREFIX)).collect();
+        let raw: RawConfig = envy::prefixed(ENV_PREFIX).from_iter(vars).map_err(|error| ConfigError {
+            variable: format!("{ENV_PREFIX}*"),
+            problem: error.to_string(),
+        })?;
         Self::from_raw(raw)
     }
 
     fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
-        let data_dir =
-            PathBuf::from(non_empty("DATA_DIR", raw.data_dir)?.unwrap_or_else(|| "./data".into()));
+        let data_dir = PathBuf::from(non_empty("DATA_DIR", raw.data_dir)?.unwrap_or_else(|| "./data".into()));
         let database_url = match non_empty("DATABASE_URL", raw.database_url)? {
             Some(url)
                 if url.starts_with("postgres://")
@@ -125,15 +122,10 @@ impl Config {
                 "5s",
                 duration,
             )?,
-            signing_key_file: non_empty("SIGNING_KEY_FILE", raw.signing_key_file)?
-                .map(PathBuf::from),
+            signing_key_file: non_empty("SIGNING_KEY_FILE", raw.signing_key_file)?.map(PathBuf::from),
             verify_key_files: non_empty("VERIFY_KEY_FILES", raw.verify_key_files)?
                 .map(|list| {
-                    list.split(',')
-                        .map(str::trim)
-                        .filter(|p| !p.is_empty())
-                        .map(PathBuf::from)
-                        .collect()
+                    list.split(',').map(str::trim).filter(|p| !p.is_empty()).map(PathBuf::from).collect()
                 })
                 .unwrap_or_default(),
             data_dir,
@@ -143,27 +135,22 @@ impl Config {
                 bounded_duration(s, Duration::from_secs(1), Duration::from_secs(24 * 3600))
             })?,
             refresh_token_ttl: parse("REFRESH_TOKEN_TTL", raw.refresh_token_ttl, "30d", |s| {
-                bounded_duration(
-                    s,
-                    Duration::from_secs(1),
-                    Duration::from_secs(365 * 24 * 3600),
-                )
+                bounded_duration(s, Duration::from_secs(1), Duration::from_secs(365 * 24 * 3600))
             })?,
             bcrypt_cost: parse("BCRYPT_COST", raw.bcrypt_cost, "12", |s| in_range(s, 4, 31))?,
-            password_min_length: parse(
-                "PASSWORD_MIN_LENGTH",
-                raw.password_min_length,
-                "15",
-                |s| {
-                    // 64 leaves room under bcrypt's 71-byte ceiling even for one-byte characters.
-                    in_range(s, 8, 64)
-                },
-            )?,
+            password_min_length: parse("PASSWORD_MIN_LENGTH", raw.password_min_length, "15", |s| {
+                // 64 leaves room under bcrypt's 71-byte ceiling even for one-byte characters.
+                in_range(s, 8, 64)
+            })?,
             hash_threads: parse("HASH_THREADS", raw.hash_threads, &cores.to_string(), |s| {
                 in_range(s, 1, 256)
             })?,
-            hash_queue: parse("HASH_QUEUE", raw.hash_queue, "64", |s| {
-                in_range(s, 0, 100_000)
+            hash_queue: parse("HASH_QUEUE", raw.hash_queue, "64", |s| in_range(s, 0, 100_000))?,
+            token_cache_size: parse("TOKEN_CACHE_SIZE", raw.token_cache_size, "10000", |s| {
+                in_range(s, 0, 10_000_000)
+            })?,
+            session_purge_interval: parse("SESSION_PURGE_INTERVAL", raw.session_purge_interval, "1h", |s| {
+                bounded_duration(s, Duration::from_millis(100), Duration::from_secs(7 * 24 * 3600))
             })?,
             log_format: parse("LOG_FORMAT", raw.log_format, "text", |s| match s {
                 "text" => Ok(LogFormat::Text),
@@ -180,10 +167,7 @@ impl Config {
 }
 
 fn problem(name: &str, problem: impl Into<String>) -> ConfigError {
-    ConfigError {
-        variable: format!("{ENV_PREFIX}{name}"),
-        problem: problem.into(),
-    }
+    ConfigError { variable: format!("{ENV_PREFIX}{name}"), problem: problem.into() }
 }
 
 /// An unset variable and one set to the empty string both mean "use the default"; a value of only
@@ -212,9 +196,7 @@ fn in_range<T>(text: &str, min: T, max: T) -> Result<T, String>
 where
     T: std::str::FromStr + PartialOrd + std::fmt::Display,
 {
-    let value: T = text
-        .parse()
-        .map_err(|_| "is not a whole number".to_string())?;
+    let value: T = text.parse().map_err(|_| "is not a whole number".to_string())?;
     if value < min || value > max {
         return Err(format!("must be between {min} and {max}"));
     }
@@ -222,8 +204,7 @@ where
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text)
-        .map_err(|e| format!("is not a duration like 90s, 15m or 30d: {e}"))
+    humantime::parse_duration(text).map_err(|e| format!("is not a duration like 90s, 15m or 30d: {e}"))
 }
 
 fn bounded_duration(text: &str, min: Duration, max: Duration) -> Result<Duration, String> {
@@ -252,10 +233,7 @@ mod tests {
         assert_eq!(config.listen_addr.to_string(), "127.0.0.1:50051");
         assert!(!config.is_postgres());
         assert_eq!(config.access_token_ttl, Duration::from_secs(900));
-        assert_eq!(
-            config.refresh_token_ttl,
-            Duration::from_secs(30 * 24 * 3600)
-        );
+        assert_eq!(config.refresh_token_ttl, Duration::from_secs(30 * 24 * 3600));
         assert_eq!(config.bcrypt_cost, 12);
         assert_eq!(config.password_min_length, 15);
         assert_eq!(config.issuer, "identity");
@@ -263,11 +241,8 @@ mod tests {
 
     #[test]
     fn human_durations_are_understood() {
-        let config = config(&[
-            ("IDENTITY_ACCESS_TOKEN_TTL", "90s"),
-            ("IDENTITY_REFRESH_TOKEN_TTL", "7d"),
-        ])
-        .unwrap();
+        let config =
+            config(&[("IDENTITY_ACCESS_TOKEN_TTL", "90s"), ("IDENTITY_REFRESH_TOKEN_TTL", "7d")]).unwrap();
         assert_eq!(config.access_token_ttl, Duration::from_secs(90));
         assert_eq!(config.refresh_token_ttl, Duration::from_secs(7 * 24 * 3600));
     }
@@ -293,8 +268,7 @@ mod tests {
 
     #[test]
     fn the_database_url_is_redacted_in_debug_output() {
-        let config =
-            config(&[("IDENTITY_DATABASE_URL", "postgres://u:hunter2@db/identity")]).unwrap();
+        let config = config(&[("IDENTITY_DATABASE_URL", "postgres://u:hunter2@db/identity")]).unwrap();
         assert!(config.is_postgres());
         assert!(!format!("{config:?}").contains("hunter2"));
     }

@@ -76,9 +76,7 @@ impl From<AppError> for Status {
                 Status::with_error_details(Code::InvalidArgument, message, details)
             }
             AppError::EmailTaken => Status::already_exists(message),
-            AppError::InvalidCredentials | AppError::Unauthenticated(_) => {
-                Status::unauthenticated(message)
-            }
+            AppError::InvalidCredentials | AppError::Unauthenticated(_) => Status::unauthenticated(message),
             AppError::Overloaded => Status::with_error_details(
                 Code::ResourceExhausted,
                 message,
@@ -116,26 +114,11 @@ mod tests {
     #[test]
     fn each_error_maps_to_its_status_code() {
         let invalid = InvalidRequest(vec![FieldViolation::new("email", "is required")]);
-        assert_eq!(
-            Status::from(AppError::from(invalid)).code(),
-            Code::InvalidArgument
-        );
-        assert_eq!(
-            Status::from(AppError::EmailTaken).code(),
-            Code::AlreadyExists
-        );
-        assert_eq!(
-            Status::from(AppError::InvalidCredentials).code(),
-            Code::Unauthenticated
-        );
-        assert_eq!(
-            Status::from(AppError::Unauthenticated("x")).code(),
-            Code::Unauthenticated
-        );
-        assert_eq!(
-            Status::from(AppError::Overloaded).code(),
-            Code::ResourceExhausted
-        );
+        assert_eq!(Status::from(AppError::from(invalid)).code(), Code::InvalidArgument);
+        assert_eq!(Status::from(AppError::EmailTaken).code(), Code::AlreadyExists);
+        assert_eq!(Status::from(AppError::InvalidCredentials).code(), Code::Unauthenticated);
+        assert_eq!(Status::from(AppError::Unauthenticated("x")).code(), Code::Unauthenticated);
+        assert_eq!(Status::from(AppError::Overloaded).code(), Code::ResourceExhausted);
         let down = StoreError::Unavailable(sqlx::Error::PoolTimedOut);
         assert_eq!(Status::from(AppError::from(down)).code(), Code::Unavailable);
         let bug = StoreError::Internal(sqlx::Error::RowNotFound);
@@ -151,13 +134,8 @@ mod tests {
         let status = Status::from(AppError::from(invalid));
         assert!(status.message().contains("email: is required"));
         let details = status.get_error_details();
-        let fields: Vec<_> = details
-            .bad_request()
-            .unwrap()
-            .field_violations
-            .iter()
-            .map(|v| v.field.clone())
-            .collect();
+        let fields: Vec<_> =
+            details.bad_request().unwrap().field_violations.iter().map(|v| v.field.clone()).collect();
         assert_eq!(fields, ["email", "password"]);
     }
 

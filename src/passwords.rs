@@ -26,10 +26,7 @@ impl PasswordHash {
 
     /// The cost the hash was made with, if it is a bcrypt hash at all.
     pub fn cost(&self) -> Option<u32> {
-        self.expose()
-            .parse::<bcrypt::HashParts>()
-            .ok()
-            .map(|parts| parts.get_cost())
+        self.expose().parse::<bcrypt::HashParts>().ok().map(|parts| parts.get_cost())
     }
 }
 
@@ -65,11 +62,7 @@ impl PasswordHasher {
                 .spawn(move || run_worker(&receiver))
                 .map_err(|e| HashError::Failed(format!("cannot start hashing thread: {e}")))?;
         }
-        let mut hasher = Self {
-            cost,
-            jobs,
-            dummy_hash: Arc::new(PasswordHash::new(String::new())),
-        };
+        let mut hasher = Self { cost, jobs, dummy_hash: Arc::new(PasswordHash::new(String::new())) };
         let random: String = {
             use rand::Rng;
             let bytes: [u8; 32] = rand::rng().random();
@@ -84,6 +77,11 @@ impl PasswordHasher {
     }
 
     pub async fn hash(&self, password: &Password) -> Result<PasswordHash, HashError> {
+        self.hash_raw(SecretString::from(password.expose())).await
+    }
+
+    /// Hashes a password that met the policy when it was set (rehashing at a higher cost).
+    pub async fn hash_presented(&self, password: &PresentedPassword) -> Result<PasswordHash, HashError> {
         self.hash_raw(SecretString::from(password.expose())).await
     }
 
@@ -107,9 +105,8 @@ impl PasswordHasher {
         let found = hash.is_some();
         let hash = hash.cloned().unwrap_or_else(|| (*self.dummy_hash).clone());
         let password = SecretString::from(password.expose());
-        let matches = self
-            .run(move || bcrypt::non_truncating_verify(password.expose_secret(), hash.expose()))
-            .await?;
+        let matches =
+            self.run(move || bcrypt::non_truncating_verify(password.expose_secret(), hash.expose())).await?;
         Ok(found && matches.unwrap_or(false))
     }
 
@@ -124,9 +121,7 @@ impl PasswordHasher {
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, HashError> {
         let outcome = self.submit(work)?;
-        outcome
-            .await
-            .map_err(|_| HashError::Failed("hashing thread dropped the job".into()))
+        outcome.await.map_err(|_| HashError::Failed("hashing thread dropped the job".into()))
     }
 
     /// Queues `work`, or fails at once when the queue is full. If the caller stops waiting (its
@@ -185,64 +180,40 @@ mod tests {
     use crate::domain::PasswordPolicy;
 
     fn password(text: &str) -> Password {
-        PasswordPolicy { min_length: 8 }
-            .check("password", text, &[])
-            .unwrap()
+        PasswordPolicy { min_length: 8 }.check("password", text, &[]).unwrap()
     }
 
     #[tokio::test]
     async fn a_hash_verifies_its_password_and_no_other() {
         let hasher = PasswordHasher::start(4, 1, 4).await.unwrap();
-        let hash = hasher
-            .hash(&password("maple-orbit-tundra-42"))
-            .await
-            .unwrap();
+        let hash = hasher.hash(&password("maple-orbit-tundra-42")).await.unwrap();
         assert_eq!(hash.cost(), Some(4));
         assert!(
             hasher
-                .verify(
-                    &PresentedPassword::new("maple-orbit-tundra-42".into()),
-                    Some(&hash)
-                )
+                .verify(&PresentedPassword::new("maple-orbit-tundra-42".into()), Some(&hash))
                 .await
                 .unwrap()
         );
         assert!(
             !hasher
-                .verify(
-                    &PresentedPassword::new("maple-orbit-tundra-43".into()),
-                    Some(&hash)
-                )
+                .verify(&PresentedPassword::new("maple-orbit-tundra-43".into()), Some(&hash))
                 .await
                 .unwrap()
         );
-        assert!(
-            !hasher
-                .verify(&PresentedPassword::new("x".repeat(80)), Some(&hash))
-                .await
-                .unwrap()
-        );
+        assert!(!hasher.verify(&PresentedPassword::new("x".repeat(80)), Some(&hash)).await.unwrap());
     }
 
     #[tokio::test]
     async fn an_unknown_account_never_verifies() {
         let hasher = PasswordHasher::start(4, 1, 4).await.unwrap();
-        assert!(
-            !hasher
-                .verify(&PresentedPassword::new("anything at all".into()), None)
-                .await
-                .unwrap()
-        );
+        assert!(!hasher.verify(&PresentedPassword::new("anything at all".into()), None).await.unwrap());
     }
 
     #[tokio::test]
     async fn a_lower_cost_hash_needs_rehashing() {
         let low = PasswordHasher::start(4, 1, 4).await.unwrap();
         let hash = low.hash(&password("maple-orbit-tundra-42")).await.unwrap();
-        let high = PasswordHasher {
-            cost: 5,
-            ..low.clone()
-        };
+        let high = PasswordHasher { cost: 5, ..low.clone() };
         assert!(high.needs_rehash(&hash));
         assert!(!low.needs_rehash(&hash));
     }
@@ -258,10 +229,7 @@ mod tests {
                 released.recv().unwrap();
             })
             .unwrap();
-        tokio::task::spawn_blocking(move || has_started.recv())
-            .await
-            .unwrap()
-            .unwrap();
+        tokio::task::spawn_blocking(move || has_started.recv()).await.unwrap().unwrap();
         let queued = hasher.submit(|| 7).unwrap();
         assert!(matches!(hasher.submit(|| 8), Err(HashError::Overloaded)));
         release.send(()).unwrap();
@@ -280,10 +248,7 @@ mod tests {
                 released.recv().unwrap();
             })
             .unwrap();
-        tokio::task::spawn_blocking(move || has_started.recv())
-            .await
-            .unwrap()
-            .unwrap();
+        tokio::task::spawn_blocking(move || has_started.recv()).await.unwrap().unwrap();
         let (ran, did_run) = std::sync::mpsc::channel();
         drop(hasher.submit(move || ran.send(()).unwrap()).unwrap());
         release.send(()).unwrap();

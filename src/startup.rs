@@ -21,9 +21,9 @@ use crate::{
             user_service_server::UserServiceServer,
         },
     },
-    service::Identity,
+    service::{Identity, IdentityParts, keep_revocations_in_sync, purge_sessions_periodically},
     store::{Store, StoreError},
-    tokens::{KeyError, KeyRing, TokenIssuer},
+    tokens::{KeyError, KeyRing, RevocationSet, TokenIssuer},
 };
 
 /// How often the background check asks the database whether it answers.
@@ -44,10 +44,7 @@ pub enum StartupError {
     #[error("cannot start password hashing: {0}")]
     Hasher(#[from] HashError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { addr: SocketAddr, source: std::io::Error },
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("server: {0}")]
@@ -61,6 +58,8 @@ pub struct App {
     store: Store,
     identity: Arc<Identity>,
     policy: PasswordPolicy,
+    clock: Clock,
+    purge_interval: Duration,
 }
 
 impl App {
@@ -71,52 +70,49 @@ impl App {
     /// As [`App::build`], with the clock tokens and sessions are timed by.
     pub async fn build_with_clock(config: &Config, clock: Clock) -> Result<Self, StartupError> {
         if config.bcrypt_cost < 10 {
-            tracing::warn!(
-                cost = config.bcrypt_cost,
-                "IDENTITY_BCRYPT_COST is below 10: fit for tests only"
-            );
+            tracing::warn!(cost = config.bcrypt_cost, "IDENTITY_BCRYPT_COST is below 10: fit for tests only");
         }
         let store = connect_and_migrate(config).await?;
-        let keys = KeyRing::load(
-            config.signing_key_file.as_deref(),
-            &config.data_dir,
-            &config.verify_key_files,
-        )?;
+        let keys =
+            KeyRing::load(config.signing_key_file.as_deref(), &config.data_dir, &config.verify_key_files)?;
         tracing::info!(kid = %keys.signing.kid, verifying = keys.jwks().len(), "signing keys loaded");
         let hasher =
-            PasswordHasher::start(config.bcrypt_cost, config.hash_threads, config.hash_queue)
-                .await?;
+            PasswordHasher::start(config.bcrypt_cost, config.hash_threads, config.hash_queue).await?;
         let tokens = TokenIssuer::new(
             Arc::new(keys),
             config.issuer.clone(),
             config.audience.clone(),
             config.access_token_ttl,
         );
-        let identity = Arc::new(Identity::new(
-            store.clone(),
+        // On SQLite this process sees every revocation itself; on Postgres the set is not
+        // complete until the background task has subscribed and reloaded.
+        let revocations = Arc::new(RevocationSet::new(config.access_token_ttl, !config.is_postgres()));
+        for session in store.sessions_revoked_since(clock.now() - revocations.horizon()).await? {
+            revocations.revoke([session.id], session.revoked_at);
+        }
+        let identity = Arc::new(Identity::new(IdentityParts {
+            store: store.clone(),
             hasher,
             tokens,
-            clock,
-            config.refresh_token_ttl,
-        ));
+            revocations,
+            token_cache_size: config.token_cache_size,
+            clock: clock.clone(),
+            refresh_ttl: config.refresh_token_ttl,
+        }));
         let listener = TcpListener::bind(config.listen_addr)
             .await
-            .map_err(|source| StartupError::Bind {
-                addr: config.listen_addr,
-                source,
-            })?;
-        let local_addr = listener.local_addr().map_err(|source| StartupError::Bind {
-            addr: config.listen_addr,
-            source,
-        })?;
+            .map_err(|source| StartupError::Bind { addr: config.listen_addr, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| StartupError::Bind { addr: config.listen_addr, source })?;
         Ok(Self {
             listener,
             local_addr,
             store,
             identity,
-            policy: PasswordPolicy {
-                min_length: config.password_min_length,
-            },
+            policy: PasswordPolicy { min_length: config.password_min_length },
+            clock,
+            purge_interval: config.session_purge_interval,
         })
     }
 
@@ -132,12 +128,31 @@ impl App {
     ) -> Result<(), StartupError> {
         let (health, health_service) = tonic_health::server::health_reporter();
         let (stopping, stop_requested) = watch::channel(false);
-        set_api_status(&health, ServingStatus::Serving).await;
-        let watcher = tokio::spawn(watch_database(
-            self.store.clone(),
-            health.clone(),
-            stop_requested,
-        ));
+        let revocations = Arc::clone(self.identity.revocations());
+        let initially =
+            if revocations.is_synced() { ServingStatus::Serving } else { ServingStatus::NotServing };
+        set_api_status(&health, initially).await;
+        let background = [
+            tokio::spawn(watch_health(
+                self.store.clone(),
+                Arc::clone(&revocations),
+                health.clone(),
+                stop_requested.clone(),
+            )),
+            tokio::spawn(keep_revocations_in_sync(
+                self.store.clone(),
+                Arc::clone(&revocations),
+                self.clock.clone(),
+                stop_requested.clone(),
+            )),
+            tokio::spawn(purge_sessions_periodically(
+                self.store.clone(),
+                revocations,
+                self.clock.clone(),
+                self.purge_interval,
+                stop_requested,
+            )),
+        ];
 
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
@@ -145,7 +160,7 @@ impl App {
             .max_decoding_message_size(MAX_REQUEST_BYTES);
         let token = TokenServiceServer::new(TokenApi::new(Arc::clone(&self.identity)))
             .max_decoding_message_size(MAX_REQUEST_BYTES);
-        let user = UserServiceServer::new(UserApi::new(Arc::clone(&self.identity)))
+        let user = UserServiceServer::new(UserApi::new(Arc::clone(&self.identity), self.policy))
             .max_decoding_message_size(MAX_REQUEST_BYTES);
 
         let health_on_stop = health.clone();
@@ -154,9 +169,7 @@ impl App {
             tracing::info!("shutting down: finishing in-flight requests");
             let _ = stopping.send(true);
             set_api_status(&health_on_stop, ServingStatus::NotServing).await;
-            health_on_stop
-                .set_service_status("", ServingStatus::NotServing)
-                .await;
+            health_on_stop.set_service_status("", ServingStatus::NotServing).await;
         };
 
         tracing::info!(addr = %self.local_addr, backend = self.store.backend(), "serving gRPC");
@@ -174,7 +187,9 @@ impl App {
             .add_service(user)
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
             .await;
-        watcher.abort();
+        for task in background {
+            task.abort();
+        }
         self.store.close().await;
         tracing::info!("stopped");
         Ok(served?)
@@ -216,33 +231,37 @@ async fn set_api_status(health: &HealthReporter, status: ServingStatus) {
     }
 }
 
-/// Keeps the `identity.v1.*` health entries in step with the database, so readiness probes take
-/// a replica whose database is gone out of rotation while liveness (`""`) stays SERVING.
-async fn watch_database(store: Store, health: HealthReporter, mut stop: watch::Receiver<bool>) {
-    let mut healthy = true;
+/// Keeps the `identity.v1.*` health entries in step with the database and the revocation set,
+/// so readiness probes take a replica out of rotation while its database is gone or while it
+/// may be missing revocations; liveness (`""`) stays SERVING.
+async fn watch_health(
+    store: Store,
+    revocations: Arc<crate::tokens::RevocationSet>,
+    health: HealthReporter,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut synced = revocations.watch_synced();
+    let mut database_answers = true;
+    let mut serving = Some(revocations.is_synced());
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep(DATABASE_CHECK_INTERVAL) => {}
-            _ = stop.changed() => return,
-        }
-        let answered = tokio::time::timeout(DATABASE_CHECK_INTERVAL, store.ping()).await;
-        let now_healthy = matches!(answered, Ok(Ok(())));
-        if now_healthy != healthy {
-            if now_healthy {
-                tracing::info!("database answers again: serving");
-            } else {
-                tracing::warn!("database does not answer: NOT_SERVING");
+        let now_serving = database_answers && *synced.borrow_and_update();
+        if serving != Some(now_serving) && !*stop.borrow() {
+            match (now_serving, database_answers) {
+                (true, _) => tracing::info!("database answers and revocations are synchronised: SERVING"),
+                (false, false) => tracing::warn!("database does not answer: NOT_SERVING"),
+                (false, true) => tracing::warn!("revocation set not synchronised: NOT_SERVING"),
             }
-            if *stop.borrow() {
-                return;
-            }
-            let status = if now_healthy {
-                ServingStatus::Serving
-            } else {
-                ServingStatus::NotServing
-            };
+            let status = if now_serving { ServingStatus::Serving } else { ServingStatus::NotServing };
             set_api_status(&health, status).await;
-            healthy = now_healthy;
+            serving = Some(now_serving);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(DATABASE_CHECK_INTERVAL) => {
+                let answered = tokio::time::timeout(DATABASE_CHECK_INTERVAL, store.ping()).await;
+                database_answers = matches!(answered, Ok(Ok(())));
+            }
+            _ = synced.changed() => {}
+            _ = stop.changed() => return,
         }
     }
 }

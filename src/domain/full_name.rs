@@ -13,10 +13,7 @@ impl FullName {
             return Err(FieldViolation::new(field, "is required"));
         }
         if trimmed.chars().any(char::is_control) {
-            return Err(FieldViolation::new(
-                field,
-                "must not contain control characters",
-            ));
+            return Err(FieldViolation::new(field, "must not contain control characters"));
         }
         if trimmed.chars().count() > MAX_CHARS {
             return Err(FieldViolation::new(field, "must be at most 200 characters"));
@@ -35,12 +32,7 @@ mod tests {
 
     #[test]
     fn names_in_any_script_are_accepted_and_trimmed() {
-        assert_eq!(
-            FullName::parse("full_name", "  Zoë 山田 ")
-                .unwrap()
-                .as_str(),
-            "Zoë 山田"
-        );
+        assert_eq!(FullName::parse("full_name", "  Zoë 山田 ").unwrap().as_str(), "Zoë 山田");
         assert!(FullName::parse("full_name", &"é".repeat(200)).is_ok());
     }
 

@@ -18,10 +18,7 @@ pub struct FieldViolation {
 
 impl FieldViolation {
     pub fn new(field: &'static str, description: impl Into<String>) -> Self {
-        Self {
-            field,
-            description: description.into(),
-        }
+        Self { field, description: description.into() }
     }
 }
 
@@ -32,11 +29,7 @@ pub struct InvalidRequest(pub Vec<FieldViolation>);
 
 impl InvalidRequest {
     pub fn summary(&self) -> String {
-        self.0
-            .iter()
-            .map(|v| format!("{}: {}", v.field, v.description))
-            .collect::<Vec<_>>()
-            .join("; ")
+        self.0.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; ")
     }
 }
 

@@ -11,11 +11,11 @@ use super::{
 };
 use crate::{
     domain::{
-        Email, FieldViolation, FullName, InvalidRequest, PasswordPolicy, PresentedPassword,
-        Violations,
+        Email, FieldViolation, FullName, InvalidRequest, PasswordPolicy, PresentedPassword, Violations,
     },
     error::AppError,
     service::{Identity, SignupInput},
+    tokens::RefreshToken,
 };
 
 /// Longest password accepted at login: far above the policy's ceiling, low enough that nobody
@@ -23,6 +23,8 @@ use crate::{
 const MAX_PRESENTED_PASSWORD_BYTES: usize = 1024;
 /// Longest email accepted at login (RFC 5321's limit).
 const MAX_PRESENTED_EMAIL_BYTES: usize = 254;
+/// Ours are 43 characters; anything much longer is not one.
+const MAX_REFRESH_TOKEN_BYTES: usize = 512;
 
 pub struct AuthApi {
     identity: Arc<Identity>,
@@ -40,13 +42,13 @@ impl AuthApi {
         let full_name = violations.check(FullName::parse("full_name", &request.full_name));
         let context = [request.email.trim(), request.full_name.trim()];
         let password = violations.check(self.policy.check("password", &request.password, &context));
-        violations.finish(email.zip(full_name).zip(password).map(
-            |((email, full_name), password)| SignupInput {
+        violations.finish(
+            email.zip(full_name).zip(password).map(|((email, full_name), password)| SignupInput {
                 email,
                 password,
                 full_name,
-            },
-        ))
+            }),
+        )
     }
 }
 
@@ -58,15 +60,9 @@ fn parse_login(request: LoginRequest) -> Result<(String, PresentedPassword), Inv
         if value.trim().is_empty() {
             violations.push(FieldViolation::new(field, "is required"));
         } else if value.contains('\0') {
-            violations.push(FieldViolation::new(
-                field,
-                "must not contain a NUL character",
-            ));
+            violations.push(FieldViolation::new(field, "must not contain a NUL character"));
         } else if value.len() > max {
-            violations.push(FieldViolation::new(
-                field,
-                format!("must be at most {max} bytes"),
-            ));
+            violations.push(FieldViolation::new(field, format!("must be at most {max} bytes")));
         }
     };
     check("email", &request.email, MAX_PRESENTED_EMAIL_BYTES);
@@ -78,24 +74,14 @@ fn parse_login(request: LoginRequest) -> Result<(String, PresentedPassword), Inv
 #[tonic::async_trait]
 impl AuthService for AuthApi {
     #[tracing::instrument(skip_all)]
-    async fn signup(
-        &self,
-        request: Request<SignupRequest>,
-    ) -> Result<Response<SignupResponse>, Status> {
-        let input = self
-            .parse_signup(request.get_ref())
-            .map_err(AppError::from)?;
+    async fn signup(&self, request: Request<SignupRequest>) -> Result<Response<SignupResponse>, Status> {
+        let input = self.parse_signup(request.get_ref()).map_err(AppError::from)?;
         let user = self.identity.signup(input).await?;
-        Ok(Response::new(SignupResponse {
-            user: Some(user_message(&user)),
-        }))
+        Ok(Response::new(SignupResponse { user: Some(user_message(&user)) }))
     }
 
     #[tracing::instrument(skip_all)]
-    async fn login(
-        &self,
-        request: Request<LoginRequest>,
-    ) -> Result<Response<LoginResponse>, Status> {
+    async fn login(&self, request: Request<LoginRequest>) -> Result<Response<LoginResponse>, Status> {
         let (email, password) = parse_login(request.into_inner()).map_err(AppError::from)?;
         let (user, tokens) = self.identity.login(&email, &password).await?;
         Ok(Response::new(LoginResponse {
@@ -107,16 +93,33 @@ impl AuthService for AuthApi {
     #[tracing::instrument(skip_all)]
     async fn refresh_token(
         &self,
-        _request: Request<RefreshTokenRequest>,
+        request: Request<RefreshTokenRequest>,
     ) -> Result<Response<RefreshTokenResponse>, Status> {
-        Err(Status::unimplemented("RefreshToken is not implemented yet"))
+        let presented = parse_refresh_token(request.into_inner().refresh_token).map_err(AppError::from)?;
+        let tokens = self.identity.refresh(&presented).await?;
+        Ok(Response::new(RefreshTokenResponse { tokens: Some(tokens_message(tokens)) }))
     }
 
     #[tracing::instrument(skip_all)]
-    async fn logout(
-        &self,
-        _request: Request<LogoutRequest>,
-    ) -> Result<Response<LogoutResponse>, Status> {
-        Err(Status::unimplemented("Logout is not implemented yet"))
+    async fn logout(&self, request: Request<LogoutRequest>) -> Result<Response<LogoutResponse>, Status> {
+        let presented = parse_refresh_token(request.into_inner().refresh_token).map_err(AppError::from)?;
+        self.identity.logout(&presented).await?;
+        Ok(Response::new(LogoutResponse {}))
     }
+}
+
+/// Refresh tokens are opaque: any non-empty text of a sane size is looked up (and simply
+/// matches nothing if it is not ours).
+fn parse_refresh_token(raw: String) -> Result<RefreshToken, InvalidRequest> {
+    let mut violations = Violations::default();
+    if raw.trim().is_empty() {
+        violations.push(FieldViolation::new("refresh_token", "is required"));
+    } else if raw.len() > MAX_REFRESH_TOKEN_BYTES {
+        violations.push(FieldViolation::new(
+            "refresh_token",
+            format!("must be at most {MAX_REFRESH_TOKEN_BYTES} bytes"),
+        ));
+    }
+    violations.finish(Some(()))?;
+    Ok(RefreshToken::presented(raw.trim().to_owned()))
 }

@@ -5,8 +5,8 @@ use tonic::{Request, Response, Status};
 
 use super::{
     proto::{
-        Claims, GetJwksRequest, GetJwksResponse, JsonWebKey, ValidateTokenRequest,
-        ValidateTokenResponse, token_service_server::TokenService,
+        Claims, GetJwksRequest, GetJwksResponse, JsonWebKey, ValidateTokenRequest, ValidateTokenResponse,
+        token_service_server::TokenService,
     },
     timestamp,
 };
@@ -22,18 +22,18 @@ impl TokenApi {
     }
 }
 
-pub fn claims_message(claims: AccessClaims) -> Claims {
+pub fn claims_message(claims: &AccessClaims) -> Claims {
     let at = |seconds| DateTime::from_timestamp(seconds, 0).map(timestamp);
     Claims {
         issued_at: at(claims.iat),
         expires_at: at(claims.exp),
-        subject: claims.sub,
-        email: claims.email,
-        full_name: claims.name,
-        session_id: claims.sid,
-        token_id: claims.jti,
-        issuer: claims.iss,
-        audience: vec![claims.aud],
+        subject: claims.sub.clone(),
+        email: claims.email.clone(),
+        full_name: claims.name.clone(),
+        session_id: claims.sid.clone(),
+        token_id: claims.jti.clone(),
+        issuer: claims.iss.clone(),
+        audience: vec![claims.aud.clone()],
     }
 }
 
@@ -46,26 +46,19 @@ impl TokenService for TokenApi {
         request: Request<ValidateTokenRequest>,
     ) -> Result<Response<ValidateTokenResponse>, Status> {
         let response = match self.identity.validate(&request.get_ref().access_token) {
-            Ok(claims) => ValidateTokenResponse {
-                active: true,
-                claims: Some(claims_message(claims)),
-            },
+            Ok(verified) => {
+                ValidateTokenResponse { active: true, claims: Some(claims_message(&verified.claims)) }
+            }
             Err(reason) => {
                 tracing::debug!(%reason, "inactive token");
-                ValidateTokenResponse {
-                    active: false,
-                    claims: None,
-                }
+                ValidateTokenResponse { active: false, claims: None }
             }
         };
         Ok(Response::new(response))
     }
 
     #[tracing::instrument(skip_all)]
-    async fn get_jwks(
-        &self,
-        _request: Request<GetJwksRequest>,
-    ) -> Result<Response<GetJwksResponse>, Status> {
+    async fn get_jwks(&self, _request: Request<GetJwksRequest>) -> Result<Response<GetJwksResponse>, Status> {
         let keys = self
             .identity
             .tokens()

@@ -4,24 +4,34 @@ use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 use super::{
     proto::{
-        ChangePasswordRequest, ChangePasswordResponse, GetCurrentUserRequest,
-        GetCurrentUserResponse, user_service_server::UserService,
+        ChangePasswordRequest, ChangePasswordResponse, GetCurrentUserRequest, GetCurrentUserResponse,
+        user_service_server::UserService,
     },
     user_message,
 };
-use crate::{error::AppError, service::Identity, tokens::AccessClaims};
+use crate::{
+    domain::{FieldViolation, PasswordPolicy, PresentedPassword, Violations},
+    error::AppError,
+    service::Identity,
+    tokens::VerifiedToken,
+};
+
+/// Longest current password accepted: well above the policy's ceiling, so a password set under
+/// an older policy still works, yet nobody sends megabytes to be hashed.
+const MAX_CURRENT_PASSWORD_BYTES: usize = 1024;
 
 pub struct UserApi {
     identity: Arc<Identity>,
+    policy: PasswordPolicy,
 }
 
 impl UserApi {
-    pub fn new(identity: Arc<Identity>) -> Self {
-        Self { identity }
+    pub fn new(identity: Arc<Identity>, policy: PasswordPolicy) -> Self {
+        Self { identity, policy }
     }
 
     /// The claims of the active access token in `authorization: Bearer <token>`.
-    fn authenticate(&self, metadata: &MetadataMap) -> Result<AccessClaims, AppError> {
+    fn authenticate(&self, metadata: &MetadataMap) -> Result<Arc<VerifiedToken>, AppError> {
         let header = metadata
             .get("authorization")
             .ok_or(AppError::Unauthenticated("missing authorization metadata"))?
@@ -34,9 +44,7 @@ impl UserApi {
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token.trim())
             .filter(|token| !token.is_empty())
-            .ok_or(AppError::Unauthenticated(
-                "authorization metadata must be `Bearer <access token>`",
-            ))?;
+            .ok_or(AppError::Unauthenticated("authorization metadata must be `Bearer <access token>`"))?;
         self.identity.validate(token).map_err(|reason| {
             tracing::debug!(%reason, "inactive bearer token");
             AppError::Unauthenticated("invalid or expired access token")
@@ -51,11 +59,9 @@ impl UserService for UserApi {
         &self,
         request: Request<GetCurrentUserRequest>,
     ) -> Result<Response<GetCurrentUserResponse>, Status> {
-        let claims = self.authenticate(request.metadata())?;
-        let user = self.identity.current_user(&claims).await?;
-        Ok(Response::new(GetCurrentUserResponse {
-            user: Some(user_message(&user)),
-        }))
+        let caller = self.authenticate(request.metadata())?;
+        let user = self.identity.current_user(&caller.claims).await?;
+        Ok(Response::new(GetCurrentUserResponse { user: Some(user_message(&user)) }))
     }
 
     #[tracing::instrument(skip_all)]
@@ -63,9 +69,23 @@ impl UserService for UserApi {
         &self,
         request: Request<ChangePasswordRequest>,
     ) -> Result<Response<ChangePasswordResponse>, Status> {
-        let _claims = self.authenticate(request.metadata())?;
-        Err(Status::unimplemented(
-            "ChangePassword is not implemented yet",
-        ))
+        let caller = self.authenticate(request.metadata())?;
+        let request = request.into_inner();
+        let mut violations = Violations::default();
+        if request.current_password.is_empty() {
+            violations.push(FieldViolation::new("current_password", "is required"));
+        } else if request.current_password.len() > MAX_CURRENT_PASSWORD_BYTES {
+            violations.push(FieldViolation::new(
+                "current_password",
+                format!("must be at most {MAX_CURRENT_PASSWORD_BYTES} bytes"),
+            ));
+        }
+        let context = [caller.claims.email.as_str(), caller.claims.name.as_str()];
+        let new_password =
+            violations.check(self.policy.check("new_password", &request.new_password, &context));
+        let new_password = violations.finish(new_password).map_err(AppError::from)?;
+        let current = PresentedPassword::new(request.current_password);
+        self.identity.change_password(&caller, &current, &new_password).await?;
+        Ok(Response::new(ChangePasswordResponse {}))
     }
 }

@@ -18,12 +18,9 @@ impl From<sqlx::Error> for StoreError {
         match &error {
             E::Database(db) if db.is_unique_violation() => Self::UniqueViolation,
             E::Database(db) if is_transient(db.code().as_deref()) => Self::Unavailable(error),
-            E::Io(_)
-            | E::Tls(_)
-            | E::PoolTimedOut
-            | E::PoolClosed
-            | E::WorkerCrashed
-            | E::Protocol(_) => Self::Unavailable(error),
+            E::Io(_) | E::Tls(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed | E::Protocol(_) => {
+                Self::Unavailable(error)
+            }
             _ => Self::Internal(error),
         }
     }
@@ -42,8 +39,7 @@ fn is_transient(code: Option<&str>) -> bool {
     {
         return true;
     }
-    code.parse::<u32>()
-        .is_ok_and(|sqlite| matches!(sqlite & 0xff, 5 | 6))
+    code.parse::<u32>().is_ok_and(|sqlite| matches!(sqlite & 0xff, 5 | 6))
 }
 
 #[cfg(test)]

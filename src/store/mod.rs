@@ -4,6 +4,8 @@
 //! rules live here.
 
 mod error;
+mod listener;
+mod sessions;
 
 use std::{str::FromStr, time::Duration};
 
@@ -16,6 +18,8 @@ use sqlx::{
 use uuid::Uuid;
 
 pub use error::StoreError;
+pub use listener::{LISTENER_APPLICATION_NAME, RevocationListener};
+pub use sessions::{REVOCATION_CHANNEL, RevokedSession, Rotation};
 
 use crate::tokens::RefreshTokenDigest;
 
@@ -71,6 +75,7 @@ macro_rules! with_pool {
         }
     };
 }
+pub(crate) use with_pool;
 
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -81,6 +86,7 @@ macro_rules! user_columns {
         "id, email, full_name, password_hash, is_active, created_at"
     };
 }
+pub(crate) use user_columns;
 
 impl Store {
     /// Opens a pool. Postgres connects lazily, so a database that is down at start is reported
@@ -105,13 +111,8 @@ impl Store {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
-        if let Some(dir) = options
-            .get_filename()
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-        {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))?;
+        if let Some(dir) = options.get_filename().parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))?;
         }
         let pool = SqlitePoolOptions::new()
             .max_connections(max_connections)
@@ -164,15 +165,8 @@ impl Store {
         Ok(row)
     }
 
-    pub async fn find_user_by_email(
-        &self,
-        email_lower: &str,
-    ) -> Result<Option<UserRecord>, StoreError> {
-        const SQL: &str = concat!(
-            "SELECT ",
-            user_columns!(),
-            " FROM users WHERE email_lower = $1"
-        );
+    pub async fn find_user_by_email(&self, email_lower: &str) -> Result<Option<UserRecord>, StoreError> {
+        const SQL: &str = concat!("SELECT ", user_columns!(), " FROM users WHERE email_lower = $1");
         let row = with_pool!(self, pool => sqlx::query_as::<_, UserRecord>(SQL)
             .bind(email_lower)
             .fetch_optional(pool)
@@ -187,21 +181,6 @@ impl Store {
             .fetch_optional(pool)
             .await)?;
         Ok(row)
-    }
-
-    pub async fn insert_session(&self, session: &NewSession<'_>) -> Result<(), StoreError> {
-        const SQL: &str = "INSERT INTO sessions (id, user_id, refresh_token_digest, created_at, expires_at, last_used_at)
-             VALUES ($1, $2, $3, $4, $5, $4)";
-        with_pool!(self, pool => sqlx::query(SQL)
-            .bind(session.id)
-            .bind(session.user_id)
-            .bind(&session.refresh_token_digest.0[..])
-            .bind(session.created_at)
-            .bind(session.expires_at)
-            .execute(pool)
-            .await
-            .map(drop))?;
-        Ok(())
     }
 }
 

@@ -43,9 +43,7 @@ pub struct IssuedAccessToken {
 
 impl std::fmt::Debug for IssuedAccessToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IssuedAccessToken")
-            .field("expires_at", &self.expires_at)
-            .finish_non_exhaustive()
+        f.debug_struct("IssuedAccessToken").field("expires_at", &self.expires_at).finish_non_exhaustive()
     }
 }
 
@@ -99,13 +97,7 @@ impl TokenIssuer {
         validation.leeway = 0;
         validation.validate_exp = false;
         validation.validate_nbf = false;
-        Self {
-            keys,
-            issuer,
-            audience,
-            ttl,
-            validation,
-        }
+        Self { keys, issuer, audience, ttl, validation }
     }
 
     pub fn keys(&self) -> &KeyRing {
@@ -151,8 +143,7 @@ impl TokenIssuer {
     pub fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<AccessClaims, TokenRejected> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenRejected::Malformed)?;
         let typ_ok = header.typ.as_deref().is_some_and(|typ| {
-            typ.eq_ignore_ascii_case(ACCESS_TOKEN_TYPE)
-                || typ.eq_ignore_ascii_case("application/at+jwt")
+            typ.eq_ignore_ascii_case(ACCESS_TOKEN_TYPE) || typ.eq_ignore_ascii_case("application/at+jwt")
         });
         if header.alg != Algorithm::EdDSA || !typ_ok {
             return Err(TokenRejected::Header);
@@ -187,12 +178,7 @@ mod tests {
             std::fs::write(&path, generate_key_pem().unwrap()).unwrap();
         }
         let keys = KeyRing::load(Some(&path), dir, &[]).unwrap();
-        TokenIssuer::new(
-            Arc::new(keys),
-            "identity".into(),
-            "identity".into(),
-            Duration::from_secs(900),
-        )
+        TokenIssuer::new(Arc::new(keys), "identity".into(), "identity".into(), Duration::from_secs(900))
     }
 
     fn subject(now: DateTime<Utc>) -> AccessTokenSubject<'static> {
@@ -214,15 +200,8 @@ mod tests {
         let claims = issuer.verify(&issued.token, now).unwrap();
         assert_eq!(claims.exp - claims.iat, 900);
         let at_exp = DateTime::from_timestamp(claims.exp, 0).unwrap();
-        assert!(
-            issuer
-                .verify(&issued.token, at_exp - chrono::TimeDelta::seconds(1))
-                .is_ok()
-        );
-        assert_eq!(
-            issuer.verify(&issued.token, at_exp),
-            Err(TokenRejected::Expired)
-        );
+        assert!(issuer.verify(&issued.token, at_exp - chrono::TimeDelta::seconds(1)).is_ok());
+        assert_eq!(issuer.verify(&issued.token, at_exp), Err(TokenRejected::Expired));
     }
 
     #[test]
@@ -230,13 +209,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let issuer = issuer_with_key(dir.path(), "k.pem");
         let now = Utc::now();
-        let subject = AccessTokenSubject {
-            session_expires_at: now + chrono::TimeDelta::seconds(60),
-            ..subject(now)
-        };
-        let claims = issuer
-            .verify(&issuer.issue(&subject, now).unwrap().token, now)
-            .unwrap();
+        let subject =
+            AccessTokenSubject { session_expires_at: now + chrono::TimeDelta::seconds(60), ..subject(now) };
+        let claims = issuer.verify(&issuer.issue(&subject, now).unwrap().token, now).unwrap();
         assert_eq!(claims.exp, subject.session_expires_at.timestamp());
     }
 

@@ -46,9 +46,7 @@ pub struct SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey")
-            .field("kid", &self.kid)
-            .finish_non_exhaustive()
+        f.debug_struct("SigningKey").field("kid", &self.kid).finish_non_exhaustive()
     }
 }
 
@@ -64,10 +62,7 @@ impl std::fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyRing")
             .field("signing", &self.signing.kid)
-            .field(
-                "verifying",
-                &self.jwks.iter().map(|k| &k.kid).collect::<Vec<_>>(),
-            )
+            .field("verifying", &self.jwks.iter().map(|k| &k.kid).collect::<Vec<_>>())
             .finish()
     }
 }
@@ -91,27 +86,20 @@ impl KeyRing {
         let encoding = EncodingKey::from_ed_pem(pem.as_bytes())
             .map_err(|_| KeyError::NotEd25519 { path: path.clone() })?;
         let mut ring = Self {
-            signing: SigningKey {
-                kid: thumbprint(&signing_public),
-                encoding,
-            },
+            signing: SigningKey { kid: thumbprint(&signing_public), encoding },
             verifying: HashMap::new(),
             jwks: Vec::new(),
         };
         ring.add_verifier(&signing_public)?;
         for path in verify_key_files {
-            let (ParsedKey::Private(public) | ParsedKey::Public(public)) =
-                parse_pem(path, &read(path)?)?;
+            let (ParsedKey::Private(public) | ParsedKey::Public(public)) = parse_pem(path, &read(path)?)?;
             ring.add_verifier(&public)?;
         }
         Ok(ring)
     }
 
     fn add_verifier(&mut self, public: &VerifyingKey) -> Result<(), KeyError> {
-        let jwk = Jwk {
-            kid: thumbprint(public),
-            x: URL_SAFE_NO_PAD.encode(public.as_bytes()),
-        };
+        let jwk = Jwk { kid: thumbprint(public), x: URL_SAFE_NO_PAD.encode(public.as_bytes()) };
         if self.verifying.contains_key(&jwk.kid) {
             return Ok(());
         }
@@ -131,9 +119,7 @@ impl KeyRing {
 pub fn generate_key_pem() -> Result<String, KeyError> {
     let secret: [u8; 32] = rand::rng().random();
     let key = ed25519_dalek::SigningKey::from_bytes(&secret);
-    key.to_pkcs8_pem(LineEnding::LF)
-        .map(|pem| pem.to_string())
-        .map_err(|_| KeyError::Encode)
+    key.to_pkcs8_pem(LineEnding::LF).map(|pem| pem.to_string()).map_err(|_| KeyError::Encode)
 }
 
 enum ParsedKey {
@@ -147,25 +133,17 @@ fn parse_pem(path: &Path, pem: &str) -> Result<ParsedKey, KeyError> {
     }
     VerifyingKey::from_public_key_pem(pem)
         .map(ParsedKey::Public)
-        .map_err(|_| KeyError::NotEd25519 {
-            path: path.to_owned(),
-        })
+        .map_err(|_| KeyError::NotEd25519 { path: path.to_owned() })
 }
 
 fn read(path: &Path) -> Result<String, KeyError> {
-    fs::read_to_string(path).map_err(|source| KeyError::Read {
-        path: path.to_owned(),
-        source,
-    })
+    fs::read_to_string(path).map_err(|source| KeyError::Read { path: path.to_owned(), source })
 }
 
 /// Reads the generated key, or creates it (mode 0600) if no process has yet. `create_new` makes
 /// two processes starting on one data dir agree on a single key.
 fn load_or_generate(path: &Path) -> Result<(PathBuf, String), KeyError> {
-    let write_error = |source| KeyError::Write {
-        path: path.to_owned(),
-        source,
-    };
+    let write_error = |source| KeyError::Write { path: path.to_owned(), source };
     if path.exists() {
         return Ok((path.to_owned(), read(path)?));
     }
@@ -179,15 +157,11 @@ fn load_or_generate(path: &Path) -> Result<(PathBuf, String), KeyError> {
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     match options.open(path) {
         Ok(mut file) => {
-            file.write_all(pem.as_bytes())
-                .and_then(|()| file.sync_all())
-                .map_err(write_error)?;
+            file.write_all(pem.as_bytes()).and_then(|()| file.sync_all()).map_err(write_error)?;
             tracing::info!(path = %path.display(), "generated a new signing key");
             Ok((path.to_owned(), pem))
         }
-        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
-            Ok((path.to_owned(), read(path)?))
-        }
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => Ok((path.to_owned(), read(path)?)),
         Err(error) => Err(write_error(error)),
     }
 }
@@ -212,10 +186,7 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(dir.path().join(GENERATED_KEY_FILE))
-                .unwrap()
-                .permissions()
-                .mode();
+            let mode = fs::metadata(dir.path().join(GENERATED_KEY_FILE)).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
     }
@@ -223,14 +194,9 @@ mod tests {
     #[test]
     fn the_kid_is_the_rfc7638_thumbprint() {
         // RFC 8037 appendix A.3: the thumbprint of the example key.
-        let x = URL_SAFE_NO_PAD
-            .decode("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo")
-            .unwrap();
+        let x = URL_SAFE_NO_PAD.decode("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo").unwrap();
         let public = VerifyingKey::from_bytes(&x.try_into().unwrap()).unwrap();
-        assert_eq!(
-            thumbprint(&public),
-            "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
-        );
+        assert_eq!(thumbprint(&public), "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k");
     }
 
     #[test]
@@ -240,8 +206,7 @@ mod tests {
         fs::write(&retired, generate_key_pem().unwrap()).unwrap();
         let active = dir.path().join("active.pem");
         fs::write(&active, generate_key_pem().unwrap()).unwrap();
-        let ring =
-            KeyRing::load(Some(&active), dir.path(), std::slice::from_ref(&retired)).unwrap();
+        let ring = KeyRing::load(Some(&active), dir.path(), std::slice::from_ref(&retired)).unwrap();
         assert_eq!(ring.jwks().len(), 2);
         assert_eq!(ring.jwks()[0].kid, ring.signing.kid);
         assert!(!format!("{ring:?}").contains("PRIVATE"));

@@ -50,10 +50,7 @@ mod tests {
         assert_eq!(URL_SAFE_NO_PAD.decode(a.expose()).unwrap().len(), 32);
         assert_ne!(a.expose(), b.expose());
         assert_ne!(a.digest(), b.digest());
-        assert_eq!(
-            a.digest(),
-            RefreshToken::presented(a.expose().to_owned()).digest()
-        );
+        assert_eq!(a.digest(), RefreshToken::presented(a.expose().to_owned()).digest());
         assert!(!format!("{a:?}").contains(a.expose()));
     }
 }

@@ -72,24 +72,15 @@ impl TestApp {
 
     pub async fn spawn_with(backend: Backend, env: &[(&str, &str)]) -> Option<Self> {
         let db = fresh_database(backend).await?;
-        let env = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Some(Self::start(db, env, Clock::system()).await)
     }
 
     pub fn config(db: &TestDatabase, extra_env: &[(String, String)]) -> Config {
         let mut vars = vec![
-            (
-                "IDENTITY_LISTEN_ADDR".to_string(),
-                "127.0.0.1:0".to_string(),
-            ),
+            ("IDENTITY_LISTEN_ADDR".to_string(), "127.0.0.1:0".to_string()),
             ("IDENTITY_DATABASE_URL".into(), db.url.clone()),
-            (
-                "IDENTITY_DATA_DIR".into(),
-                db.data_dir.path().display().to_string(),
-            ),
+            ("IDENTITY_DATA_DIR".into(), db.data_dir.path().display().to_string()),
             ("IDENTITY_BCRYPT_COST".into(), "4".into()),
             ("IDENTITY_DATABASE_MAX_CONNECTIONS".into(), "5".into()),
         ];
@@ -99,9 +90,7 @@ impl TestApp {
 
     async fn start(db: TestDatabase, extra_env: Vec<(String, String)>, clock: Clock) -> Self {
         let config = Self::config(&db, &extra_env);
-        let app = App::build_with_clock(&config, clock.clone())
-            .await
-            .expect("server builds");
+        let app = App::build_with_clock(&config, clock.clone()).await.expect("server builds");
         let addr = app.local_addr();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
@@ -111,24 +100,11 @@ impl TestApp {
             .await
             .expect("server runs");
         });
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .expect("client connects");
-        let store = Store::connect(&db.url, 2, Duration::from_secs(5))
-            .await
-            .expect("test store connects");
-        Self {
-            addr,
-            channel,
-            clock,
-            store,
-            db,
-            extra_env,
-            stop: Some(stop),
-            server: Some(server),
-        }
+        let channel =
+            Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.expect("client connects");
+        let store = Store::connect(&db.url, 2, Duration::from_secs(5)).await.expect("test store connects");
+        wait_until_serving(&channel).await;
+        Self { addr, channel, clock, store, db, extra_env, stop: Some(stop), server: Some(server) }
     }
 
     /// Stops the server, letting in-flight calls finish.
@@ -146,13 +122,27 @@ impl TestApp {
         self.stop().await;
         let db = std::mem::replace(
             &mut self.db,
-            TestDatabase {
-                url: String::new(),
-                data_dir: tempfile::tempdir().unwrap(),
-            },
+            TestDatabase { url: String::new(), data_dir: tempfile::tempdir().unwrap() },
         );
         let clock = self.clock.clone();
         Self::start(db, std::mem::take(&mut self.extra_env), clock).await
+    }
+
+    /// A second server on the same database, sharing this one's signing key: another replica.
+    pub async fn spawn_peer(&self) -> Self {
+        let db = TestDatabase { url: self.db.url.clone(), data_dir: tempfile::tempdir().unwrap() };
+        let mut env = self.extra_env.clone();
+        if !env.iter().any(|(k, _)| k == "IDENTITY_SIGNING_KEY_FILE") {
+            let key = self.data_dir().join("signing_key.pem").display().to_string();
+            env.push(("IDENTITY_SIGNING_KEY_FILE".into(), key));
+        }
+        Self::start(db, env, self.clock.clone()).await
+    }
+
+    /// Stops this server and starts a new one on the same state with `env` added.
+    pub async fn restart_with(mut self, env: &[(&str, &str)]) -> Self {
+        self.extra_env.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        self.restart().await
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -171,33 +161,16 @@ impl TestApp {
         UserServiceClient::new(self.channel.clone())
     }
 
-    pub async fn signup(
-        &self,
-        email: &str,
-        password: &str,
-        full_name: &str,
-    ) -> Result<User, Status> {
-        let request = SignupRequest {
-            email: email.into(),
-            password: password.into(),
-            full_name: full_name.into(),
-        };
-        Ok(self
-            .auth()
-            .signup(request)
-            .await?
-            .into_inner()
-            .user
-            .expect("signup returns the user"))
+    pub async fn signup(&self, email: &str, password: &str, full_name: &str) -> Result<User, Status> {
+        let request =
+            SignupRequest { email: email.into(), password: password.into(), full_name: full_name.into() };
+        Ok(self.auth().signup(request).await?.into_inner().user.expect("signup returns the user"))
     }
 
     pub async fn login(&self, email: &str, password: &str) -> Result<LoginResponse, Status> {
         Ok(self
             .auth()
-            .login(LoginRequest {
-                email: email.into(),
-                password: password.into(),
-            })
+            .login(LoginRequest { email: email.into(), password: password.into() })
             .await?
             .into_inner())
     }
@@ -205,24 +178,14 @@ impl TestApp {
     /// Signs up a user with a unique email and logs in.
     pub async fn signed_in_user(&self) -> (User, LoginResponse) {
         let email = format!("user-{}@example.com", uuid::Uuid::new_v4().simple());
-        let user = self
-            .signup(&email, PASSWORD, "Test User")
-            .await
-            .expect("signup succeeds");
+        let user = self.signup(&email, PASSWORD, "Test User").await.expect("signup succeeds");
         let login = self.login(&email, PASSWORD).await.expect("login succeeds");
         (user, login)
     }
 
     pub async fn is_active(&self, access_token: &str) -> bool {
-        let request = identity::proto::ValidateTokenRequest {
-            access_token: access_token.into(),
-        };
-        self.tokens()
-            .validate_token(request)
-            .await
-            .expect("ValidateToken never fails")
-            .into_inner()
-            .active
+        let request = identity::proto::ValidateTokenRequest { access_token: access_token.into() };
+        self.tokens().validate_token(request).await.expect("ValidateToken never fails").into_inner().active
     }
 }
 
@@ -234,12 +197,44 @@ impl Drop for TestApp {
     }
 }
 
+/// Waits, through a health Watch stream, until the API reports SERVING (on Postgres that is
+/// once the revocation listener is subscribed).
+async fn wait_until_serving(channel: &Channel) {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    let mut health = HealthClient::new(channel.clone());
+    let request = HealthCheckRequest { service: "identity.v1.AuthService".into() };
+    let mut updates = health.watch(request).await.expect("health watch").into_inner();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while let Ok(Ok(Some(update))) = tokio::time::timeout_at(deadline, updates.message()).await {
+        if update.status() == ServingStatus::Serving {
+            return;
+        }
+    }
+    panic!("the server did not report SERVING within 30 s");
+}
+
+/// Polls `condition` until it holds or `within` has passed; returns how long it took.
+pub async fn eventually<F, Fut>(within: Duration, mut condition: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = tokio::time::Instant::now();
+    while started.elapsed() < within {
+        if condition().await {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    None
+}
+
 /// A request carrying `authorization: <value>` metadata.
 pub fn with_authorization<T>(message: T, value: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", value.parse().expect("ASCII metadata"));
+    request.metadata_mut().insert("authorization", value.parse().expect("ASCII metadata"));
     request
 }
 
@@ -265,12 +260,7 @@ pub fn bad_fields(status: &Status) -> Vec<String> {
     status
         .get_error_details()
         .bad_request()
-        .map(|bad| {
-            bad.field_violations
-                .iter()
-                .map(|v| v.field.clone())
-                .collect()
-        })
+        .map(|bad| bad.field_violations.iter().map(|v| v.field.clone()).collect())
         .unwrap_or_default()
 }
 
@@ -279,9 +269,7 @@ async fn fresh_database(backend: Backend) -> Option<TestDatabase> {
     let url = match backend {
         Backend::Sqlite => format!("sqlite://{}", data_dir.path().join("identity.db").display()),
         Backend::Postgres => {
-            let admin_url = std::env::var("IDENTITY_TEST_POSTGRES_URL")
-                .ok()
-                .filter(|u| !u.is_empty())?;
+            let admin_url = std::env::var("IDENTITY_TEST_POSTGRES_URL").ok().filter(|u| !u.is_empty())?;
             let name = format!("identity_test_{}", uuid::Uuid::new_v4().simple());
             let admin = Store::connect(&admin_url, 1, Duration::from_secs(10))
                 .await
@@ -302,9 +290,7 @@ async fn fresh_database(backend: Backend) -> Option<TestDatabase> {
 
 /// `admin_url` with its database name replaced by `name`.
 fn with_database(admin_url: &str, name: &str) -> String {
-    let (without_query, query) = admin_url
-        .split_once('?')
-        .map_or((admin_url, None), |(u, q)| (u, Some(q)));
+    let (without_query, query) = admin_url.split_once('?').map_or((admin_url, None), |(u, q)| (u, Some(q)));
     let authority_start = without_query.find("://").map_or(0, |i| i + 3);
     let base = match without_query[authority_start..].find('/') {
         Some(slash) => &without_query[..authority_start + slash],

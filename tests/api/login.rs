@@ -14,19 +14,12 @@ on_both_backends!(
 );
 
 async fn login_returns_tokens_and_the_user(app: TestApp) {
-    let user = app
-        .signup("frank@example.com", PASSWORD, "Frank")
-        .await
-        .unwrap();
+    let user = app.signup("frank@example.com", PASSWORD, "Frank").await.unwrap();
     let login = app.login("frank@example.com", PASSWORD).await.unwrap();
     assert_eq!(login.user.unwrap().id, user.id);
     let tokens = login.tokens.unwrap();
     assert_eq!(tokens.token_type, "Bearer");
-    assert!(
-        (899..=900).contains(&tokens.expires_in),
-        "{}",
-        tokens.expires_in
-    );
+    assert!((899..=900).contains(&tokens.expires_in), "{}", tokens.expires_in);
     assert!((30 * 86400 - 1..=30 * 86400).contains(&tokens.refresh_expires_in));
     assert_eq!(tokens.access_token.split('.').count(), 3);
     assert!(tokens.refresh_token.len() >= 43, "256 bits in base64url");
@@ -34,50 +27,23 @@ async fn login_returns_tokens_and_the_user(app: TestApp) {
 }
 
 async fn login_matches_the_email_case_insensitively(app: TestApp) {
-    app.signup("Grace.Hopper@Example.com", PASSWORD, "Grace")
-        .await
-        .unwrap();
-    for email in [
-        "grace.hopper@example.com",
-        "GRACE.HOPPER@EXAMPLE.COM",
-        " Grace.Hopper@Example.com ",
-    ] {
+    app.signup("Grace.Hopper@Example.com", PASSWORD, "Grace").await.unwrap();
+    for email in ["grace.hopper@example.com", "GRACE.HOPPER@EXAMPLE.COM", " Grace.Hopper@Example.com "] {
         let login = app.login(email, PASSWORD).await.unwrap();
         assert_eq!(login.user.unwrap().email, "Grace.Hopper@Example.com");
     }
 }
 
 async fn login_failures_all_read_invalid_email_or_password(app: TestApp) {
-    app.signup("heidi@example.com", PASSWORD, "Heidi")
-        .await
-        .unwrap();
-    app.signup("ivan@example.com", PASSWORD, "Ivan")
-        .await
-        .unwrap();
-    assert!(
-        app.store
-            .set_user_active("ivan@example.com", false, app.clock.now())
-            .await
-            .unwrap()
-    );
+    app.signup("heidi@example.com", PASSWORD, "Heidi").await.unwrap();
+    app.signup("ivan@example.com", PASSWORD, "Ivan").await.unwrap();
+    assert!(app.store.set_user_active("ivan@example.com", false, app.clock.now()).await.unwrap());
 
-    let unknown = assert_code(
-        app.login("nobody@example.com", PASSWORD).await,
-        Code::Unauthenticated,
-    );
-    let wrong = assert_code(
-        app.login("heidi@example.com", "wrong-password-entirely")
-            .await,
-        Code::Unauthenticated,
-    );
-    let deactivated = assert_code(
-        app.login("ivan@example.com", PASSWORD).await,
-        Code::Unauthenticated,
-    );
-    let too_long = assert_code(
-        app.login("heidi@example.com", &"x".repeat(100)).await,
-        Code::Unauthenticated,
-    );
+    let unknown = assert_code(app.login("nobody@example.com", PASSWORD).await, Code::Unauthenticated);
+    let wrong =
+        assert_code(app.login("heidi@example.com", "wrong-password-entirely").await, Code::Unauthenticated);
+    let deactivated = assert_code(app.login("ivan@example.com", PASSWORD).await, Code::Unauthenticated);
+    let too_long = assert_code(app.login("heidi@example.com", &"x".repeat(100)).await, Code::Unauthenticated);
     for status in [&unknown, &wrong, &deactivated, &too_long] {
         assert_eq!(status.message(), "invalid email or password");
     }
@@ -86,10 +52,7 @@ async fn login_failures_all_read_invalid_email_or_password(app: TestApp) {
 async fn login_requires_both_fields(app: TestApp) {
     let status = assert_code(app.login("", "").await, Code::InvalidArgument);
     assert_eq!(bad_fields(&status), ["email", "password"]);
-    let status = assert_code(
-        app.login("a@example.com", "pass\0word").await,
-        Code::InvalidArgument,
-    );
+    let status = assert_code(app.login("a@example.com", "pass\0word").await, Code::InvalidArgument);
     assert_eq!(bad_fields(&status), ["password"]);
 }
 
@@ -113,8 +76,5 @@ async fn login_stores_only_a_digest_of_the_refresh_token(app: TestApp) {
         }
     };
     use sha2::Digest;
-    assert_eq!(
-        digests,
-        vec![sha2::Sha256::digest(refresh.as_bytes()).to_vec()]
-    );
+    assert_eq!(digests, vec![sha2::Sha256::digest(refresh.as_bytes()).to_vec()]);
 }

@@ -4,6 +4,8 @@
 mod helpers;
 
 mod login;
+mod replicas;
+mod sessions;
 mod signup;
 mod system;
 mod tokens;

@@ -16,10 +16,7 @@ on_both_backends!(
 );
 
 async fn signup_returns_the_new_user(app: TestApp) {
-    let user = app
-        .signup("  Alice.Smith@Example.com ", PASSWORD, " Alice Smith ")
-        .await
-        .unwrap();
+    let user = app.signup("  Alice.Smith@Example.com ", PASSWORD, " Alice Smith ").await.unwrap();
     let id: uuid::Uuid = user.id.parse().expect("id is a UUID");
     assert_eq!(id.get_version_num(), 4);
     assert_eq!(user.email, "Alice.Smith@Example.com");
@@ -43,10 +40,7 @@ async fn signup_rejects_malformed_emails(app: TestApp) {
         "a\0@example.com",
         too_long.as_str(),
     ] {
-        let status = assert_code(
-            app.signup(email, PASSWORD, "Alice").await,
-            Code::InvalidArgument,
-        );
+        let status = assert_code(app.signup(email, PASSWORD, "Alice").await, Code::InvalidArgument);
         assert_eq!(bad_fields(&status), ["email"], "for {email:?}: {status:?}");
     }
 }
@@ -63,42 +57,23 @@ async fn signup_rejects_passwords_outside_the_policy(app: TestApp) {
     ];
     for (password, expected) in cases {
         let status = assert_code(
-            app.signup("bob.jones@example.com", password, "Bob Jones")
-                .await,
+            app.signup("bob.jones@example.com", password, "Bob Jones").await,
             Code::InvalidArgument,
         );
         assert_eq!(bad_fields(&status), ["password"], "for {password:?}");
-        assert!(
-            status.message().contains(expected),
-            "for {password:?}: {}",
-            status.message()
-        );
-        assert!(
-            !status.message().contains(password),
-            "the message must not echo the password"
-        );
+        assert!(status.message().contains(expected), "for {password:?}: {}", status.message());
+        assert!(!status.message().contains(password), "the message must not echo the password");
     }
     // The policy counts characters, not bytes: 15 two-byte characters are enough length.
-    assert!(
-        app.signup("carol@example.com", "ñandú-kiwi-émeu-4", "Carol")
-            .await
-            .is_ok()
-    );
+    assert!(app.signup("carol@example.com", "ñandú-kiwi-émeu-4", "Carol").await.is_ok());
 }
 
 async fn signup_rejects_empty_overlong_and_control_character_names(app: TestApp) {
     for name in ["", "   ", &"x".repeat(201), "Ali\0ce", "Ali\nce"] {
-        let status = assert_code(
-            app.signup("dave@example.com", PASSWORD, name).await,
-            Code::InvalidArgument,
-        );
+        let status = assert_code(app.signup("dave@example.com", PASSWORD, name).await, Code::InvalidArgument);
         assert_eq!(bad_fields(&status), ["full_name"], "for {name:?}");
     }
-    assert!(
-        app.signup("dave@example.com", PASSWORD, &"é".repeat(200))
-            .await
-            .is_ok()
-    );
+    assert!(app.signup("dave@example.com", PASSWORD, &"é".repeat(200)).await.is_ok());
 }
 
 async fn signup_reports_every_bad_field_at_once(app: TestApp) {
@@ -107,18 +82,10 @@ async fn signup_reports_every_bad_field_at_once(app: TestApp) {
 }
 
 async fn signup_of_a_taken_email_is_already_exists_whatever_its_case(app: TestApp) {
-    app.signup("erin@example.com", PASSWORD, "Erin")
-        .await
-        .unwrap();
+    app.signup("erin@example.com", PASSWORD, "Erin").await.unwrap();
     for email in ["erin@example.com", "ERIN@example.COM", "  Erin@Example.com"] {
-        let status = assert_code(
-            app.signup(email, PASSWORD, "Another Erin").await,
-            Code::AlreadyExists,
-        );
-        assert!(
-            !status.message().contains("SQL") && !status.message().contains("constraint"),
-            "{status:?}"
-        );
+        let status = assert_code(app.signup(email, PASSWORD, "Another Erin").await, Code::AlreadyExists);
+        assert!(!status.message().contains("SQL") && !status.message().contains("constraint"), "{status:?}");
     }
     // The first account is intact: it still logs in with its own password and name.
     let login = app.login("erin@example.com", PASSWORD).await.unwrap();
@@ -131,11 +98,7 @@ async fn concurrent_signups_of_one_email_give_exactly_one_account(app: TestApp) 
         async move {
             let mut auth = auth;
             let request = identity::proto::SignupRequest {
-                email: if i % 2 == 0 {
-                    "race@example.com".into()
-                } else {
-                    "RACE@example.com".into()
-                },
+                email: if i % 2 == 0 { "race@example.com".into() } else { "RACE@example.com".into() },
                 password: PASSWORD.into(),
                 full_name: format!("Racer {i}"),
             };
@@ -144,16 +107,9 @@ async fn concurrent_signups_of_one_email_give_exactly_one_account(app: TestApp) 
     });
     let results = futures_join_all(attempts).await;
     let ok = results.iter().filter(|r| r.is_ok()).count();
-    let exists = results
-        .iter()
-        .filter(|r| matches!(r, Err(s) if s.code() == Code::AlreadyExists))
-        .count();
+    let exists = results.iter().filter(|r| matches!(r, Err(s) if s.code() == Code::AlreadyExists)).count();
     assert_eq!((ok, exists), (1, 19), "{results:?}");
-    let user = app
-        .store
-        .find_user_by_email("race@example.com")
-        .await
-        .unwrap();
+    let user = app.store.find_user_by_email("race@example.com").await.unwrap();
     assert!(user.is_some());
 }
 

@@ -26,22 +26,9 @@ const EXPECTED_SERVICES: [&str; 6] = [
 
 async fn reflect(app: &TestApp, request: MessageRequest) -> MessageResponse {
     let mut client = ServerReflectionClient::new(app.channel.clone());
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(request),
-    };
-    let mut stream = client
-        .server_reflection_info(tokio_stream::iter([request]))
-        .await
-        .unwrap()
-        .into_inner();
-    stream
-        .message()
-        .await
-        .unwrap()
-        .unwrap()
-        .message_response
-        .unwrap()
+    let request = ServerReflectionRequest { host: String::new(), message_request: Some(request) };
+    let mut stream = client.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
+    stream.message().await.unwrap().unwrap().message_response.unwrap()
 }
 
 async fn reflection_lists_every_service(app: TestApp) {
@@ -69,10 +56,9 @@ async fn reflection_describes_the_identity_services_and_health(app: TestApp) {
         assert!(!files.file_descriptor_proto.is_empty());
     }
     // v1alpha too, for older grpcurl builds.
-    let mut client =
-        tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient::new(
-            app.channel.clone(),
-        );
+    let mut client = tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient::new(
+        app.channel.clone(),
+    );
     let request = tonic_reflection::pb::v1alpha::ServerReflectionRequest {
         host: String::new(),
         message_request: Some(
@@ -81,29 +67,15 @@ async fn reflection_describes_the_identity_services_and_health(app: TestApp) {
             ),
         ),
     };
-    let mut stream = client
-        .server_reflection_info(tokio_stream::iter([request]))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = client.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
     assert!(stream.message().await.unwrap().is_some());
 }
 
 async fn health_reports_the_server_and_each_api_service_serving(app: TestApp) {
     let mut health = HealthClient::new(app.channel.clone());
-    for service in [
-        "",
-        "identity.v1.AuthService",
-        "identity.v1.TokenService",
-        "identity.v1.UserService",
-    ] {
-        let response = health
-            .check(HealthCheckRequest {
-                service: service.into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
+    for service in ["", "identity.v1.AuthService", "identity.v1.TokenService", "identity.v1.UserService"] {
+        let response =
+            health.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();
         assert_eq!(response.status(), ServingStatus::Serving, "{service:?}");
     }
     assert!(identity::cli::healthcheck(app.addr, "").await.unwrap());
@@ -112,24 +84,15 @@ async fn health_reports_the_server_and_each_api_service_serving(app: TestApp) {
 async fn shutdown_turns_every_health_entry_not_serving(mut app: TestApp) {
     let mut health = HealthClient::new(app.channel.clone());
     let mut watch = health
-        .watch(HealthCheckRequest {
-            service: "identity.v1.AuthService".into(),
-        })
+        .watch(HealthCheckRequest { service: "identity.v1.AuthService".into() })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(
-        watch.message().await.unwrap().unwrap().status(),
-        ServingStatus::Serving
-    );
+    assert_eq!(watch.message().await.unwrap().unwrap().status(), ServingStatus::Serving);
     let stopping = tokio::spawn(async move {
         app.stop().await;
     });
-    let next = watch
-        .message()
-        .await
-        .unwrap()
-        .expect("an update before the stream ends");
+    let next = watch.message().await.unwrap().expect("an update before the stream ends");
     assert_eq!(next.status(), ServingStatus::NotServing);
     // A watch is an RPC in flight: the server waits for it to end before it exits.
     drop(watch);

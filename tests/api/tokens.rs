@@ -18,14 +18,8 @@ on_both_backends!(
 async fn validate_token_returns_the_claims_of_an_active_token(app: TestApp) {
     let (user, login) = app.signed_in_user().await;
     let token = login.tokens.unwrap().access_token;
-    let response = app
-        .tokens()
-        .validate_token(ValidateTokenRequest {
-            access_token: token,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let response =
+        app.tokens().validate_token(ValidateTokenRequest { access_token: token }).await.unwrap().into_inner();
     assert!(response.active);
     let claims = response.claims.unwrap();
     assert_eq!(claims.subject, user.id);
@@ -42,27 +36,14 @@ async fn validate_token_returns_the_claims_of_an_active_token(app: TestApp) {
 async fn access_tokens_verify_locally_against_the_published_jwks(app: TestApp) {
     let (user, login) = app.signed_in_user().await;
     let token = login.tokens.unwrap().access_token;
-    let jwks = app
-        .tokens()
-        .get_jwks(GetJwksRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .keys;
+    let jwks = app.tokens().get_jwks(GetJwksRequest {}).await.unwrap().into_inner().keys;
     let header = jsonwebtoken::decode_header(&token).unwrap();
     assert_eq!(header.alg, Algorithm::EdDSA);
     assert_eq!(header.typ.as_deref(), Some("at+jwt"));
-    let jwk = jwks
-        .iter()
-        .find(|k| Some(&k.kid) == header.kid.as_ref())
-        .expect("the token's kid is published");
+    let jwk =
+        jwks.iter().find(|k| Some(&k.kid) == header.kid.as_ref()).expect("the token's kid is published");
     assert_eq!(
-        (
-            jwk.kty.as_str(),
-            jwk.crv.as_str(),
-            jwk.alg.as_str(),
-            jwk.r#use.as_str()
-        ),
+        (jwk.kty.as_str(), jwk.crv.as_str(), jwk.alg.as_str(), jwk.r#use.as_str()),
         ("OKP", "Ed25519", "EdDSA", "sig")
     );
 
@@ -70,28 +51,15 @@ async fn access_tokens_verify_locally_against_the_published_jwks(app: TestApp) {
     validation.set_issuer(&["identity"]);
     validation.set_audience(&["identity"]);
     let key = DecodingKey::from_ed_components(&jwk.x).unwrap();
-    let claims = jsonwebtoken::decode::<Value>(&token, &key, &validation)
-        .unwrap()
-        .claims;
+    let claims = jsonwebtoken::decode::<Value>(&token, &key, &validation).unwrap().claims;
     assert_eq!(claims["sub"], user.id.as_str());
-    for claim in [
-        "iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid", "email", "name",
-    ] {
-        assert!(
-            claims.get(claim).is_some(),
-            "claim {claim} is missing from {claims}"
-        );
+    for claim in ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid", "email", "name"] {
+        assert!(claims.get(claim).is_some(), "claim {claim} is missing from {claims}");
     }
 }
 
 async fn the_jwks_holds_no_private_parameter(app: TestApp) {
-    let jwks = app
-        .tokens()
-        .get_jwks(GetJwksRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .keys;
+    let jwks = app.tokens().get_jwks(GetJwksRequest {}).await.unwrap().into_inner().keys;
     assert_eq!(jwks.len(), 1);
     let x = URL_SAFE_NO_PAD.decode(&jwks[0].x).unwrap();
     assert_eq!(x.len(), 32, "x is the 32-byte public key");
@@ -117,44 +85,20 @@ async fn forged_and_foreign_tokens_are_inactive(app: TestApp) {
 
     let mut signature = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
     signature[0] ^= 0x01;
-    let flipped_signature = format!(
-        "{}.{}.{}",
-        parts[0],
-        parts[1],
-        URL_SAFE_NO_PAD.encode(&signature)
-    );
+    let flipped_signature = format!("{}.{}.{}", parts[0], parts[1], URL_SAFE_NO_PAD.encode(&signature));
 
-    let alg_none = format!(
-        "{}.{}.",
-        encode(&json!({"alg": "none", "typ": "at+jwt", "kid": kid})),
-        parts[1]
-    );
+    let alg_none = format!("{}.{}.", encode(&json!({"alg": "none", "typ": "at+jwt", "kid": kid})), parts[1]);
 
-    let jwks = app
-        .tokens()
-        .get_jwks(GetJwksRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .keys;
+    let jwks = app.tokens().get_jwks(GetJwksRequest {}).await.unwrap().into_inner().keys;
     let public_key = URL_SAFE_NO_PAD.decode(&jwks[0].x).unwrap();
-    let hs256_header = Header {
-        kid: Some(kid.clone()),
-        typ: Some("at+jwt".into()),
-        ..Header::new(Algorithm::HS256)
-    };
-    let hs256_with_public_key = jsonwebtoken::encode(
-        &hs256_header,
-        &claims,
-        &EncodingKey::from_secret(&public_key).unwrap(),
-    )
-    .unwrap();
+    let hs256_header =
+        Header { kid: Some(kid.clone()), typ: Some("at+jwt".into()), ..Header::new(Algorithm::HS256) };
+    let hs256_with_public_key =
+        jsonwebtoken::encode(&hs256_header, &claims, &EncodingKey::from_secret(&public_key).unwrap())
+            .unwrap();
 
-    let eddsa_header = Header {
-        kid: Some(kid.clone()),
-        typ: Some("at+jwt".into()),
-        ..Header::new(Algorithm::EdDSA)
-    };
+    let eddsa_header =
+        Header { kid: Some(kid.clone()), typ: Some("at+jwt".into()), ..Header::new(Algorithm::EdDSA) };
     let other_key =
         EncodingKey::from_ed_pem(identity::tokens::generate_key_pem().unwrap().as_bytes()).unwrap();
     let other_key_same_kid = jsonwebtoken::encode(&eddsa_header, &claims, &other_key).unwrap();
@@ -174,10 +118,7 @@ async fn forged_and_foreign_tokens_are_inactive(app: TestApp) {
     not_yet_valid["nbf"] = json!(chrono::Utc::now().timestamp() + 600);
     let mut without_exp = claims.clone();
     without_exp.as_object_mut().unwrap().remove("exp");
-    let id_token_type = Header {
-        typ: Some("JWT".into()),
-        ..eddsa_header.clone()
-    };
+    let id_token_type = Header { typ: Some("JWT".into()), ..eddsa_header.clone() };
 
     let forgeries = [
         ("tampered payload", tampered_payload),
@@ -185,22 +126,10 @@ async fn forged_and_foreign_tokens_are_inactive(app: TestApp) {
         ("alg none", alg_none),
         ("HS256 signed with the public key", hs256_with_public_key),
         ("another key with the same kid", other_key_same_kid),
-        (
-            "another issuer",
-            sign_with_our_key(&eddsa_header, &foreign_issuer),
-        ),
-        (
-            "another audience",
-            sign_with_our_key(&eddsa_header, &foreign_audience),
-        ),
-        (
-            "expired",
-            sign_with_our_key(&eddsa_header, &already_expired),
-        ),
-        (
-            "not yet valid",
-            sign_with_our_key(&eddsa_header, &not_yet_valid),
-        ),
+        ("another issuer", sign_with_our_key(&eddsa_header, &foreign_issuer)),
+        ("another audience", sign_with_our_key(&eddsa_header, &foreign_audience)),
+        ("expired", sign_with_our_key(&eddsa_header, &already_expired)),
+        ("not yet valid", sign_with_our_key(&eddsa_header, &not_yet_valid)),
         ("no exp", sign_with_our_key(&eddsa_header, &without_exp)),
         ("typ JWT", sign_with_our_key(&id_token_type, &claims)),
         ("empty", String::new()),
@@ -219,14 +148,8 @@ async fn a_token_is_inactive_from_the_second_it_expires(app: TestApp) {
     app.clock.advance(Duration::from_secs(14 * 60));
     assert!(app.is_active(&token).await);
     app.clock.advance(Duration::from_secs(61));
-    let response = app
-        .tokens()
-        .validate_token(ValidateTokenRequest {
-            access_token: token,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let response =
+        app.tokens().validate_token(ValidateTokenRequest { access_token: token }).await.unwrap().into_inner();
     assert!(!response.active);
     assert!(response.claims.is_none(), "an inactive token has no claims");
 }

@@ -16,12 +16,8 @@ on_both_backends!(
 async fn get_current_user_returns_the_caller(app: TestApp) {
     let (user, login) = app.signed_in_user().await;
     let token = login.tokens.unwrap().access_token;
-    let current = app
-        .users()
-        .get_current_user(bearer(GetCurrentUserRequest {}, &token))
-        .await
-        .unwrap()
-        .into_inner();
+    let current =
+        app.users().get_current_user(bearer(GetCurrentUserRequest {}, &token)).await.unwrap().into_inner();
     assert_eq!(current.user.unwrap(), user);
     // The scheme is case-insensitive (RFC 7235).
     let lower = with_authorization(GetCurrentUserRequest {}, &format!("bearer {token}"));
@@ -31,10 +27,8 @@ async fn get_current_user_returns_the_caller(app: TestApp) {
 async fn get_current_user_refuses_missing_malformed_and_inactive_bearers(app: TestApp) {
     let (_, login) = app.signed_in_user().await;
     let token = login.tokens.unwrap().access_token;
-    let status = assert_code(
-        app.users().get_current_user(GetCurrentUserRequest {}).await,
-        Code::Unauthenticated,
-    );
+    let status =
+        assert_code(app.users().get_current_user(GetCurrentUserRequest {}).await, Code::Unauthenticated);
     assert!(status.message().contains("missing"), "{}", status.message());
     for value in [
         token.clone(),
@@ -44,28 +38,17 @@ async fn get_current_user_refuses_missing_malformed_and_inactive_bearers(app: Te
         "Bearer not-a-token".into(),
     ] {
         let request = with_authorization(GetCurrentUserRequest {}, &value);
-        let status = assert_code(
-            app.users().get_current_user(request).await,
-            Code::Unauthenticated,
-        );
-        assert!(
-            !status.message().contains(&token),
-            "the token is not echoed"
-        );
+        let status = assert_code(app.users().get_current_user(request).await, Code::Unauthenticated);
+        assert!(!status.message().contains(&token), "the token is not echoed");
     }
 }
 
 async fn a_deactivated_user_is_refused_even_with_a_live_token(app: TestApp) {
     let (user, login) = app.signed_in_user().await;
     let token = login.tokens.unwrap().access_token;
-    app.store
-        .set_user_active(&user.email.to_lowercase(), false, app.clock.now())
-        .await
-        .unwrap();
+    app.store.set_user_active(&user.email.to_lowercase(), false, app.clock.now()).await.unwrap();
     assert_code(
-        app.users()
-            .get_current_user(bearer(GetCurrentUserRequest {}, &token))
-            .await,
+        app.users().get_current_user(bearer(GetCurrentUserRequest {}, &token)).await,
         Code::Unauthenticated,
     );
 }
@@ -74,10 +57,7 @@ async fn a_restart_keeps_users_sessions_and_the_signing_key(app: TestApp) {
     let (user, login) = app.signed_in_user().await;
     let token = login.tokens.unwrap().access_token;
     let app = app.restart().await;
-    assert!(
-        app.is_active(&token).await,
-        "tokens signed before the restart still verify"
-    );
+    assert!(app.is_active(&token).await, "tokens signed before the restart still verify");
     let again = app.login(&user.email, PASSWORD).await.unwrap();
     assert_eq!(again.user.unwrap().id, user.id);
 }

@@ -1,0 +1,135 @@
+//! Signup, login, the current user and password changes.
+
+use uuid::Uuid;
+
+use super::Identity;
+use crate::{
+    domain::{Email, FullName, Password, PresentedPassword, normalize_email},
+    error::AppError,
+    passwords::HashError,
+    store::{NewUser, StoreError, UserRecord},
+    tokens::{AccessClaims, VerifiedToken},
+};
+
+pub struct SignupInput {
+    pub email: Email,
+    pub password: Password,
+    pub full_name: FullName,
+}
+
+impl Identity {
+    pub async fn signup(&self, input: SignupInput) -> Result<UserRecord, AppError> {
+        let hash = self.hasher.hash(&input.password).await?;
+        let email_lower = input.email.normalized();
+        let user = NewUser {
+            id: Uuid::new_v4(),
+            email: input.email.as_str(),
+            email_lower: &email_lower,
+            full_name: input.full_name.as_str(),
+            password_hash: hash.expose(),
+            now: self.clock.now(),
+        };
+        match self.store.insert_user(&user).await {
+            Ok(user) => {
+                tracing::info!(target: "audit", event = "signup", user_id = %user.id);
+                Ok(user)
+            }
+            Err(StoreError::UniqueViolation) => Err(AppError::EmailTaken),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Checks the credentials and starts a session. Every failure is the same
+    /// `InvalidCredentials`, and costs the same bcrypt work whether or not the account exists.
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &PresentedPassword,
+    ) -> Result<(UserRecord, super::SessionTokens), AppError> {
+        let user = self.store.find_user_by_email(&normalize_email(email)).await?;
+        let verified = self.hasher.verify(password, user.as_ref().map(|u| &u.password_hash)).await?;
+        let user = match user {
+            Some(user) if verified && user.is_active => user,
+            Some(user) => {
+                let reason = if verified { "account deactivated" } else { "wrong password" };
+                tracing::info!(target: "audit", event = "login_failed", user_id = %user.id, reason);
+                return Err(AppError::InvalidCredentials);
+            }
+            None => {
+                tracing::info!(target: "audit", event = "login_failed", reason = "unknown email");
+                return Err(AppError::InvalidCredentials);
+            }
+        };
+        self.rehash_if_weaker(&user, password).await;
+        let tokens = self.start_session(&user).await?;
+        tracing::info!(target: "audit", event = "login", user_id = %user.id, session_id = %tokens.session_id);
+        Ok((user, tokens))
+    }
+
+    /// Raising `IDENTITY_BCRYPT_COST` upgrades each user at their next successful login, the
+    /// only time the service holds the plain password. Best effort: a failure here does not
+    /// fail the login.
+    async fn rehash_if_weaker(&self, user: &UserRecord, password: &PresentedPassword) {
+        if !self.hasher.needs_rehash(&user.password_hash) {
+            return;
+        }
+        let stronger = match self.hasher.hash_presented(password).await {
+            Ok(hash) => hash,
+            Err(HashError::Overloaded) => return,
+            Err(error) => {
+                tracing::warn!(user_id = %user.id, %error, "could not rehash a password");
+                return;
+            }
+        };
+        match self.store.upgrade_password_hash(user.id, user.password_hash.expose(), stronger.expose()).await
+        {
+            Ok(_) => {
+                tracing::info!(user_id = %user.id, cost = self.hasher.cost(), "password rehashed at the configured cost")
+            }
+            Err(error) => tracing::warn!(user_id = %user.id, %error, "could not store a rehashed password"),
+        }
+    }
+
+    /// The account behind an active token; UNAUTHENTICATED if it is gone or deactivated.
+    pub async fn current_user(&self, claims: &AccessClaims) -> Result<UserRecord, AppError> {
+        let user_id = claims.user_id().ok_or(AppError::Unauthenticated("invalid access token"))?;
+        match self.store.find_user_by_id(user_id).await? {
+            Some(user) if user.is_active => Ok(user),
+            _ => Err(AppError::Unauthenticated("the account no longer exists or is deactivated")),
+        }
+    }
+
+    /// Sets a new password after checking the current one, and ends every other session of the
+    /// user; the caller's session stays valid.
+    pub async fn change_password(
+        &self,
+        caller: &VerifiedToken,
+        current: &PresentedPassword,
+        new: &Password,
+    ) -> Result<(), AppError> {
+        let user = self.current_user(&caller.claims).await?;
+        if !self.hasher.verify(current, Some(&user.password_hash)).await? {
+            tracing::info!(target: "audit", event = "password_change_failed", user_id = %user.id, reason = "wrong current password");
+            return Err(AppError::Unauthenticated("the current password is incorrect"));
+        }
+        let new_hash = self.hasher.hash(new).await?;
+        let now = self.clock.now();
+        let revoked = self
+            .store
+            .change_password(
+                user.id,
+                user.password_hash.expose(),
+                new_hash.expose(),
+                Some(caller.session_id),
+                now,
+            )
+            .await?
+            // Another change won the race since we read the hash: the caller's current password
+            // is no longer the current one.
+            .ok_or(AppError::Unauthenticated("the current password is incorrect"))?;
+        self.revoked_here(revoked.iter().copied(), now);
+        tracing::info!(target: "audit", event = "password_changed", user_id = %user.id,
+            session_id = %caller.session_id, sessions_revoked = revoked.len());
+        Ok(())
+    }
+}

@@ -1,0 +1,93 @@
+//! Work that runs beside the RPCs: following revocations made by other replicas, and purging
+//! sessions nobody can use any more.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::TimeDelta;
+use tokio::sync::watch;
+
+use crate::{clock::Clock, store::Store, tokens::RevocationSet};
+
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+/// Expired and revoked sessions are kept this long (for audit and support) before deletion.
+pub const SESSION_RETENTION: TimeDelta = TimeDelta::days(1);
+
+/// Keeps `revocations` complete: subscribe to announcements first, then reload recent
+/// revocations from the sessions table, then follow the announcements. When the subscription
+/// drops, the set is marked unsynchronised (health says so) until the cycle has run again.
+/// On SQLite there is nothing to subscribe to: one reload, then this process sees every
+/// revocation itself.
+pub async fn keep_revocations_in_sync(
+    store: Store,
+    revocations: Arc<RevocationSet>,
+    clock: Clock,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut retry = RETRY_MIN;
+    loop {
+        let subscription = store.listen_for_revocations().await;
+        let reload = match &subscription {
+            Ok(_) => store.sessions_revoked_since(clock.now() - revocations.horizon()).await,
+            Err(_) => Ok(Vec::new()),
+        };
+        match (subscription, reload) {
+            (Ok(listener), Ok(recent)) => {
+                for session in recent {
+                    revocations.revoke([session.id], session.revoked_at);
+                }
+                revocations.set_synced(true);
+                retry = RETRY_MIN;
+                let Some(mut listener) = listener else { return };
+                tracing::info!(
+                    revoked = revocations.len(),
+                    "revocation set synchronised; following announcements"
+                );
+                loop {
+                    tokio::select! {
+                        next = listener.next() => match next {
+                            Ok(Some(session_ids)) => revocations.revoke(session_ids, clock.now()),
+                            Ok(None) | Err(_) => break,
+                        },
+                        _ = stop.changed() => return,
+                    }
+                }
+                revocations.set_synced(false);
+                tracing::warn!("lost the revocation notification connection: re-synchronising");
+            }
+            (Err(error), _) | (_, Err(error)) => {
+                revocations.set_synced(false);
+                tracing::warn!(%error, retry_in = ?retry, "cannot synchronise the revocation set");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(retry) => {}
+            _ = stop.changed() => return,
+        }
+        retry = (retry * 2).min(RETRY_MAX);
+    }
+}
+
+/// Every `interval`, deletes sessions that expired or were revoked more than
+/// [`SESSION_RETENTION`] ago, and forgets revocations no token can be affected by any more.
+pub async fn purge_sessions_periodically(
+    store: Store,
+    revocations: Arc<RevocationSet>,
+    clock: Clock,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => return,
+        }
+        let now = clock.now();
+        revocations.prune(now);
+        match store.purge_sessions(now - SESSION_RETENTION).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "purged old sessions"),
+            Err(error) => tracing::warn!(%error, "could not purge old sessions"),
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! Sessions: start one at login, rotate its refresh token, end it.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::Identity;
+use crate::{
+    error::AppError,
+    store::{NewSession, Rotation, UserRecord},
+    tokens::{AccessTokenSubject, IssuedAccessToken, RefreshToken},
+};
+
+/// The tokens of one session, as handed to the client once.
+#[derive(Debug)]
+pub struct SessionTokens {
+    pub session_id: Uuid,
+    pub access: IssuedAccessToken,
+    pub refresh: RefreshToken,
+    pub refresh_expires_at: DateTime<Utc>,
+    pub issued_at: DateTime<Utc>,
+}
+
+const INVALID_REFRESH_TOKEN: &str = "invalid or expired refresh token";
+
+impl Identity {
+    pub(super) async fn start_session(&self, user: &UserRecord) -> Result<SessionTokens, AppError> {
+        let now = self.clock.now();
+        let refresh = RefreshToken::generate();
+        let session = NewSession {
+            id: Uuid::new_v4(),
+            user_id: user.id,
+            refresh_token_digest: &refresh.digest(),
+            created_at: now,
+            expires_at: now + self.refresh_ttl,
+        };
+        self.store.insert_session(&session).await?;
+        let access = self.issue_access_token(user, session.id, session.expires_at, now)?;
+        Ok(SessionTokens {
+            session_id: session.id,
+            access,
+            refresh,
+            refresh_expires_at: session.expires_at,
+            issued_at: now,
+        })
+    }
+
+    fn issue_access_token(
+        &self,
+        user: &UserRecord,
+        session_id: Uuid,
+        session_expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<IssuedAccessToken, AppError> {
+        let subject = AccessTokenSubject {
+            user_id: user.id,
+            email: &user.email,
+            full_name: &user.full_name,
+            session_id,
+            session_expires_at,
+        };
+        self.tokens.issue(&subject, now).map_err(AppError::internal)
+    }
+
+    /// Exchanges a refresh token for a new access token and a new refresh token of the same
+    /// session. The presented token stops working at once; presenting it again revokes the
+    /// session. Access tokens already issued keep working until their `exp`.
+    pub async fn refresh(&self, presented: &RefreshToken) -> Result<SessionTokens, AppError> {
+        let now = self.clock.now();
+        let next = RefreshToken::generate();
+        match self.store.rotate_refresh_token(&presented.digest(), &next.digest(), now).await? {
+            Rotation::Rotated { session_id, expires_at, user } => {
+                if !user.is_active {
+                    if self.store.revoke_session(session_id, now).await? {
+                        self.revoked_here([session_id], now);
+                    }
+                    return Err(AppError::Unauthenticated(INVALID_REFRESH_TOKEN));
+                }
+                let access = self.issue_access_token(&user, session_id, expires_at, now)?;
+                tracing::info!(target: "audit", event = "refresh", user_id = %user.id, %session_id);
+                Ok(SessionTokens {
+                    session_id,
+                    access,
+                    refresh: next,
+                    refresh_expires_at: expires_at,
+                    issued_at: now,
+                })
+            }
+            Rotation::Reused { session_id, newly_revoked } => {
+                if newly_revoked {
+                    self.revoked_here([session_id], now);
+                }
+                tracing::warn!(target: "audit", event = "refresh_token_reuse", %session_id,
+                    "a rotated refresh token was presented again: session revoked");
+                Err(AppError::Unauthenticated(INVALID_REFRESH_TOKEN))
+            }
+            Rotation::Refused => Err(AppError::Unauthenticated(INVALID_REFRESH_TOKEN)),
+        }
+    }
+
+    /// Ends the session `presented` belongs to. Idempotent, and quiet about unknown tokens
+    /// (RFC 7009 §2.2): the caller's goal, a dead token, is met either way.
+    pub async fn logout(&self, presented: &RefreshToken) -> Result<(), AppError> {
+        let now = self.clock.now();
+        if let Some(session_id) = self.store.revoke_session_by_refresh_token(&presented.digest(), now).await?
+        {
+            self.revoked_here([session_id], now);
+            tracing::info!(target: "audit", event = "logout", %session_id);
+        }
+        Ok(())
+    }
+}

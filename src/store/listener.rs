@@ -1,0 +1,43 @@
+//! The Postgres end of revocation propagation: a LISTEN on its own connection.
+
+use sqlx::postgres::{PgListener, PgPoolOptions};
+use uuid::Uuid;
+
+use super::{REVOCATION_CHANNEL, Store, StoreError};
+
+/// Marks the listener's connection in `pg_stat_activity`, for operators (and tests) to find it.
+pub const LISTENER_APPLICATION_NAME: &str = "identity-revocation-listener";
+
+/// A subscription to revocations announced by any replica.
+pub struct RevocationListener {
+    listener: PgListener,
+}
+
+impl Store {
+    /// Subscribes to revocation announcements: `None` on SQLite, where one process owns the
+    /// database and learns of every revocation in process. The LISTEN is in place when this
+    /// returns, so a reload done afterwards misses nothing.
+    pub async fn listen_for_revocations(&self) -> Result<Option<RevocationListener>, StoreError> {
+        let Self::Postgres(pool) = self else { return Ok(None) };
+        // A pool of its own: the listener holds its connection for good, and a pooler in
+        // transaction mode would break LISTEN, so it must be a direct session.
+        let options = (*pool.connect_options()).clone().application_name(LISTENER_APPLICATION_NAME);
+        let dedicated = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(pool.options().get_acquire_timeout())
+            .connect_lazy_with(options);
+        let mut listener = PgListener::connect_with(&dedicated).await?;
+        listener.listen(REVOCATION_CHANNEL).await?;
+        Ok(Some(RevocationListener { listener }))
+    }
+}
+
+impl RevocationListener {
+    /// The session ids of the next announcement; `Ok(None)` when the connection was lost and
+    /// announcements may have been missed.
+    pub async fn next(&mut self) -> Result<Option<Vec<Uuid>>, StoreError> {
+        let Some(notification) = self.listener.try_recv().await? else { return Ok(None) };
+        let ids = notification.payload().split(',').filter_map(|id| id.trim().parse().ok()).collect();
+        Ok(Some(ids))
+    }
+}

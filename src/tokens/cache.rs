@@ -1,0 +1,47 @@
+//! Tokens whose signature and claims were already verified, so that a repeat validation costs a
+//! lookup instead of an Ed25519 check (as Envoy's JWT filter does). Expiry and revocation are
+//! still checked on every call by the caller.
+
+use std::sync::Arc;
+
+use quick_cache::sync::Cache;
+use uuid::Uuid;
+
+use super::AccessClaims;
+
+/// Verified claims, with the session id already parsed for the revocation check.
+#[derive(Debug)]
+pub struct VerifiedToken {
+    pub claims: AccessClaims,
+    pub session_id: Uuid,
+}
+
+pub struct VerifiedTokenCache {
+    /// Keyed by the whole token: no second hash to compute, and no collision to reason about.
+    entries: Option<Cache<String, Arc<VerifiedToken>>>,
+}
+
+impl VerifiedTokenCache {
+    /// A cache of at most `capacity` tokens; 0 turns caching off.
+    pub fn new(capacity: usize) -> Self {
+        Self { entries: (capacity > 0).then(|| Cache::new(capacity)) }
+    }
+
+    pub fn get(&self, token: &str) -> Option<Arc<VerifiedToken>> {
+        self.entries.as_ref()?.get(token)
+    }
+
+    pub fn insert(&self, token: &str, verified: Arc<VerifiedToken>) {
+        if let Some(entries) = &self.entries {
+            entries.insert(token.to_owned(), verified);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.as_ref().map_or(0, Cache::len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

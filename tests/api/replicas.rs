@@ -1,0 +1,76 @@
+//! Several servers on one Postgres database: what one replica revokes, every replica enforces.
+
+use std::time::Duration;
+
+use identity::{proto::LogoutRequest, store::Store};
+
+use crate::helpers::{Backend, TestApp, eventually};
+
+async fn postgres_app() -> Option<TestApp> {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    if app.is_none() {
+        eprintln!("IDENTITY_TEST_POSTGRES_URL is not set: Postgres test skipped");
+    }
+    app
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_on_one_replica_is_enforced_by_another_within_a_second() {
+    let Some(a) = postgres_app().await else { return };
+    let b = a.spawn_peer().await;
+    let (_, login) = a.signed_in_user().await;
+    let tokens = login.tokens.unwrap();
+    assert!(b.is_active(&tokens.access_token).await);
+
+    a.auth().logout(LogoutRequest { refresh_token: tokens.refresh_token.clone() }).await.unwrap();
+    let seen =
+        eventually(Duration::from_secs(1), || async { !b.is_active(&tokens.access_token).await }).await;
+    let seen = seen.expect("replica B still accepts the token a second after the logout on A");
+    eprintln!("logout on A seen by B after {seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_resynchronises_after_its_listener_connection_is_killed() {
+    let Some(a) = postgres_app().await else { return };
+    let b = a.spawn_peer().await;
+    let (_, login) = a.signed_in_user().await;
+    let token = login.tokens.unwrap().access_token;
+    assert!(b.is_active(&token).await);
+    let Store::Postgres(pool) = &a.store else { unreachable!() };
+
+    // A revocation B is never told about: written straight to the table, no NOTIFY. Only a
+    // reload from the sessions table can reveal it.
+    let session_id: uuid::Uuid =
+        jsonwebtoken::dangerous::insecure_decode::<serde_json::Value>(&token).unwrap().claims["sid"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+    sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE id = $2")
+        .bind(a.clock.now())
+        .bind(session_id)
+        .execute(pool)
+        .await
+        .unwrap();
+    assert!(b.is_active(&token).await, "B has no way to know yet");
+
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE application_name = $1 AND datname = current_database()",
+    )
+    .bind(identity::store::LISTENER_APPLICATION_NAME)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(killed, [true, true], "one listener per replica");
+
+    let resynced = eventually(Duration::from_secs(15), || async { !b.is_active(&token).await }).await;
+    assert!(resynced.is_some(), "B did not reload revocations after losing its listener");
+    // And B follows announcements again on its new connection.
+    let (_, second) = a.signed_in_user().await;
+    let second = second.tokens.unwrap();
+    a.auth().logout(LogoutRequest { refresh_token: second.refresh_token }).await.unwrap();
+    let seen =
+        eventually(Duration::from_secs(1), || async { !b.is_active(&second.access_token).await }).await;
+    assert!(seen.is_some());
+}
