@@ -116,6 +116,11 @@ impl App {
         })
     }
 
+    /// The service logic, for in-process callers (benchmarks).
+    pub fn identity(&self) -> Arc<Identity> {
+        Arc::clone(&self.identity)
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }

@@ -8,7 +8,7 @@ mod user;
 
 pub use auth::AuthApi;
 pub use logging::RpcLogLayer;
-pub use token::TokenApi;
+pub use token::{TokenApi, claims_message as token_claims_message};
 pub use user::UserApi;
 
 use chrono::{DateTime, Utc};

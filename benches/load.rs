@@ -1,0 +1,508 @@
+//! Load tool: runs the real server in-process (SQLite in a temp dir, or `--database-url`) and
+//! drives it with tonic clients, printing requests/s and latency percentiles per scenario.
+//! A bare tonic service answering ValidateToken with a canned response ("echo") runs in the same
+//! process as the ceiling of what tonic serves on this machine.
+//!
+//!     cargo bench --bench load -- --help
+//!     cargo bench --bench load                                  # every scenario
+//!     cargo bench --bench load -- --scenarios echo,validate-repeated --duration 10s
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use clap::Parser;
+use hdrhistogram::Histogram;
+use identity::{
+    clock::Clock,
+    config::Config,
+    proto::{
+        Claims, GetJwksRequest, GetJwksResponse, LoginRequest, RefreshTokenRequest, SignupRequest,
+        ValidateTokenRequest, ValidateTokenResponse,
+        auth_service_client::AuthServiceClient,
+        token_service_client::TokenServiceClient,
+        token_service_server::{TokenService, TokenServiceServer},
+    },
+    service::Identity,
+    startup::App,
+    tokens::AccessTokenSubject,
+};
+use tonic::{Code, Request, Response, Status, transport::Channel};
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+const PASSWORD: &str = "bench-orbit-tundra-42-vessel";
+const ALL: &str =
+    "inprocess,echo,validate-repeated,validate-new,jwks,refresh,signup,login,health-under-login";
+
+#[derive(Parser)]
+#[command(about = "Load scenarios against an in-process identity server")]
+struct Args {
+    /// Comma-separated scenarios: inprocess, echo, validate-repeated, validate-new, jwks,
+    /// refresh, signup, login, health-under-login.
+    #[arg(long, default_value = ALL)]
+    scenarios: String,
+    /// How long each gRPC scenario runs.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Requests in flight at once (ValidateToken, GetJwks, echo, refresh).
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Requests in flight for Login and Signup.
+    #[arg(long, default_value_t = 32)]
+    login_concurrency: usize,
+    /// Concurrent logins that flood the server in health-under-login.
+    #[arg(long, default_value_t = 64)]
+    flood: usize,
+    /// HTTP/2 connections the client spreads its requests over.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// bcrypt cost of the server under test.
+    #[arg(long, default_value_t = 12)]
+    cost: u32,
+    /// Run against this database instead of a temporary SQLite file.
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Extra IDENTITY_* settings for the server, as NAME=VALUE.
+    #[arg(long = "env")]
+    env: Vec<String>,
+    /// Ignored: cargo bench passes it.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+/// The outcome of one scenario.
+struct Report {
+    name: String,
+    concurrency: usize,
+    ok: u64,
+    shed: u64,
+    errors: u64,
+    elapsed: Duration,
+    latency: Histogram<u64>,
+}
+
+impl Report {
+    fn rps(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn print(&self) {
+        let ms = |q: f64| self.latency.value_at_quantile(q) as f64 / 1000.0;
+        println!(
+            "{:<26} {:>4} {:>9} {:>7} {:>6} {:>11.0} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
+            self.name,
+            self.concurrency,
+            self.ok,
+            self.shed,
+            self.errors,
+            self.rps(),
+            ms(0.5),
+            ms(0.9),
+            ms(0.99),
+            self.latency.max() as f64 / 1000.0
+        );
+    }
+}
+
+fn print_header() {
+    println!(
+        "{:<26} {:>4} {:>9} {:>7} {:>6} {:>11} {:>9} {:>9} {:>9} {:>9}",
+        "scenario", "conc", "ok", "shed", "errors", "requests/s", "p50 ms", "p90 ms", "p99 ms", "max ms"
+    );
+}
+
+fn histogram() -> Histogram<u64> {
+    // Microseconds, 1 µs to 100 s, 3 significant figures.
+    Histogram::new_with_bounds(1, 100_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Runs `call` from `concurrency` tasks until `duration` has passed. `call(task, n)` returns
+/// Ok, or the status it failed with; RESOURCE_EXHAUSTED counts as shed, not as an error.
+async fn run<F, Fut>(name: &str, concurrency: usize, duration: Duration, call: F) -> Report
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), Status>> + Send,
+{
+    let call = Arc::new(call);
+    let started = Instant::now();
+    let deadline = started + duration;
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|task| {
+            let call = Arc::clone(&call);
+            tokio::spawn(async move {
+                let (mut latency, mut ok, mut shed, mut errors) = (histogram(), 0u64, 0u64, 0u64);
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    let begun = Instant::now();
+                    match call(task, n).await {
+                        Ok(()) => {
+                            ok += 1;
+                            latency.saturating_record(begun.elapsed().as_micros() as u64);
+                        }
+                        Err(status) if status.code() == Code::ResourceExhausted => {
+                            shed += 1;
+                            // A shed client backs off briefly instead of spinning.
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                        Err(status) => {
+                            errors += 1;
+                            if errors == 1 {
+                                eprintln!("{}: {:?}: {}", task, status.code(), status.message());
+                            }
+                        }
+                    }
+                    n += 1;
+                }
+                (latency, ok, shed, errors)
+            })
+        })
+        .collect();
+    let mut report = Report {
+        name: name.into(),
+        concurrency,
+        ok: 0,
+        shed: 0,
+        errors: 0,
+        elapsed: Duration::ZERO,
+        latency: histogram(),
+    };
+    for task in tasks {
+        let (latency, ok, shed, errors) = task.await.expect("load task");
+        report.latency.add(latency).expect("same histogram bounds");
+        report.ok += ok;
+        report.shed += shed;
+        report.errors += errors;
+    }
+    report.elapsed = started.elapsed();
+    report
+}
+
+/// A tonic service that answers ValidateToken with a canned active response: no parsing, no
+/// crypto, no lookup. The ceiling for a unary call of the same shape on this machine.
+struct Echo {
+    response: ValidateTokenResponse,
+}
+
+#[tonic::async_trait]
+impl TokenService for Echo {
+    async fn validate_token(
+        &self,
+        _: Request<ValidateTokenRequest>,
+    ) -> Result<Response<ValidateTokenResponse>, Status> {
+        Ok(Response::new(self.response.clone()))
+    }
+
+    async fn get_jwks(&self, _: Request<GetJwksRequest>) -> Result<Response<GetJwksResponse>, Status> {
+        Ok(Response::new(GetJwksResponse::default()))
+    }
+}
+
+async fn channels(addr: SocketAddr, count: usize) -> Vec<Channel> {
+    let mut channels = Vec::with_capacity(count);
+    for _ in 0..count.max(1) {
+        channels
+            .push(Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.expect("connect"));
+    }
+    channels
+}
+
+/// `count` distinct valid access tokens, signed in process (ValidateToken needs no session row).
+fn mint_tokens(identity: &Identity, count: usize) -> Vec<String> {
+    let now = identity.now();
+    (0..count)
+        .map(|_| {
+            let subject = AccessTokenSubject {
+                user_id: uuid::Uuid::new_v4(),
+                email: "bench@example.com",
+                full_name: "Bench",
+                session_id: uuid::Uuid::new_v4(),
+                session_expires_at: now + chrono::TimeDelta::days(1),
+            };
+            identity.tokens().issue(&subject, now).expect("sign").token
+        })
+        .collect()
+}
+
+fn in_process(identity: &Identity) {
+    const N: usize = 50_000;
+    let repeated = mint_tokens(identity, 1).remove(0);
+    identity.validate(&repeated).expect("active");
+    let started = Instant::now();
+    for _ in 0..N {
+        identity.validate(&repeated).expect("active");
+    }
+    let hit = started.elapsed() / N as u32;
+    let fresh = mint_tokens(identity, N / 5);
+    let started = Instant::now();
+    for token in &fresh {
+        identity.validate(token).expect("active");
+    }
+    let miss = started.elapsed() / fresh.len() as u32;
+    println!(
+        "in-process ValidateToken: repeated token (cache hit) {hit:?}/call, new token (signature check) {miss:?}/call"
+    );
+}
+
+/// Time one core takes to verify a password at `cost`.
+fn single_core_verify_time(cost: u32) -> Duration {
+    let hash = bcrypt::hash(PASSWORD, cost).expect("hash");
+    let rounds = if cost >= 12 { 4 } else { 16 };
+    let started = Instant::now();
+    for _ in 0..rounds {
+        assert!(bcrypt::verify(PASSWORD, &hash).expect("verify"));
+    }
+    started.elapsed() / rounds
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let scenarios: Vec<&str> = args.scenarios.split(',').map(str::trim).collect();
+    let wants = |name: &str| scenarios.contains(&name);
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let mut vars = vec![
+        ("IDENTITY_LISTEN_ADDR".to_string(), "127.0.0.1:0".to_string()),
+        ("IDENTITY_DATA_DIR".into(), data_dir.path().display().to_string()),
+        ("IDENTITY_BCRYPT_COST".into(), args.cost.to_string()),
+    ];
+    if let Some(url) = &args.database_url {
+        vars.push(("IDENTITY_DATABASE_URL".into(), url.clone()));
+    }
+    for pair in &args.env {
+        let (k, v) = pair.split_once('=').expect("--env NAME=VALUE");
+        vars.push((k.into(), v.into()));
+    }
+    let config = Config::from_vars(vars).expect("valid configuration");
+    let app = App::build_with_clock(&config, Clock::system()).await.expect("server builds");
+    let identity = app.identity();
+    let addr = app.local_addr();
+    tokio::spawn(app.run_until_stopped(std::future::pending()));
+
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "identity load test: {cores} cores, bcrypt cost {}, hash threads {}, hash queue {}, backend {}, {} per scenario, {} connections",
+        config.bcrypt_cost,
+        config.hash_threads,
+        config.hash_queue,
+        if config.is_postgres() { "postgres" } else { "sqlite" },
+        humantime::format_duration(args.duration),
+        args.connections
+    );
+    if wants("inprocess") {
+        in_process(&identity);
+    }
+    let channels = Arc::new(channels(addr, args.connections).await);
+    let channel = {
+        let channels = Arc::clone(&channels);
+        move |task: usize| channels[task % channels.len()].clone()
+    };
+    print_header();
+    let mut echo_rps = None;
+    let mut validate_rps = None;
+
+    if wants("echo") {
+        let sample = mint_tokens(&identity, 1).remove(0);
+        let claims = identity.validate(&sample).expect("active").claims.clone();
+        let response = ValidateTokenResponse { active: true, claims: Some(claims_message(&claims)) };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let echo_addr = listener.local_addr().expect("addr");
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(TokenServiceServer::new(Echo { response }))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let echo_channels = Arc::new(self::channels(echo_addr, args.connections).await);
+        let sample = Arc::new(sample);
+        let report = run("echo (bare tonic)", args.concurrency, args.duration, move |task, _| {
+            let mut client = TokenServiceClient::new(echo_channels[task % echo_channels.len()].clone());
+            let request = ValidateTokenRequest { access_token: sample.to_string() };
+            async move { client.validate_token(request).await.map(drop) }
+        })
+        .await;
+        report.print();
+        echo_rps = Some(report.rps());
+    }
+
+    if wants("validate-repeated") {
+        let token = Arc::new(mint_tokens(&identity, 1).remove(0));
+        let channel = channel.clone();
+        let report = run("ValidateToken repeated", args.concurrency, args.duration, move |task, _| {
+            let mut client = TokenServiceClient::new(channel(task));
+            let request = ValidateTokenRequest { access_token: token.to_string() };
+            async move {
+                let response = client.validate_token(request).await?.into_inner();
+                if response.active { Ok(()) } else { Err(Status::internal("inactive")) }
+            }
+        })
+        .await;
+        report.print();
+        validate_rps = Some(report.rps());
+    }
+
+    if wants("validate-new") {
+        let identity = Arc::clone(&identity);
+        let tokens =
+            Arc::new(tokio::task::spawn_blocking(move || mint_tokens(&identity, 60_000)).await.unwrap());
+        let next = Arc::new(AtomicUsize::new(0));
+        let channel = channel.clone();
+        let report = run("ValidateToken new tokens", args.concurrency, args.duration, move |task, _| {
+            let mut client = TokenServiceClient::new(channel(task));
+            let token = tokens[next.fetch_add(1, Ordering::Relaxed) % tokens.len()].clone();
+            async move {
+                let response =
+                    client.validate_token(ValidateTokenRequest { access_token: token }).await?.into_inner();
+                if response.active { Ok(()) } else { Err(Status::internal("inactive")) }
+            }
+        })
+        .await;
+        report.print();
+    }
+
+    if wants("jwks") {
+        let channel = channel.clone();
+        run("GetJwks", args.concurrency, args.duration, move |task, _| {
+            let mut client = TokenServiceClient::new(channel(task));
+            async move { client.get_jwks(GetJwksRequest {}).await.map(drop) }
+        })
+        .await
+        .print();
+    }
+
+    let mut auth = AuthServiceClient::new(channels[0].clone());
+    let users: Vec<String> = if wants("login") || wants("health-under-login") || wants("refresh") {
+        let mut users = Vec::new();
+        for i in 0..8 {
+            let email = format!("bench-{i}-{}@example.com", uuid::Uuid::new_v4().simple());
+            let request =
+                SignupRequest { email: email.clone(), password: PASSWORD.into(), full_name: "Bench".into() };
+            auth.signup(request).await.expect("signup");
+            users.push(email);
+        }
+        users
+    } else {
+        Vec::new()
+    };
+    let users = Arc::new(users);
+
+    if wants("refresh") {
+        // Each task follows its own session's rotation chain.
+        let mut chains = Vec::new();
+        for task in 0..args.concurrency {
+            let request =
+                LoginRequest { email: users[task % users.len()].clone(), password: PASSWORD.into() };
+            chains.push(tokio::sync::Mutex::new(
+                auth.login(request).await.expect("login").into_inner().tokens.unwrap().refresh_token,
+            ));
+        }
+        let chains = Arc::new(chains);
+        let channel = channel.clone();
+        run("RefreshToken", args.concurrency, args.duration, move |task, _| {
+            let mut client = AuthServiceClient::new(channel(task));
+            let chains = Arc::clone(&chains);
+            async move {
+                let mut current = chains[task].lock().await;
+                let request = RefreshTokenRequest { refresh_token: current.clone() };
+                let tokens = client.refresh_token(request).await?.into_inner().tokens.unwrap();
+                *current = tokens.refresh_token;
+                Ok(())
+            }
+        })
+        .await
+        .print();
+    }
+
+    let verify_time = single_core_verify_time(config.bcrypt_cost);
+    let bcrypt_limit = cores as f64 / verify_time.as_secs_f64();
+    let mut login_rps = None;
+    let mut signup_rps = None;
+
+    if wants("signup") {
+        let channel = channel.clone();
+        let prefix = uuid::Uuid::new_v4().simple().to_string();
+        let report = run("Signup", args.login_concurrency, args.duration, move |task, n| {
+            let mut client = AuthServiceClient::new(channel(task));
+            let request = SignupRequest {
+                email: format!("s-{prefix}-{task}-{n}@example.com"),
+                password: PASSWORD.into(),
+                full_name: "Bench".into(),
+            };
+            async move { client.signup(request).await.map(drop) }
+        })
+        .await;
+        report.print();
+        signup_rps = Some(report.rps());
+    }
+
+    if wants("login") {
+        let channel = channel.clone();
+        let users = Arc::clone(&users);
+        let report = run("Login", args.login_concurrency, args.duration, move |task, n| {
+            let mut client = AuthServiceClient::new(channel(task));
+            let email = users[(task + n as usize) % users.len()].clone();
+            async move { client.login(LoginRequest { email, password: PASSWORD.into() }).await.map(drop) }
+        })
+        .await;
+        report.print();
+        login_rps = Some(report.rps());
+    }
+
+    if wants("health-under-login") {
+        let flood_stop = Arc::new(AtomicU64::new(0));
+        let flood = {
+            let channel = channel.clone();
+            let users = Arc::clone(&users);
+            tokio::spawn(run("(login flood)", args.flood, args.duration, move |task, n| {
+                let mut client = AuthServiceClient::new(channel(task));
+                let email = users[(task + n as usize) % users.len()].clone();
+                async move { client.login(LoginRequest { email, password: PASSWORD.into() }).await.map(drop) }
+            }))
+        };
+        // Let the flood fill the hash pool before probing.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let probe_time = args.duration.saturating_sub(Duration::from_secs(1));
+        let health_channel = channel(0);
+        let health = run("  health Check (probe)", 1, probe_time, move |_, _| {
+            let mut client = HealthClient::new(health_channel.clone());
+            async move { client.check(HealthCheckRequest { service: String::new() }).await.map(drop) }
+        });
+        let token = Arc::new(mint_tokens(&identity, 1).remove(0));
+        let validate_channel = channel(1);
+        let validate = run("  ValidateToken (probe)", 1, probe_time, move |_, _| {
+            let mut client = TokenServiceClient::new(validate_channel.clone());
+            let request = ValidateTokenRequest { access_token: token.to_string() };
+            async move { client.validate_token(request).await.map(drop) }
+        });
+        let (health, validate) = tokio::join!(health, validate);
+        let flood = flood.await.expect("flood");
+        flood_stop.store(1, Ordering::Relaxed);
+        println!("health under a flood of {} concurrent logins:", args.flood);
+        flood.print();
+        health.print();
+        validate.print();
+    }
+
+    println!();
+    println!(
+        "bcrypt: one verify at cost {} takes {:.1} ms on one core; limit on {cores} cores: {bcrypt_limit:.2} logins/s",
+        config.bcrypt_cost,
+        verify_time.as_secs_f64() * 1000.0
+    );
+    if let (Some(validate), Some(echo)) = (validate_rps, echo_rps) {
+        println!("ratio ValidateToken (repeated) / echo: {:.2}", validate / echo);
+    }
+    if let Some(login) = login_rps {
+        println!("ratio Login / bcrypt limit: {:.2}", login / bcrypt_limit);
+    }
+    if let Some(signup) = signup_rps {
+        println!("ratio Signup / bcrypt limit: {:.2}", signup / bcrypt_limit);
+    }
+}
+
+fn claims_message(claims: &identity::tokens::AccessClaims) -> Claims {
+    identity::rpc::token_claims_message(claims)
+}
