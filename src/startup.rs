@@ -5,8 +5,10 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use secrecy::ExposeSecret;
 use tokio::{net::TcpListener, sync::watch};
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::{server::NamedService, transport::Server};
+use tonic::{
+    server::NamedService,
+    transport::{Server, server::TcpIncoming},
+};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
@@ -190,7 +192,7 @@ impl App {
             .add_service(auth)
             .add_service(token)
             .add_service(user)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
+            .serve_with_incoming_shutdown(incoming(self.listener), shutdown)
             .await;
         for task in background {
             task.abort();
@@ -199,6 +201,12 @@ impl App {
         tracing::info!("stopped");
         Ok(served?)
     }
+}
+
+/// Accepted connections with Nagle's algorithm off (small gRPC frames must not wait for the
+/// peer's delayed ACK, 40 ms on Linux) and TCP keepalive on, to notice dead peers.
+fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true)).with_keepalive(Some(Duration::from_secs(60)))
 }
 
 /// Opens the database named by the configuration and applies pending migrations.
@@ -219,6 +227,8 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
     tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        // google.rpc.BadRequest and RetryInfo, so that grpcurl can print error details.
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
         .include_reflection_service(false)

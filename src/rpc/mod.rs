@@ -43,8 +43,10 @@ fn user_message(user: &UserRecord) -> proto::User {
 }
 
 fn tokens_message(tokens: SessionTokens) -> proto::Tokens {
-    let seconds_until =
-        |at: DateTime<Utc>| i32::try_from((at - tokens.issued_at).num_seconds().max(0)).unwrap_or(i32::MAX);
+    // Whole seconds, as in the token's own `iat` and `exp`.
+    let seconds_until = |at: DateTime<Utc>| {
+        i32::try_from((at.timestamp() - tokens.issued_at.timestamp()).max(0)).unwrap_or(i32::MAX)
+    };
     proto::Tokens {
         expires_in: seconds_until(tokens.access.expires_at),
         refresh_expires_in: seconds_until(tokens.refresh_expires_at),

@@ -47,6 +47,7 @@ async fn reflection_describes_the_identity_services_and_health(app: TestApp) {
         "identity.v1.AuthService",
         "identity.v1.TokenService",
         "identity.v1.UserService",
+        "google.rpc.BadRequest",
         "grpc.health.v1.Health",
     ] {
         let response = reflect(&app, MessageRequest::FileContainingSymbol(symbol.into())).await;
