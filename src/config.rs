@@ -28,7 +28,20 @@ pub struct Config {
     pub hash_queue: usize,
     pub token_cache_size: usize,
     pub session_purge_interval: Duration,
+    pub max_failed_logins: u32,
+    pub lockout_duration: Duration,
+    pub tls: Option<TlsFiles>,
+    pub health_listen_addr: Option<SocketAddr>,
     pub log_format: LogFormat,
+}
+
+/// PEM files for serving TLS; with `client_ca_file`, only clients presenting a certificate
+/// issued by that CA get in (mutual TLS).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub client_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +79,12 @@ struct RawConfig {
     hash_queue: Option<String>,
     token_cache_size: Option<String>,
     session_purge_interval: Option<String>,
+    max_failed_logins: Option<String>,
+    lockout_duration: Option<String>,
+    tls_cert_file: Option<String>,
+    tls_key_file: Option<String>,
+    tls_client_ca_file: Option<String>,
+    health_listen_addr: Option<String>,
     log_format: Option<String>,
 }
 
@@ -152,6 +171,19 @@ impl Config {
             session_purge_interval: parse("SESSION_PURGE_INTERVAL", raw.session_purge_interval, "1h", |s| {
                 bounded_duration(s, Duration::from_millis(100), Duration::from_secs(7 * 24 * 3600))
             })?,
+            max_failed_logins: parse("MAX_FAILED_LOGINS", raw.max_failed_logins, "5", |s| {
+                in_range(s, 0, 1000)
+            })?,
+            lockout_duration: parse("LOCKOUT_DURATION", raw.lockout_duration, "15m", |s| {
+                bounded_duration(s, Duration::from_secs(1), Duration::from_secs(7 * 24 * 3600))
+            })?,
+            tls: tls_files(raw.tls_cert_file, raw.tls_key_file, raw.tls_client_ca_file)?,
+            health_listen_addr: non_empty("HEALTH_LISTEN_ADDR", raw.health_listen_addr)?
+                .map(|text| {
+                    text.parse::<SocketAddr>()
+                        .map_err(|e| problem("HEALTH_LISTEN_ADDR", format!("{e} (got {text:?})")))
+                })
+                .transpose()?,
             log_format: parse("LOG_FORMAT", raw.log_format, "text", |s| match s {
                 "text" => Ok(LogFormat::Text),
                 "json" => Ok(LogFormat::Json),
@@ -163,6 +195,25 @@ impl Config {
     pub fn is_postgres(&self) -> bool {
         use secrecy::ExposeSecret;
         self.database_url.expose_secret().starts_with("postgres")
+    }
+}
+
+fn tls_files(
+    cert: Option<String>,
+    key: Option<String>,
+    client_ca: Option<String>,
+) -> Result<Option<TlsFiles>, ConfigError> {
+    let cert = non_empty("TLS_CERT_FILE", cert)?.map(PathBuf::from);
+    let key = non_empty("TLS_KEY_FILE", key)?.map(PathBuf::from);
+    let client_ca_file = non_empty("TLS_CLIENT_CA_FILE", client_ca)?.map(PathBuf::from);
+    match (cert, key) {
+        (Some(cert_file), Some(key_file)) => Ok(Some(TlsFiles { cert_file, key_file, client_ca_file })),
+        (Some(_), None) => Err(problem("TLS_KEY_FILE", "must be set when IDENTITY_TLS_CERT_FILE is")),
+        (None, Some(_)) => Err(problem("TLS_CERT_FILE", "must be set when IDENTITY_TLS_KEY_FILE is")),
+        (None, None) if client_ca_file.is_some() => {
+            Err(problem("TLS_CLIENT_CA_FILE", "needs IDENTITY_TLS_CERT_FILE and IDENTITY_TLS_KEY_FILE"))
+        }
+        (None, None) => Ok(None),
     }
 }
 
@@ -264,6 +315,12 @@ mod tests {
 
         let error = config(&[("IDENTITY_LOG_FORMAT", "xml")]).unwrap_err();
         assert_eq!(error.variable, "IDENTITY_LOG_FORMAT");
+
+        let error = config(&[("IDENTITY_TLS_CERT_FILE", "cert.pem")]).unwrap_err();
+        assert_eq!(error.variable, "IDENTITY_TLS_KEY_FILE");
+
+        let error = config(&[("IDENTITY_TLS_CLIENT_CA_FILE", "ca.pem")]).unwrap_err();
+        assert_eq!(error.variable, "IDENTITY_TLS_CLIENT_CA_FILE");
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub enum AppError {
     /// UNAUTHENTICATED, for a missing or inactive token.
     #[error("{0}")]
     Unauthenticated(&'static str),
+    /// RESOURCE_EXHAUSTED: too many failed logins for this email; retry after the window.
+    #[error("too many failed attempts, retry later")]
+    LockedOut { retry_after: Duration },
     /// RESOURCE_EXHAUSTED: the password hashing queue is full; retry shortly.
     #[error("the server is busy, retry later")]
     Overloaded,
@@ -77,6 +80,12 @@ impl From<AppError> for Status {
             }
             AppError::EmailTaken => Status::already_exists(message),
             AppError::InvalidCredentials | AppError::Unauthenticated(_) => Status::unauthenticated(message),
+            AppError::LockedOut { retry_after } => Status::with_error_details(
+                Code::ResourceExhausted,
+                message,
+                // Whole seconds, rounded up: retrying a moment early would only fail again.
+                ErrorDetails::with_retry_info(Some(Duration::from_secs(retry_after.as_secs() + 1))),
+            ),
             AppError::Overloaded => Status::with_error_details(
                 Code::ResourceExhausted,
                 message,

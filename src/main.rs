@@ -20,7 +20,8 @@ enum Command {
     Migrate,
     /// Write a new Ed25519 signing key (PKCS#8 PEM) to PATH, or to standard output.
     Keygen { path: Option<PathBuf> },
-    /// Exit 0 if the server at ADDR (default: IDENTITY_LISTEN_ADDR) reports SERVING.
+    /// Exit 0 if the server at ADDR reports SERVING. ADDR defaults to IDENTITY_HEALTH_LISTEN_ADDR
+    /// if set (needed when TLS is on: this check speaks plaintext), else IDENTITY_LISTEN_ADDR.
     Healthcheck {
         addr: Option<SocketAddr>,
         /// The health service name to ask about; "" is the whole server.
@@ -70,7 +71,9 @@ async fn main() -> ExitCode {
             }
         }
         Command::Healthcheck { addr, service } => {
-            let addr = addr.unwrap_or_else(|| cli::local_target(config.listen_addr));
+            let addr = addr.unwrap_or_else(|| {
+                cli::local_target(config.health_listen_addr.unwrap_or(config.listen_addr))
+            });
             match cli::healthcheck(addr, &service).await {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => {

@@ -7,13 +7,13 @@ use secrecy::ExposeSecret;
 use tokio::{net::TcpListener, sync::watch};
 use tonic::{
     server::NamedService,
-    transport::{Server, server::TcpIncoming},
+    transport::{Server, ServerTlsConfig, server::TcpIncoming},
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
     clock::Clock,
-    config::Config,
+    config::{Config, TlsFiles},
     domain::PasswordPolicy,
     passwords::{HashError, PasswordHasher},
     rpc::{
@@ -23,7 +23,7 @@ use crate::{
             user_service_server::UserServiceServer,
         },
     },
-    service::{Identity, IdentityParts, keep_revocations_in_sync, purge_sessions_periodically},
+    service::{Identity, IdentityParts, LockoutPolicy, keep_revocations_in_sync, purge_periodically},
     store::{Store, StoreError},
     tokens::{KeyError, KeyRing, RevocationSet, TokenIssuer},
 };
@@ -45,6 +45,8 @@ pub enum StartupError {
     Key(#[from] KeyError),
     #[error("cannot start password hashing: {0}")]
     Hasher(#[from] HashError),
+    #[error("TLS: cannot read {path}: {source}")]
+    TlsFile { path: std::path::PathBuf, source: std::io::Error },
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("reflection: {0}")]
@@ -62,6 +64,9 @@ pub struct App {
     policy: PasswordPolicy,
     clock: Clock,
     purge_interval: Duration,
+    tls: Option<ServerTlsConfig>,
+    /// A plaintext listener serving only grpc.health.v1, for probes that cannot speak TLS.
+    health_listener: Option<TcpListener>,
 }
 
 impl App {
@@ -100,6 +105,11 @@ impl App {
             token_cache_size: config.token_cache_size,
             clock: clock.clone(),
             refresh_ttl: config.refresh_token_ttl,
+            lockout: (config.max_failed_logins > 0).then(|| LockoutPolicy {
+                max_failures: config.max_failed_logins,
+                window: chrono::TimeDelta::from_std(config.lockout_duration)
+                    .unwrap_or(chrono::TimeDelta::MAX),
+            }),
         }));
         let listener = TcpListener::bind(config.listen_addr)
             .await
@@ -107,7 +117,16 @@ impl App {
         let local_addr = listener
             .local_addr()
             .map_err(|source| StartupError::Bind { addr: config.listen_addr, source })?;
+        let tls = config.tls.as_ref().map(tls_config).transpose()?;
+        let health_listener = match config.health_listen_addr {
+            Some(addr) => {
+                Some(TcpListener::bind(addr).await.map_err(|source| StartupError::Bind { addr, source })?)
+            }
+            None => None,
+        };
         Ok(Self {
+            tls,
+            health_listener,
             listener,
             local_addr,
             store,
@@ -127,6 +146,11 @@ impl App {
         self.local_addr
     }
 
+    /// The plaintext health-only listener's address, when one is configured.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health_listener.as_ref().and_then(|listener| listener.local_addr().ok())
+    }
+
     /// Serves until `shutdown` completes; then every health entry goes NOT_SERVING, in-flight
     /// RPCs finish, and the database pool closes.
     pub async fn run_until_stopped(
@@ -135,6 +159,7 @@ impl App {
     ) -> Result<(), StartupError> {
         let (health, health_service) = tonic_health::server::health_reporter();
         let (stopping, stop_requested) = watch::channel(false);
+        let stop_requested_for_health = stop_requested.clone();
         let revocations = Arc::clone(self.identity.revocations());
         let initially =
             if revocations.is_synced() { ServingStatus::Serving } else { ServingStatus::NotServing };
@@ -152,13 +177,7 @@ impl App {
                 self.clock.clone(),
                 stop_requested.clone(),
             )),
-            tokio::spawn(purge_sessions_periodically(
-                self.store.clone(),
-                revocations,
-                self.clock.clone(),
-                self.purge_interval,
-                stop_requested,
-            )),
+            tokio::spawn(purge_periodically(Arc::clone(&self.identity), self.purge_interval, stop_requested)),
         ];
 
         let reflection_v1 = reflection().build_v1()?;
@@ -180,7 +199,20 @@ impl App {
         };
 
         tracing::info!(addr = %self.local_addr, backend = self.store.backend(), "serving gRPC");
-        let served = Server::builder()
+        if let Some(listener) = self.health_listener {
+            let mut stop = stop_requested_for_health;
+            let health_only = Server::builder()
+                .add_service(health_service.clone())
+                .serve_with_incoming_shutdown(incoming(listener), async move {
+                    let _ = stop.wait_for(|stopping| *stopping).await;
+                });
+            tokio::spawn(health_only);
+        }
+        let mut server = Server::builder();
+        if let Some(tls) = self.tls {
+            server = server.tls_config(tls)?;
+        }
+        let served = server
             .timeout(REQUEST_TIMEOUT)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
@@ -207,6 +239,20 @@ impl App {
 /// peer's delayed ACK, 40 ms on Linux) and TCP keepalive on, to notice dead peers.
 fn incoming(listener: TcpListener) -> TcpIncoming {
     TcpIncoming::from(listener).with_nodelay(Some(true)).with_keepalive(Some(Duration::from_secs(60)))
+}
+
+/// Reads the TLS files: a certificate chain and key to serve with and, for mutual TLS, the CA
+/// whose client certificates are let in.
+fn tls_config(files: &TlsFiles) -> Result<ServerTlsConfig, StartupError> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|source| StartupError::TlsFile { path: path.to_owned(), source })
+    };
+    let identity = tonic::transport::Identity::from_pem(read(&files.cert_file)?, read(&files.key_file)?);
+    let mut config = ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = &files.client_ca_file {
+        config = config.client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?));
+    }
+    Ok(config)
 }
 
 /// Opens the database named by the configuration and applies pending migrations.

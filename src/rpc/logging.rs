@@ -1,15 +1,28 @@
-//! One log line per RPC: method, gRPC status code and latency. Never metadata or bodies, which
-//! carry passwords and tokens.
+//! The edge of every RPC: a request id (taken from `x-request-id` or generated, and echoed
+//! back), a tracing span carrying it with the method and peer address (so audit events inside
+//! the handler carry them too), one log line with the status code and latency, and the status
+//! code fix-up below. Never metadata values or bodies, which carry passwords and tokens.
 
 use std::{
     future::Future,
+    net::SocketAddr,
     pin::Pin,
     task::{Context, Poll},
     time::Instant,
 };
 
-use tonic::Code;
+use http::{HeaderValue, header::HeaderName};
+use tonic::{
+    Code,
+    transport::server::{TcpConnectInfo, TlsConnectInfo},
+};
 use tower::{Layer, Service};
+use tracing::Instrument;
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+/// Longest client-chosen request id kept; a longer or non-printable one is replaced.
+const MAX_REQUEST_ID_LEN: usize = 128;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RpcLogLayer;
@@ -41,34 +54,111 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        let method = request.uri().path().to_owned();
+    fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
         let started = Instant::now();
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            let result = response.await;
-            let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-            match &result {
-                Ok(response) => {
-                    // An error is sent "trailers-only", in the headers; a success has no status
-                    // in its headers and sends OK in the trailers.
-                    let code = response
-                        .headers()
-                        .get("grpc-status")
-                        .and_then(|value| value.to_str().ok())
-                        .and_then(|value| value.parse::<i32>().ok())
-                        .map_or(Code::Ok, Code::from_i32);
-                    if method.starts_with("/grpc.") {
-                        tracing::debug!(target: "rpc", %method, code = ?code, latency_ms, "rpc");
-                    } else {
-                        tracing::info!(target: "rpc", %method, code = ?code, latency_ms, "rpc");
+        let request_id = request_id(&request);
+        request.headers_mut().insert(REQUEST_ID, request_id.clone());
+        let method = request.uri().path().to_owned();
+        let peer = peer_addr(&request);
+        let span = tracing::info_span!(
+            "rpc",
+            %method,
+            request_id = request_id.to_str().unwrap_or_default(),
+            peer = peer.map(|p| p.to_string()).unwrap_or_default()
+        );
+        let response = span.in_scope(|| self.inner.call(request));
+        Box::pin(
+            async move {
+                let mut result = response.await;
+                let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+                match &mut result {
+                    Ok(response) => {
+                        response.headers_mut().insert(REQUEST_ID, request_id);
+                        let code = remap_status(response.headers_mut());
+                        if method.starts_with("/grpc.") {
+                            tracing::debug!(target: "rpc", code = ?code, latency_ms, "rpc");
+                        } else {
+                            tracing::info!(target: "rpc", code = ?code, latency_ms, "rpc");
+                        }
                     }
+                    Err(error) => tracing::warn!(target: "rpc", %error, latency_ms, "rpc failed"),
                 }
-                Err(error) => {
-                    tracing::warn!(target: "rpc", %method, %error, latency_ms, "rpc failed")
-                }
+                result
             }
-            result
+            .instrument(span),
+        )
+    }
+}
+
+/// The status of a response. An error is sent "trailers-only", in the headers; a success has
+/// no status in its headers and sends OK in the trailers.
+///
+/// tonic answers OUT_OF_RANGE for a message over the decode limit, but gRPC's status table says
+/// a message over the server's limit is RESOURCE_EXHAUSTED, which is also what a client should
+/// act on (send less). This service never answers OUT_OF_RANGE itself, so every one is that.
+fn remap_status(headers: &mut http::HeaderMap) -> Code {
+    let code = headers
+        .get(&GRPC_STATUS)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<i32>().ok())
+        .map_or(Code::Ok, Code::from_i32);
+    if code == Code::OutOfRange {
+        headers.insert(GRPC_STATUS, HeaderValue::from(Code::ResourceExhausted as i32));
+        return Code::ResourceExhausted;
+    }
+    code
+}
+
+/// The client's `x-request-id` if it is a sane token, else a new UUID.
+fn request_id<B>(request: &http::Request<B>) -> HeaderValue {
+    request
+        .headers()
+        .get(&REQUEST_ID)
+        .filter(|value| {
+            let bytes = value.as_bytes();
+            !bytes.is_empty()
+                && bytes.len() <= MAX_REQUEST_ID_LEN
+                && bytes.iter().all(|b| b.is_ascii_graphic())
         })
+        .cloned()
+        .unwrap_or_else(|| {
+            HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+                .unwrap_or(HeaderValue::from_static("unknown"))
+        })
+}
+
+fn peer_addr<B>(request: &http::Request<B>) -> Option<SocketAddr> {
+    let extensions = request.extensions();
+    extensions.get::<TcpConnectInfo>().and_then(TcpConnectInfo::remote_addr).or_else(|| {
+        extensions.get::<TlsConnectInfo<TcpConnectInfo>>().and_then(|tls| tls.get_ref().remote_addr())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_range_becomes_resource_exhausted_and_nothing_else_changes() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(GRPC_STATUS, HeaderValue::from(Code::OutOfRange as i32));
+        assert_eq!(remap_status(&mut headers), Code::ResourceExhausted);
+        assert_eq!(headers[&GRPC_STATUS], "8");
+        headers.insert(GRPC_STATUS, HeaderValue::from(Code::Unauthenticated as i32));
+        assert_eq!(remap_status(&mut headers), Code::Unauthenticated);
+        assert_eq!(remap_status(&mut http::HeaderMap::new()), Code::Ok);
+    }
+
+    #[test]
+    fn a_sane_client_request_id_is_kept_and_anything_else_replaced() {
+        let with = |value: &str| {
+            let mut request = http::Request::new(());
+            request.headers_mut().insert(REQUEST_ID, HeaderValue::from_str(value).unwrap());
+            request_id(&request)
+        };
+        assert_eq!(with("abc-123"), "abc-123");
+        assert_ne!(with(&"x".repeat(200)), "x".repeat(200));
+        assert_ne!(with("has space"), "has space");
+        assert_eq!(request_id(&http::Request::new(())).len(), 36);
     }
 }

@@ -46,8 +46,19 @@ impl Identity {
         email: &str,
         password: &PresentedPassword,
     ) -> Result<(UserRecord, super::SessionTokens), AppError> {
-        let user = self.store.find_user_by_email(&normalize_email(email)).await?;
-        let verified = self.hasher.verify(password, user.as_ref().map(|u| &u.password_hash)).await?;
+        let email_lower = normalize_email(email);
+        self.count_attempt(&email_lower).await?;
+        let user = self.store.find_user_by_email(&email_lower).await?;
+        let verified = match self.hasher.verify(password, user.as_ref().map(|u| &u.password_hash)).await {
+            Ok(verified) => verified,
+            Err(error) => {
+                // Shed or failed before the password was checked: that attempt is not a failure.
+                if self.lockout.is_some() {
+                    self.store.uncount_login_attempt(&email_lower).await?;
+                }
+                return Err(error.into());
+            }
+        };
         let user = match user {
             Some(user) if verified && user.is_active => user,
             Some(user) => {
@@ -60,10 +71,30 @@ impl Identity {
                 return Err(AppError::InvalidCredentials);
             }
         };
+        if self.lockout.is_some() {
+            self.store.clear_login_attempts(&email_lower).await?;
+        }
         self.rehash_if_weaker(&user, password).await;
         let tokens = self.start_session(&user).await?;
         tracing::info!(target: "audit", event = "login", user_id = %user.id, session_id = %tokens.session_id);
         Ok((user, tokens))
+    }
+
+    /// Counts this attempt against the email's window (whether or not an account exists, so the
+    /// lockout reveals nothing), and refuses it when the window already holds the maximum.
+    async fn count_attempt(&self, email_lower: &str) -> Result<(), AppError> {
+        let Some(lockout) = &self.lockout else { return Ok(()) };
+        let now = self.clock.now();
+        let window = self.store.count_login_attempt(email_lower, now, now - lockout.window).await?;
+        if i64::from(window.failures) <= i64::from(lockout.max_failures) {
+            return Ok(());
+        }
+        let retry_after = (window.window_started_at + lockout.window - now).to_std().unwrap_or_default();
+        if i64::from(window.failures) == i64::from(lockout.max_failures) + 1 {
+            tracing::warn!(target: "audit", event = "lockout", retry_after_s = retry_after.as_secs(),
+                "too many failed logins for one email: locked until the window passes");
+        }
+        Err(AppError::LockedOut { retry_after })
     }
 
     /// Raising `IDENTITY_BCRYPT_COST` upgrades each user at their next successful login, the

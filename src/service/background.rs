@@ -6,6 +6,7 @@ use std::{sync::Arc, time::Duration};
 use chrono::TimeDelta;
 use tokio::sync::watch;
 
+use super::Identity;
 use crate::{clock::Clock, store::Store, tokens::RevocationSet};
 
 const RETRY_MIN: Duration = Duration::from_millis(100);
@@ -68,12 +69,9 @@ pub async fn keep_revocations_in_sync(
     }
 }
 
-/// Every `interval`, deletes sessions that expired or were revoked more than
-/// [`SESSION_RETENTION`] ago, and forgets revocations no token can be affected by any more.
-pub async fn purge_sessions_periodically(
-    store: Store,
-    revocations: Arc<RevocationSet>,
-    clock: Clock,
+/// Every `interval`, forgets what nobody can use any more: see [`Identity::purge`].
+pub async fn purge_periodically(
+    identity: Arc<Identity>,
     interval: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -82,12 +80,25 @@ pub async fn purge_sessions_periodically(
             _ = tokio::time::sleep(interval) => {}
             _ = stop.changed() => return,
         }
-        let now = clock.now();
-        revocations.prune(now);
-        match store.purge_sessions(now - SESSION_RETENTION).await {
+        identity.purge().await;
+    }
+}
+
+impl Identity {
+    /// Deletes sessions that expired or were revoked more than [`SESSION_RETENTION`] ago and
+    /// login windows that have passed, and prunes revocations no token can be affected by.
+    pub async fn purge(&self) {
+        let now = self.clock.now();
+        self.revocations.prune(now);
+        match self.store.purge_sessions(now - SESSION_RETENTION).await {
             Ok(0) => {}
             Ok(deleted) => tracing::info!(deleted, "purged old sessions"),
             Err(error) => tracing::warn!(%error, "could not purge old sessions"),
+        }
+        if let Some(lockout) = &self.lockout
+            && let Err(error) = self.store.purge_login_attempts(now - lockout.window).await
+        {
+            tracing::warn!(%error, "could not purge old login attempts");
         }
     }
 }

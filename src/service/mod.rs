@@ -10,7 +10,7 @@ use std::{sync::Arc, time::Duration};
 use chrono::{DateTime, TimeDelta, Utc};
 
 pub use accounts::SignupInput;
-pub use background::{keep_revocations_in_sync, purge_sessions_periodically};
+pub use background::{keep_revocations_in_sync, purge_periodically};
 pub use sessions::SessionTokens;
 
 use crate::{
@@ -20,7 +20,15 @@ use crate::{
     tokens::{RevocationSet, TokenIssuer, TokenRejected, VerifiedToken, VerifiedTokenCache},
 };
 
+/// Brute-force protection: at most `max_failures` failed logins per email per `window`.
+#[derive(Debug, Clone, Copy)]
+pub struct LockoutPolicy {
+    pub max_failures: u32,
+    pub window: TimeDelta,
+}
+
 pub struct Identity {
+    lockout: Option<LockoutPolicy>,
     store: Store,
     hasher: PasswordHasher,
     tokens: TokenIssuer,
@@ -39,11 +47,14 @@ pub struct IdentityParts {
     pub token_cache_size: usize,
     pub clock: Clock,
     pub refresh_ttl: Duration,
+    /// `None` turns lockout off.
+    pub lockout: Option<LockoutPolicy>,
 }
 
 impl Identity {
     pub fn new(parts: IdentityParts) -> Self {
         Self {
+            lockout: parts.lockout,
             store: parts.store,
             hasher: parts.hasher,
             tokens: parts.tokens,

@@ -3,6 +3,7 @@
 //! by the service (from its clock) rather than taken from the database's `now()`. No business
 //! rules live here.
 
+mod attempts;
 mod error;
 mod listener;
 mod sessions;
@@ -17,6 +18,7 @@ use sqlx::{
 };
 use uuid::Uuid;
 
+pub use attempts::AttemptWindow;
 pub use error::StoreError;
 pub use listener::{LISTENER_APPLICATION_NAME, RevocationListener};
 pub use sessions::{REVOCATION_CHANNEL, RevokedSession, Rotation};

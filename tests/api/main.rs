@@ -3,10 +3,13 @@
 
 mod helpers;
 
+mod audit;
+mod lockout;
 mod login;
 mod replicas;
 mod sessions;
 mod signup;
 mod system;
 mod tokens;
+mod transport;
 mod users;

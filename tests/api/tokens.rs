@@ -63,10 +63,12 @@ async fn the_jwks_holds_no_private_parameter(app: TestApp) {
     assert_eq!(jwks.len(), 1);
     let x = URL_SAFE_NO_PAD.decode(&jwks[0].x).unwrap();
     assert_eq!(x.len(), 32, "x is the 32-byte public key");
-    // The private key on disk is not the published one.
+    // x is the public half of the key on disk, never its private seed.
+    use ed25519_dalek::pkcs8::DecodePrivateKey;
     let pem = std::fs::read_to_string(app.data_dir().join("signing_key.pem")).unwrap();
-    assert!(pem.contains("PRIVATE KEY"));
-    assert!(!pem.contains(&jwks[0].x));
+    let private = ed25519_dalek::SigningKey::from_pkcs8_pem(&pem).unwrap();
+    assert_eq!(x, private.verifying_key().to_bytes());
+    assert_ne!(x, private.to_bytes());
 }
 
 async fn forged_and_foreign_tokens_are_inactive(app: TestApp) {

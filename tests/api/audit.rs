@@ -1,0 +1,154 @@
+//! Audit events: what they carry, and what they must never carry.
+
+use std::{
+    io::Write,
+    sync::{Arc, Mutex, OnceLock},
+};
+
+use identity::proto::{
+    ChangePasswordRequest, LoginRequest, LogoutRequest, RefreshTokenRequest, SignupRequest,
+};
+
+use crate::{
+    helpers::{PASSWORD, TestApp, bearer},
+    on_both_backends,
+};
+
+on_both_backends!(audit_events_carry_ids_and_never_secrets);
+
+/// Every log line the test process writes, as JSON, for tests to search.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn captured_logs() -> &'static Captured {
+    static LOGS: OnceLock<Captured> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Captured::default();
+        let writer = logs.clone();
+        tracing_subscriber::fmt()
+            .json()
+            .with_span_list(true)
+            .with_env_filter("info")
+            .with_writer(move || writer.clone())
+            .try_init()
+            .expect("the first subscriber of this test process");
+        logs
+    })
+}
+
+fn lines_with(needle: &str) -> Vec<String> {
+    let logs = captured_logs().0.lock().unwrap();
+    String::from_utf8_lossy(&logs).lines().filter(|line| line.contains(needle)).map(str::to_owned).collect()
+}
+
+fn with_request_id<T>(message: T, id: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("x-request-id", id.parse().unwrap());
+    request
+}
+
+async fn audit_events_carry_ids_and_never_secrets(app: TestApp) {
+    captured_logs();
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let email = format!("audit-{run}@example.com");
+    let id = |step: &str| format!("{run}-{step}");
+    let mut auth = app.auth();
+    auth.signup(with_request_id(
+        SignupRequest { email: email.clone(), password: PASSWORD.into(), full_name: "Audit".into() },
+        &id("signup"),
+    ))
+    .await
+    .unwrap();
+    let wrong = "not-my-password-at-all";
+    auth.login(with_request_id(LoginRequest { email: email.clone(), password: wrong.into() }, &id("fail")))
+        .await
+        .unwrap_err();
+    let tokens = auth
+        .login(with_request_id(
+            LoginRequest { email: email.clone(), password: PASSWORD.into() },
+            &id("login"),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens
+        .unwrap();
+    let rotated = auth
+        .refresh_token(with_request_id(
+            RefreshTokenRequest { refresh_token: tokens.refresh_token.clone() },
+            &id("refresh"),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens
+        .unwrap();
+    auth.refresh_token(with_request_id(
+        RefreshTokenRequest { refresh_token: tokens.refresh_token.clone() },
+        &id("reuse"),
+    ))
+    .await
+    .unwrap_err();
+    let again = app.login(&email, PASSWORD).await.unwrap().tokens.unwrap();
+    let new_password = "quartz-lantern-meadow-77";
+    let mut change = bearer(
+        ChangePasswordRequest { current_password: PASSWORD.into(), new_password: new_password.into() },
+        &again.access_token,
+    );
+    change.metadata_mut().insert("x-request-id", id("change").parse().unwrap());
+    app.users().change_password(change).await.unwrap();
+    auth.logout(with_request_id(LogoutRequest { refresh_token: again.refresh_token.clone() }, &id("logout")))
+        .await
+        .unwrap();
+
+    for (step, event) in [
+        ("signup", "signup"),
+        ("fail", "login_failed"),
+        ("login", "login"),
+        ("refresh", "refresh"),
+        ("reuse", "refresh_token_reuse"),
+        ("change", "password_changed"),
+        ("logout", "logout"),
+    ] {
+        let lines = lines_with(&id(step));
+        let audit: Vec<_> = lines.iter().filter(|l| l.contains(r#""target":"audit""#)).collect();
+        assert!(
+            audit.iter().any(|l| l.contains(&format!(r#""event":"{event}""#))),
+            "no {event} audit event for request {}: {lines:#?}",
+            id(step)
+        );
+        for line in &audit {
+            assert!(line.contains(r#""peer":"127.0.0.1:"#), "no peer address: {line}");
+        }
+    }
+    let login_line = lines_with(&id("login")).into_iter().find(|l| l.contains(r#""event":"login""#)).unwrap();
+    assert!(login_line.contains("user_id") && login_line.contains("session_id"), "{login_line}");
+    assert!(
+        lines_with(&id("fail")).iter().any(|l| l.contains("wrong password")),
+        "the reason is kept server-side"
+    );
+
+    let everything = lines_with(&run).join("\n");
+    for secret in [
+        PASSWORD,
+        wrong,
+        new_password,
+        &tokens.access_token,
+        &tokens.refresh_token,
+        &rotated.refresh_token,
+        &again.refresh_token,
+    ] {
+        assert!(!everything.contains(secret), "a secret reached the logs");
+    }
+}

@@ -1,0 +1,196 @@
+//! What crosses the wire: TLS and mutual TLS, request size limits, request ids.
+
+use std::{net::SocketAddr, time::Duration};
+
+use identity::{
+    clock::Clock,
+    proto::{SignupRequest, auth_service_client::AuthServiceClient},
+    startup::App,
+};
+use rcgen::{
+    BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+};
+use tonic::{
+    Code,
+    transport::{Certificate, Channel, ClientTlsConfig, Identity as ClientIdentity},
+};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+use crate::{
+    helpers::{PASSWORD, TestApp, TestDatabase, assert_code},
+    on_both_backends,
+};
+
+on_both_backends!(
+    an_oversized_request_is_resource_exhausted_and_the_server_stays_healthy,
+    request_ids_are_echoed_or_made,
+);
+
+async fn an_oversized_request_is_resource_exhausted_and_the_server_stays_healthy(app: TestApp) {
+    let request = SignupRequest {
+        email: "big@example.com".into(),
+        password: PASSWORD.into(),
+        full_name: "x".repeat(8 << 20),
+    };
+    let status = assert_code(app.auth().signup(request).await, Code::ResourceExhausted);
+    assert!(status.message().contains("too large"), "{}", status.message());
+    let health = HealthClient::new(app.channel.clone())
+        .check(HealthCheckRequest { service: "identity.v1.AuthService".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(health.status(), ServingStatus::Serving);
+    assert!(app.signup("small@example.com", PASSWORD, "Small").await.is_ok());
+}
+
+async fn request_ids_are_echoed_or_made(app: TestApp) {
+    let mut request = tonic::Request::new(HealthCheckRequest { service: String::new() });
+    request.metadata_mut().insert("x-request-id", "trace-me-42".parse().unwrap());
+    let response = HealthClient::new(app.channel.clone()).check(request).await.unwrap();
+    assert_eq!(response.metadata().get("x-request-id").unwrap(), "trace-me-42");
+
+    let status =
+        assert_code(app.login("nobody@example.com", "whatever-password").await, Code::Unauthenticated);
+    let made = status.metadata().get("x-request-id").expect("a generated request id").to_str().unwrap();
+    assert!(made.parse::<uuid::Uuid>().is_ok(), "{made}");
+}
+
+/// A test CA with a server certificate for `localhost` and client certificates.
+struct Pki {
+    dir: tempfile::TempDir,
+    ca: String,
+    ca_issuer: Issuer<'static, KeyPair>,
+}
+
+impl Pki {
+    fn new() -> Self {
+        let (ca, ca_issuer) = Self::authority("identity test CA");
+        Self { dir: tempfile::tempdir().unwrap(), ca, ca_issuer }
+    }
+
+    fn authority(name: &str) -> (String, Issuer<'static, KeyPair>) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        let cert = params.self_signed(&key).unwrap();
+        (cert.pem(), Issuer::new(params, key))
+    }
+
+    /// A leaf certificate and key (PEM) signed by `issuer`.
+    fn leaf(issuer: &Issuer<'_, KeyPair>, name: &str, usage: ExtendedKeyUsagePurpose) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec![name.to_string()]).unwrap();
+        params.extended_key_usages = vec![usage];
+        let cert = params.signed_by(&key, issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    fn write(&self, name: &str, pem: &str) -> String {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, pem).unwrap();
+        path.display().to_string()
+    }
+
+    fn client(&self) -> ClientIdentity {
+        let (cert, key) = Self::leaf(&self.ca_issuer, "client", ExtendedKeyUsagePurpose::ClientAuth);
+        ClientIdentity::from_pem(cert, key)
+    }
+
+    /// Server settings: TLS with a `localhost` certificate, and mutual TLS if asked.
+    fn server_env(&self, mutual: bool) -> Vec<(String, String)> {
+        let (cert, key) = Self::leaf(&self.ca_issuer, "localhost", ExtendedKeyUsagePurpose::ServerAuth);
+        let mut env = vec![
+            ("IDENTITY_TLS_CERT_FILE".to_string(), self.write("server.pem", &cert)),
+            ("IDENTITY_TLS_KEY_FILE".to_string(), self.write("server.key", &key)),
+            ("IDENTITY_HEALTH_LISTEN_ADDR".to_string(), "127.0.0.1:0".to_string()),
+        ];
+        if mutual {
+            env.push(("IDENTITY_TLS_CLIENT_CA_FILE".into(), self.write("ca.pem", &self.ca)));
+        }
+        env
+    }
+}
+
+/// Starts a server with `env` (on SQLite: TLS does not depend on the store) and returns its
+/// API and health addresses.
+async fn start_tls_server(env: Vec<(String, String)>) -> (SocketAddr, SocketAddr, TestDatabase) {
+    let data_dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", data_dir.path().join("identity.db").display());
+    let db = TestDatabase { url, data_dir };
+    let config = TestApp::config(&db, &env);
+    let app = App::build_with_clock(&config, Clock::system()).await.unwrap();
+    let (addr, health_addr) = (app.local_addr(), app.health_addr().unwrap());
+    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    (addr, health_addr, db)
+}
+
+async fn tls_channel(
+    addr: SocketAddr,
+    ca: &str,
+    identity: Option<ClientIdentity>,
+) -> Result<Channel, String> {
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)).domain_name("localhost");
+    if let Some(identity) = identity {
+        tls = tls.identity(identity);
+    }
+    let endpoint = Channel::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(tls)
+        .map_err(|e| e.to_string())?;
+    endpoint.timeout(Duration::from_secs(5)).connect().await.map_err(|e| e.to_string())
+}
+
+async fn signup_over(channel: Channel) -> Result<(), tonic::Status> {
+    let email = format!("tls-{}@example.com", uuid::Uuid::new_v4().simple());
+    let request = SignupRequest { email, password: PASSWORD.into(), full_name: "TLS".into() };
+    AuthServiceClient::new(channel).signup(request).await.map(drop)
+}
+
+async fn plaintext_health(addr: SocketAddr) -> Result<ServingStatus, String> {
+    let channel =
+        Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.map_err(|e| e.to_string())?;
+    let response = HealthClient::new(channel)
+        .check(HealthCheckRequest { service: String::new() })
+        .await
+        .map_err(|status| status.to_string())?;
+    Ok(response.into_inner().status())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_serves_the_api_and_refuses_plaintext() {
+    let pki = Pki::new();
+    let (addr, health_addr, _db) = start_tls_server(pki.server_env(false)).await;
+    let channel = tls_channel(addr, &pki.ca, None).await.unwrap();
+    signup_over(channel).await.expect("a TLS client gets in");
+    assert!(plaintext_health(addr).await.is_err(), "plaintext on the TLS port must fail");
+    // Probes that cannot speak TLS use the health-only plaintext listener.
+    assert_eq!(plaintext_health(health_addr).await.unwrap(), ServingStatus::Serving);
+    assert!(identity::cli::healthcheck(health_addr, "").await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_lets_in_only_clients_with_a_certificate_from_the_ca() {
+    let pki = Pki::new();
+    let (addr, _, _db) = start_tls_server(pki.server_env(true)).await;
+
+    let trusted = tls_channel(addr, &pki.ca, Some(pki.client())).await.unwrap();
+    signup_over(trusted).await.expect("a client with a certificate from the CA gets in");
+
+    let refused = match tls_channel(addr, &pki.ca, None).await {
+        Err(_) => true,
+        Ok(channel) => signup_over(channel).await.is_err(),
+    };
+    assert!(refused, "a client without a certificate got in");
+
+    let (_, rogue_ca) = Pki::authority("rogue CA");
+    let (cert, key) = Pki::leaf(&rogue_ca, "client", ExtendedKeyUsagePurpose::ClientAuth);
+    let refused = match tls_channel(addr, &pki.ca, Some(ClientIdentity::from_pem(cert, key))).await {
+        Err(_) => true,
+        Ok(channel) => signup_over(channel).await.is_err(),
+    };
+    assert!(refused, "a client with a certificate from another CA got in");
+}
