@@ -292,7 +292,7 @@ async fn main() {
         "identity load test: {cores} cores, bcrypt cost {}, hash threads {}, hash queue {}, backend {}, {} per scenario, {} connections",
         config.bcrypt_cost,
         config.hash_threads,
-        config.hash_queue,
+        identity.hasher_queue_capacity(),
         if config.is_postgres() { "postgres" } else { "sqlite" },
         humantime::format_duration(args.duration),
         args.connections

@@ -25,13 +25,16 @@ pub struct Config {
     pub bcrypt_cost: u32,
     pub password_min_length: usize,
     pub hash_threads: usize,
-    pub hash_queue: usize,
+    /// `None`: sized from the measured cost of one hash (see `passwords::TARGET_MAX_WAIT`).
+    pub hash_queue: Option<usize>,
     pub token_cache_size: usize,
     pub session_purge_interval: Duration,
     pub max_failed_logins: u32,
     pub lockout_duration: Duration,
     pub tls: Option<TlsFiles>,
     pub health_listen_addr: Option<SocketAddr>,
+    pub health_check_interval: Duration,
+    pub metrics_addr: Option<SocketAddr>,
     pub log_format: LogFormat,
 }
 
@@ -85,6 +88,8 @@ struct RawConfig {
     tls_key_file: Option<String>,
     tls_client_ca_file: Option<String>,
     health_listen_addr: Option<String>,
+    health_check_interval: Option<String>,
+    metrics_addr: Option<String>,
     log_format: Option<String>,
 }
 
@@ -164,7 +169,12 @@ impl Config {
             hash_threads: parse("HASH_THREADS", raw.hash_threads, &cores.to_string(), |s| {
                 in_range(s, 1, 256)
             })?,
-            hash_queue: parse("HASH_QUEUE", raw.hash_queue, "64", |s| in_range(s, 0, 100_000))?,
+            hash_queue: non_empty("HASH_QUEUE", raw.hash_queue)?
+                .map(|text| {
+                    in_range(&text, 0, 100_000)
+                        .map_err(|why| problem("HASH_QUEUE", format!("{why} (got {text:?})")))
+                })
+                .transpose()?,
             token_cache_size: parse("TOKEN_CACHE_SIZE", raw.token_cache_size, "10000", |s| {
                 in_range(s, 0, 10_000_000)
             })?,
@@ -178,12 +188,11 @@ impl Config {
                 bounded_duration(s, Duration::from_secs(1), Duration::from_secs(7 * 24 * 3600))
             })?,
             tls: tls_files(raw.tls_cert_file, raw.tls_key_file, raw.tls_client_ca_file)?,
-            health_listen_addr: non_empty("HEALTH_LISTEN_ADDR", raw.health_listen_addr)?
-                .map(|text| {
-                    text.parse::<SocketAddr>()
-                        .map_err(|e| problem("HEALTH_LISTEN_ADDR", format!("{e} (got {text:?})")))
-                })
-                .transpose()?,
+            health_listen_addr: optional_addr("HEALTH_LISTEN_ADDR", raw.health_listen_addr)?,
+            metrics_addr: optional_addr("METRICS_ADDR", raw.metrics_addr)?,
+            health_check_interval: parse("HEALTH_CHECK_INTERVAL", raw.health_check_interval, "5s", |s| {
+                bounded_duration(s, Duration::from_millis(100), Duration::from_secs(3600))
+            })?,
             log_format: parse("LOG_FORMAT", raw.log_format, "text", |s| match s {
                 "text" => Ok(LogFormat::Text),
                 "json" => Ok(LogFormat::Json),
@@ -196,6 +205,12 @@ impl Config {
         use secrecy::ExposeSecret;
         self.database_url.expose_secret().starts_with("postgres")
     }
+}
+
+fn optional_addr(name: &str, value: Option<String>) -> Result<Option<SocketAddr>, ConfigError> {
+    non_empty(name, value)?
+        .map(|text| text.parse::<SocketAddr>().map_err(|e| problem(name, format!("{e} (got {text:?})"))))
+        .transpose()
 }
 
 fn tls_files(

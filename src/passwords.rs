@@ -1,15 +1,21 @@
 //! bcrypt hashing on a small pool of dedicated, low-priority threads with a bounded queue, so
 //! that a flood of logins is shed instead of queued and never runs on a tokio worker thread.
 
-use std::sync::{
-    Arc, Mutex,
-    mpsc::{self, Receiver, SyncSender, TrySendError},
+use std::{
+    sync::{
+        Arc, Mutex,
+        mpsc::{self, Receiver, SyncSender, TrySendError},
+    },
+    time::Duration,
 };
 
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::oneshot;
 
-use crate::domain::{Password, PresentedPassword};
+use crate::{
+    domain::{Password, PresentedPassword},
+    metrics::{HASH_POOL_BUSY, HASH_POOL_QUEUED, HASH_POOL_REJECTED},
+};
 
 /// A bcrypt hash as stored. Treated as a secret: it never reaches a log line.
 #[derive(Debug, Clone)]
@@ -40,36 +46,72 @@ pub enum HashError {
 
 type Job = Box<dyn FnOnce() + Send>;
 
+/// Longest a login should wait for a hashing thread by default: beyond it, shedding (an
+/// immediate RESOURCE_EXHAUSTED the client can retry elsewhere) serves callers better than a
+/// queue whose tail would time out anyway.
+pub const TARGET_MAX_WAIT: Duration = Duration::from_millis(1500);
+
+/// How many jobs `threads` clear in `max_wait` when each takes `one_job`; at least one per thread.
+fn queue_for(max_wait: Duration, one_job: Duration, threads: usize) -> usize {
+    let per_thread = (max_wait.as_secs_f64() / one_job.as_secs_f64().max(1e-6)).floor() as usize;
+    (per_thread.clamp(1, 1024)) * threads
+}
+
+fn random_password() -> SecretString {
+    use rand::Rng;
+    let bytes: [u8; 24] = rand::rng().random();
+    SecretString::from(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
 /// Hashes and verifies passwords at the configured cost.
 #[derive(Clone)]
 pub struct PasswordHasher {
     cost: u32,
     jobs: SyncSender<Job>,
+    queue: usize,
     /// A hash of a random password, verified against when a login names an unknown email so
     /// that the answer takes as long as for a wrong password.
     dummy_hash: Arc<PasswordHash>,
 }
 
 impl PasswordHasher {
-    /// Starts `threads` hashing threads that take work from a queue of `queue` waiting jobs.
-    pub async fn start(cost: u32, threads: usize, queue: usize) -> Result<Self, HashError> {
+    /// Starts `threads` hashing threads that take work from a queue of `queue` waiting jobs, or,
+    /// with `None`, of as many as the threads clear in [`TARGET_MAX_WAIT`] at this cost.
+    pub async fn start(cost: u32, threads: usize, queue: Option<usize>) -> Result<Self, HashError> {
+        let threads = threads.max(1);
+        // The dummy hash doubles as the measurement of one job at this cost on this machine.
+        let (dummy_hash, one_job) = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let hash = bcrypt::non_truncating_hash(random_password().expose_secret(), cost);
+            (hash, started.elapsed())
+        })
+        .await
+        .map_err(|e| HashError::Failed(e.to_string()))?;
+        let dummy_hash = PasswordHash::new(dummy_hash.map_err(|e| HashError::Failed(e.to_string()))?);
+        let queue = queue.unwrap_or_else(|| queue_for(TARGET_MAX_WAIT, one_job, threads));
+        tracing::info!(
+            cost,
+            threads,
+            queue,
+            one_job_ms = one_job.as_millis() as u64,
+            "password hashing pool"
+        );
+
         let (jobs, receiver) = mpsc::sync_channel::<Job>(queue);
         let receiver = Arc::new(Mutex::new(receiver));
-        for index in 0..threads.max(1) {
+        for index in 0..threads {
             let receiver = Arc::clone(&receiver);
             std::thread::Builder::new()
                 .name(format!("bcrypt-{index}"))
                 .spawn(move || run_worker(&receiver))
                 .map_err(|e| HashError::Failed(format!("cannot start hashing thread: {e}")))?;
         }
-        let mut hasher = Self { cost, jobs, dummy_hash: Arc::new(PasswordHash::new(String::new())) };
-        let random: String = {
-            use rand::Rng;
-            let bytes: [u8; 32] = rand::rng().random();
-            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()[..48].to_owned()
-        };
-        hasher.dummy_hash = Arc::new(hasher.hash_raw(SecretString::from(random)).await?);
-        Ok(hasher)
+        Ok(Self { cost, jobs, queue, dummy_hash: Arc::new(dummy_hash) })
+    }
+
+    /// Jobs that may wait for a thread.
+    pub fn queue_capacity(&self) -> usize {
+        self.queue
     }
 
     pub fn cost(&self) -> u32 {
@@ -133,15 +175,22 @@ impl PasswordHasher {
     ) -> Result<oneshot::Receiver<T>, HashError> {
         let (reply, outcome) = oneshot::channel();
         let job: Job = Box::new(move || {
+            metrics::gauge!(HASH_POOL_QUEUED).decrement(1.0);
             if reply.is_closed() {
                 return;
             }
+            metrics::gauge!(HASH_POOL_BUSY).increment(1.0);
             let _ = reply.send(work());
+            metrics::gauge!(HASH_POOL_BUSY).decrement(1.0);
         });
         self.jobs.try_send(job).map_err(|error| match error {
-            TrySendError::Full(_) => HashError::Overloaded,
+            TrySendError::Full(_) => {
+                metrics::counter!(HASH_POOL_REJECTED).increment(1);
+                HashError::Overloaded
+            }
             TrySendError::Disconnected(_) => HashError::Failed("hashing threads stopped".into()),
         })?;
+        metrics::gauge!(HASH_POOL_QUEUED).increment(1.0);
         Ok(outcome)
     }
 }
@@ -185,7 +234,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_hash_verifies_its_password_and_no_other() {
-        let hasher = PasswordHasher::start(4, 1, 4).await.unwrap();
+        let hasher = PasswordHasher::start(4, 1, Some(4)).await.unwrap();
         let hash = hasher.hash(&password("maple-orbit-tundra-42")).await.unwrap();
         assert_eq!(hash.cost(), Some(4));
         assert!(
@@ -205,22 +254,30 @@ mod tests {
 
     #[tokio::test]
     async fn an_unknown_account_never_verifies() {
-        let hasher = PasswordHasher::start(4, 1, 4).await.unwrap();
+        let hasher = PasswordHasher::start(4, 1, Some(4)).await.unwrap();
         assert!(!hasher.verify(&PresentedPassword::new("anything at all".into()), None).await.unwrap());
     }
 
     #[tokio::test]
     async fn a_lower_cost_hash_needs_rehashing() {
-        let low = PasswordHasher::start(4, 1, 4).await.unwrap();
+        let low = PasswordHasher::start(4, 1, Some(4)).await.unwrap();
         let hash = low.hash(&password("maple-orbit-tundra-42")).await.unwrap();
         let high = PasswordHasher { cost: 5, ..low.clone() };
         assert!(high.needs_rehash(&hash));
         assert!(!low.needs_rehash(&hash));
     }
 
+    #[test]
+    fn the_default_queue_holds_what_the_threads_clear_in_the_target_wait() {
+        // Cost 12 here: about 205 ms a job, 2 threads -> 7 each in 1.5 s.
+        assert_eq!(queue_for(Duration::from_millis(1500), Duration::from_millis(205), 2), 14);
+        assert_eq!(queue_for(Duration::from_millis(1500), Duration::from_secs(3), 2), 2);
+        assert_eq!(queue_for(Duration::from_millis(1500), Duration::from_micros(10), 2), 2048);
+    }
+
     #[tokio::test]
     async fn a_full_queue_is_refused_at_once() {
-        let hasher = PasswordHasher::start(4, 1, 1).await.unwrap();
+        let hasher = PasswordHasher::start(4, 1, Some(1)).await.unwrap();
         let (started, has_started) = std::sync::mpsc::channel();
         let (release, released) = std::sync::mpsc::channel::<()>();
         let busy = hasher
@@ -239,7 +296,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_job_whose_caller_gave_up_is_not_computed() {
-        let hasher = PasswordHasher::start(4, 1, 2).await.unwrap();
+        let hasher = PasswordHasher::start(4, 1, Some(2)).await.unwrap();
         let (started, has_started) = std::sync::mpsc::channel();
         let (release, released) = std::sync::mpsc::channel::<()>();
         let busy = hasher

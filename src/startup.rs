@@ -28,8 +28,6 @@ use crate::{
     tokens::{KeyError, KeyRing, RevocationSet, TokenIssuer},
 };
 
-/// How often the background check asks the database whether it answers.
-const DATABASE_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 /// Largest request a client may send: the biggest legitimate one (a signup) is well under 2 kB.
 pub const MAX_REQUEST_BYTES: usize = 16 * 1024;
 /// Upper bound on any one RPC, on top of the client's own `grpc-timeout`.
@@ -45,6 +43,8 @@ pub enum StartupError {
     Key(#[from] KeyError),
     #[error("cannot start password hashing: {0}")]
     Hasher(#[from] HashError),
+    #[error("metrics: {0}")]
+    Metrics(#[from] crate::metrics::MetricsError),
     #[error("TLS: cannot read {path}: {source}")]
     TlsFile { path: std::path::PathBuf, source: std::io::Error },
     #[error("cannot listen on {addr}: {source}")]
@@ -64,9 +64,11 @@ pub struct App {
     policy: PasswordPolicy,
     clock: Clock,
     purge_interval: Duration,
+    health_check_interval: Duration,
     tls: Option<ServerTlsConfig>,
     /// A plaintext listener serving only grpc.health.v1, for probes that cannot speak TLS.
     health_listener: Option<TcpListener>,
+    metrics: Option<(TcpListener, metrics_exporter_prometheus::PrometheusHandle)>,
 }
 
 impl App {
@@ -79,6 +81,11 @@ impl App {
         if config.bcrypt_cost < 10 {
             tracing::warn!(cost = config.bcrypt_cost, "IDENTITY_BCRYPT_COST is below 10: fit for tests only");
         }
+        // First, so that what the steps below record is kept.
+        let metrics = match config.metrics_addr {
+            Some(addr) => Some((crate::metrics::bind(addr).await?, crate::metrics::install()?)),
+            None => None,
+        };
         let store = connect_and_migrate(config).await?;
         let keys =
             KeyRing::load(config.signing_key_file.as_deref(), &config.data_dir, &config.verify_key_files)?;
@@ -127,6 +134,7 @@ impl App {
         Ok(Self {
             tls,
             health_listener,
+            metrics,
             listener,
             local_addr,
             store,
@@ -134,6 +142,7 @@ impl App {
             policy: PasswordPolicy { min_length: config.password_min_length },
             clock,
             purge_interval: config.session_purge_interval,
+            health_check_interval: config.health_check_interval,
         })
     }
 
@@ -144,6 +153,11 @@ impl App {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where `/metrics` is served, when it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|(listener, _)| listener.local_addr().ok())
     }
 
     /// The plaintext health-only listener's address, when one is configured.
@@ -159,7 +173,7 @@ impl App {
     ) -> Result<(), StartupError> {
         let (health, health_service) = tonic_health::server::health_reporter();
         let (stopping, stop_requested) = watch::channel(false);
-        let stop_requested_for_health = stop_requested.clone();
+        let stop_for_extras = stop_requested.clone();
         let revocations = Arc::clone(self.identity.revocations());
         let initially =
             if revocations.is_synced() { ServingStatus::Serving } else { ServingStatus::NotServing };
@@ -167,6 +181,7 @@ impl App {
         let background = [
             tokio::spawn(watch_health(
                 self.store.clone(),
+                self.health_check_interval,
                 Arc::clone(&revocations),
                 health.clone(),
                 stop_requested.clone(),
@@ -200,13 +215,13 @@ impl App {
 
         tracing::info!(addr = %self.local_addr, backend = self.store.backend(), "serving gRPC");
         if let Some(listener) = self.health_listener {
-            let mut stop = stop_requested_for_health;
             let health_only = Server::builder()
                 .add_service(health_service.clone())
-                .serve_with_incoming_shutdown(incoming(listener), async move {
-                    let _ = stop.wait_for(|stopping| *stopping).await;
-                });
+                .serve_with_incoming_shutdown(incoming(listener), stopped(stop_for_extras.clone()));
             tokio::spawn(health_only);
+        }
+        if let Some((listener, handle)) = self.metrics {
+            tokio::spawn(crate::metrics::serve(listener, handle, stopped(stop_for_extras.clone())));
         }
         let mut server = Server::builder();
         if let Some(tls) = self.tls {
@@ -239,6 +254,11 @@ impl App {
 /// peer's delayed ACK, 40 ms on Linux) and TCP keepalive on, to notice dead peers.
 fn incoming(listener: TcpListener) -> TcpIncoming {
     TcpIncoming::from(listener).with_nodelay(Some(true)).with_keepalive(Some(Duration::from_secs(60)))
+}
+
+/// Completes once a stop has been requested.
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopping| *stopping).await;
 }
 
 /// Reads the TLS files: a certificate chain and key to serve with and, for mutual TLS, the CA
@@ -297,6 +317,7 @@ async fn set_api_status(health: &HealthReporter, status: ServingStatus) {
 /// may be missing revocations; liveness (`""`) stays SERVING.
 async fn watch_health(
     store: Store,
+    check_interval: Duration,
     revocations: Arc<crate::tokens::RevocationSet>,
     health: HealthReporter,
     mut stop: watch::Receiver<bool>,
@@ -317,8 +338,11 @@ async fn watch_health(
             serving = Some(now_serving);
         }
         tokio::select! {
-            _ = tokio::time::sleep(DATABASE_CHECK_INTERVAL) => {
-                let answered = tokio::time::timeout(DATABASE_CHECK_INTERVAL, store.ping()).await;
+            _ = tokio::time::sleep(check_interval) => {
+                let (open, idle) = store.pool_stats();
+                metrics::gauge!(crate::metrics::DB_CONNECTIONS, "state" => "idle").set(idle as f64);
+                metrics::gauge!(crate::metrics::DB_CONNECTIONS, "state" => "in_use").set(open.saturating_sub(idle as u32) as f64);
+                let answered = tokio::time::timeout(check_interval.max(Duration::from_secs(1)), store.ping()).await;
                 database_answers = matches!(answered, Ok(Ok(())));
             }
             _ = synced.changed() => {}

@@ -35,21 +35,19 @@ impl AuthApi {
     pub fn new(identity: Arc<Identity>, policy: PasswordPolicy) -> Self {
         Self { identity, policy }
     }
+}
 
-    fn parse_signup(&self, request: &SignupRequest) -> Result<SignupInput, InvalidRequest> {
-        let mut violations = Violations::default();
-        let email = violations.check(Email::parse("email", &request.email));
-        let full_name = violations.check(FullName::parse("full_name", &request.full_name));
-        let context = [request.email.trim(), request.full_name.trim()];
-        let password = violations.check(self.policy.check("password", &request.password, &context));
-        violations.finish(
-            email.zip(full_name).zip(password).map(|((email, full_name), password)| SignupInput {
-                email,
-                password,
-                full_name,
-            }),
-        )
-    }
+fn parse_signup(policy: &PasswordPolicy, request: &SignupRequest) -> Result<SignupInput, InvalidRequest> {
+    let mut violations = Violations::default();
+    let email = violations.check(Email::parse("email", &request.email));
+    let full_name = violations.check(FullName::parse("full_name", &request.full_name));
+    let context = [request.email.trim(), request.full_name.trim()];
+    let password = violations.check(policy.check("password", &request.password, &context));
+    violations.finish(email.zip(full_name).zip(password).map(|((email, full_name), password)| SignupInput {
+        email,
+        password,
+        full_name,
+    }))
 }
 
 /// Login input is not held to the signup rules (they may have changed since), only to sanity
@@ -75,7 +73,7 @@ fn parse_login(request: LoginRequest) -> Result<(String, PresentedPassword), Inv
 impl AuthService for AuthApi {
     #[tracing::instrument(skip_all)]
     async fn signup(&self, request: Request<SignupRequest>) -> Result<Response<SignupResponse>, Status> {
-        let input = self.parse_signup(request.get_ref()).map_err(AppError::from)?;
+        let input = parse_signup(&self.policy, request.get_ref()).map_err(AppError::from)?;
         let user = self.identity.signup(input).await?;
         Ok(Response::new(SignupResponse { user: Some(user_message(&user)) }))
     }
@@ -122,4 +120,58 @@ fn parse_refresh_token(raw: String) -> Result<RefreshToken, InvalidRequest> {
     }
     violations.finish(Some(()))?;
     Ok(RefreshToken::presented(raw.trim().to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use tonic::Code;
+
+    use super::*;
+
+    const POLICY: PasswordPolicy = PasswordPolicy { min_length: 15 };
+
+    /// Any text, including what arbitrary bytes decode to.
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            proptest::collection::vec(any::<u8>(), 0..600)
+                .prop_map(|b| String::from_utf8_lossy(&b).into_owned()),
+            "[a-zA-Z0-9._%+-]{0,70}@[a-zA-Z0-9.-]{0,70}",
+        ]
+    }
+
+    /// A validator may accept or refuse, but a refusal is INVALID_ARGUMENT naming real fields,
+    /// and nothing panics.
+    fn refused_cleanly(invalid: InvalidRequest, fields: &[&str]) -> Result<(), TestCaseError> {
+        prop_assert!(!invalid.0.is_empty());
+        prop_assert!(invalid.0.iter().all(|v| fields.contains(&v.field)));
+        let status = Status::from(AppError::from(invalid));
+        prop_assert_eq!(status.code(), Code::InvalidArgument);
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn signup_validation_accepts_or_names_a_field(email in text(), password in text(), full_name in text()) {
+            let request = SignupRequest { email, password, full_name };
+            if let Err(invalid) = parse_signup(&POLICY, &request) {
+                refused_cleanly(invalid, &["email", "password", "full_name"])?;
+            }
+        }
+
+        #[test]
+        fn login_validation_accepts_or_names_a_field(email in text(), password in text()) {
+            if let Err(invalid) = parse_login(LoginRequest { email, password }) {
+                refused_cleanly(invalid, &["email", "password"])?;
+            }
+        }
+
+        #[test]
+        fn refresh_token_validation_accepts_or_names_the_field(token in text()) {
+            if let Err(invalid) = parse_refresh_token(token) {
+                refused_cleanly(invalid, &["refresh_token"])?;
+            }
+        }
+    }
 }

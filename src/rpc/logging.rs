@@ -75,6 +75,7 @@ where
                     Ok(response) => {
                         response.headers_mut().insert(REQUEST_ID, request_id);
                         let code = remap_status(response.headers_mut());
+                        record(&method, code, started.elapsed().as_secs_f64());
                         if method.starts_with("/grpc.") {
                             tracing::debug!(target: "rpc", code = ?code, latency_ms, "rpc");
                         } else {
@@ -87,6 +88,39 @@ where
             }
             .instrument(span),
         )
+    }
+}
+
+fn record(method: &str, code: Code, seconds: f64) {
+    // Known services only: a client must not be able to mint label values with random paths.
+    let known =
+        ["/identity.v1.", "/grpc.health.v1.", "/grpc.reflection."].iter().any(|p| method.starts_with(p));
+    let method = if known { method.to_owned() } else { "other".to_owned() };
+    metrics::counter!(crate::metrics::RPC_REQUESTS, "method" => method.clone(), "code" => code_name(code))
+        .increment(1);
+    metrics::histogram!(crate::metrics::RPC_DURATION, "method" => method).record(seconds);
+}
+
+/// The canonical name of a status code, as gRPC's own documentation and exporters spell it.
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }
 

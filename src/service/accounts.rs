@@ -3,6 +3,7 @@
 use uuid::Uuid;
 
 use super::Identity;
+use crate::metrics::{LOCKOUTS, LOGINS};
 use crate::{
     domain::{Email, FullName, Password, PresentedPassword, normalize_email},
     error::AppError,
@@ -52,6 +53,7 @@ impl Identity {
         let verified = match self.hasher.verify(password, user.as_ref().map(|u| &u.password_hash)).await {
             Ok(verified) => verified,
             Err(error) => {
+                metrics::counter!(LOGINS, "outcome" => "shed").increment(1);
                 // Shed or failed before the password was checked: that attempt is not a failure.
                 if self.lockout.is_some() {
                     self.store.uncount_login_attempt(&email_lower).await?;
@@ -62,11 +64,17 @@ impl Identity {
         let user = match user {
             Some(user) if verified && user.is_active => user,
             Some(user) => {
-                let reason = if verified { "account deactivated" } else { "wrong password" };
+                let (reason, outcome) = if verified {
+                    ("account deactivated", "deactivated")
+                } else {
+                    ("wrong password", "wrong_password")
+                };
+                metrics::counter!(LOGINS, "outcome" => outcome).increment(1);
                 tracing::info!(target: "audit", event = "login_failed", user_id = %user.id, reason);
                 return Err(AppError::InvalidCredentials);
             }
             None => {
+                metrics::counter!(LOGINS, "outcome" => "unknown_email").increment(1);
                 tracing::info!(target: "audit", event = "login_failed", reason = "unknown email");
                 return Err(AppError::InvalidCredentials);
             }
@@ -76,6 +84,7 @@ impl Identity {
         }
         self.rehash_if_weaker(&user, password).await;
         let tokens = self.start_session(&user).await?;
+        metrics::counter!(LOGINS, "outcome" => "success").increment(1);
         tracing::info!(target: "audit", event = "login", user_id = %user.id, session_id = %tokens.session_id);
         Ok((user, tokens))
     }
@@ -90,7 +99,9 @@ impl Identity {
             return Ok(());
         }
         let retry_after = (window.window_started_at + lockout.window - now).to_std().unwrap_or_default();
+        metrics::counter!(LOGINS, "outcome" => "locked_out").increment(1);
         if i64::from(window.failures) == i64::from(lockout.max_failures) + 1 {
+            metrics::counter!(LOCKOUTS).increment(1);
             tracing::warn!(target: "audit", event = "lockout", retry_after_s = retry_after.as_secs(),
                 "too many failed logins for one email: locked until the window passes");
         }

@@ -77,6 +77,10 @@ impl Identity {
         &self.revocations
     }
 
+    pub fn hasher_queue_capacity(&self) -> usize {
+        self.hasher.queue_capacity()
+    }
+
     pub fn now(&self) -> DateTime<Utc> {
         self.clock.now()
     }

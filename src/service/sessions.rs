@@ -86,6 +86,7 @@ impl Identity {
                 })
             }
             Rotation::Reused { session_id, newly_revoked } => {
+                metrics::counter!(crate::metrics::REFRESH_TOKEN_REUSE).increment(1);
                 if newly_revoked {
                     self.revoked_here([session_id], now);
                 }

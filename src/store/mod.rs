@@ -67,17 +67,40 @@ pub enum Store {
     Sqlite(SqlitePool),
 }
 
-/// Runs `$body` with `$pool` bound to the concrete pool, so that one piece of sqlx code is
-/// type-checked once per backend without a tower of generic bounds.
+/// Runs `$body` with `$pool` bound to a connection of the concrete pool, so that one piece of
+/// sqlx code is type-checked once per backend without a tower of generic bounds. `$body`
+/// evaluates to a `Result<_, sqlx::Error>`.
 macro_rules! with_pool {
     ($store:expr, $pool:ident => $body:expr) => {
         match $store {
-            Store::Postgres($pool) => $body,
-            Store::Sqlite($pool) => $body,
+            Store::Postgres(pool) => match $crate::store::acquire(pool).await {
+                Ok(mut connection) => {
+                    let $pool = &mut *connection;
+                    $body
+                }
+                Err(error) => Err(error),
+            },
+            Store::Sqlite(pool) => match $crate::store::acquire(pool).await {
+                Ok(mut connection) => {
+                    let $pool = &mut *connection;
+                    $body
+                }
+                Err(error) => Err(error),
+            },
         }
     };
 }
 pub(crate) use with_pool;
+
+/// Takes a connection from the pool, recording how long that waited.
+pub(crate) async fn acquire<DB: sqlx::Database>(
+    pool: &sqlx::Pool<DB>,
+) -> Result<sqlx::pool::PoolConnection<DB>, sqlx::Error> {
+    let started = std::time::Instant::now();
+    let connection = pool.acquire().await;
+    metrics::histogram!(crate::metrics::DB_ACQUIRE).record(started.elapsed().as_secs_f64());
+    connection
+}
 
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -147,7 +170,18 @@ impl Store {
     }
 
     pub async fn close(&self) {
-        with_pool!(self, pool => pool.close().await);
+        match self {
+            Self::Postgres(pool) => pool.close().await,
+            Self::Sqlite(pool) => pool.close().await,
+        }
+    }
+
+    /// Connections open in the pool, and how many of them are idle.
+    pub fn pool_stats(&self) -> (u32, usize) {
+        match self {
+            Self::Postgres(pool) => (pool.size(), pool.num_idle()),
+            Self::Sqlite(pool) => (pool.size(), pool.num_idle()),
+        }
     }
 
     /// Inserts a user; `StoreError::UniqueViolation` when the lower-cased email is taken.

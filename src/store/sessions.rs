@@ -2,7 +2,7 @@
 //! Every revocation also tells the other replicas (Postgres NOTIFY, in the same transaction).
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, SqliteConnection};
+use sqlx::{Connection, PgConnection, SqliteConnection};
 use uuid::Uuid;
 
 use super::{NewSession, Store, StoreError, UserRecord, with_pool};

@@ -227,4 +227,55 @@ mod tests {
         let forged = theirs.issue(&subject(now), now).unwrap();
         assert_eq!(ours.verify(&forged.token, now), Err(TokenRejected::Invalid));
     }
+
+    mod properties {
+        use std::sync::OnceLock;
+
+        use proptest::prelude::*;
+
+        use super::*;
+
+        struct Fixture {
+            issuer: TokenIssuer,
+            token: String,
+            _dir: tempfile::TempDir,
+        }
+
+        fn fixture() -> &'static Fixture {
+            static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+            FIXTURE.get_or_init(|| {
+                let dir = tempfile::tempdir().unwrap();
+                let issuer = issuer_with_key(dir.path(), "k.pem");
+                let now = Utc::now();
+                let token = issuer.issue(&subject(now), now).unwrap().token;
+                Fixture { issuer, token, _dir: dir }
+            })
+        }
+
+        proptest! {
+            /// Any text is either rejected or is the genuine token; nothing panics.
+            #[test]
+            fn arbitrary_text_is_never_accepted(text in any::<String>()) {
+                let fixture = fixture();
+                prop_assert!(fixture.issuer.verify(&text, Utc::now()).is_err());
+            }
+
+            /// Changing any one byte of a genuine token makes it invalid (or leaves it equal,
+            /// when the replacement is the same byte or an equivalent base64 spelling).
+            #[test]
+            fn a_token_with_one_byte_changed_is_rejected(index in any::<prop::sample::Index>(), byte in any::<u8>()) {
+                let fixture = fixture();
+                let mut bytes = fixture.token.clone().into_bytes();
+                let at = index.index(bytes.len());
+                bytes[at] = byte;
+                let text = String::from_utf8_lossy(&bytes).into_owned();
+                if let Ok(claims) = fixture.issuer.verify(&text, Utc::now()) {
+                    // base64url has spare bits in a final character: only a token that decodes
+                    // to the very same bytes may pass.
+                    let genuine = fixture.issuer.verify(&fixture.token, Utc::now()).unwrap();
+                    prop_assert_eq!(claims, genuine);
+                }
+            }
+        }
+    }
 }

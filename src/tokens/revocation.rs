@@ -20,6 +20,8 @@ pub struct RevocationSet {
 
 impl RevocationSet {
     pub fn new(access_token_ttl: Duration, synced: bool) -> Self {
+        metrics::gauge!(crate::metrics::REVOKED_SESSIONS).set(0.0);
+        metrics::gauge!(crate::metrics::REVOCATIONS_SYNCHRONISED).set(if synced { 1.0 } else { 0.0 });
         Self {
             revoked: RwLock::default(),
             horizon: TimeDelta::from_std(access_token_ttl).unwrap_or(TimeDelta::MAX),
@@ -43,6 +45,7 @@ impl RevocationSet {
                 let entry = revoked.entry(id).or_insert(until);
                 *entry = (*entry).max(until);
             }
+            metrics::gauge!(crate::metrics::REVOKED_SESSIONS).set(revoked.len() as f64);
         }
     }
 
@@ -50,6 +53,7 @@ impl RevocationSet {
     pub fn prune(&self, now: DateTime<Utc>) {
         if let Ok(mut revoked) = self.revoked.write() {
             revoked.retain(|_, until| *until > now);
+            metrics::gauge!(crate::metrics::REVOKED_SESSIONS).set(revoked.len() as f64);
         }
     }
 
@@ -66,6 +70,7 @@ impl RevocationSet {
     }
 
     pub fn set_synced(&self, synced: bool) {
+        metrics::gauge!(crate::metrics::REVOCATIONS_SYNCHRONISED).set(if synced { 1.0 } else { 0.0 });
         self.synced.send_replace(synced);
     }
 

@@ -60,6 +60,7 @@ pub struct TestApp {
     pub store: Store,
     pub db: TestDatabase,
     pub extra_env: Vec<(String, String)>,
+    pub metrics_addr: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
 }
@@ -88,10 +89,16 @@ impl TestApp {
         Config::from_vars(vars).expect("test configuration is valid")
     }
 
+    /// A server on an existing database (one the test manages itself).
+    pub async fn start_on(db: TestDatabase, env: Vec<(String, String)>) -> Self {
+        Self::start(db, env, Clock::system()).await
+    }
+
     async fn start(db: TestDatabase, extra_env: Vec<(String, String)>, clock: Clock) -> Self {
         let config = Self::config(&db, &extra_env);
         let app = App::build_with_clock(&config, clock.clone()).await.expect("server builds");
         let addr = app.local_addr();
+        let metrics_addr = app.metrics_addr();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             app.run_until_stopped(async {
@@ -104,7 +111,17 @@ impl TestApp {
             Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.expect("client connects");
         let store = Store::connect(&db.url, 2, Duration::from_secs(5)).await.expect("test store connects");
         wait_until_serving(&channel).await;
-        Self { addr, channel, clock, store, db, extra_env, stop: Some(stop), server: Some(server) }
+        Self {
+            addr,
+            channel,
+            clock,
+            store,
+            db,
+            extra_env,
+            metrics_addr,
+            stop: Some(stop),
+            server: Some(server),
+        }
     }
 
     /// Stops the server, letting in-flight calls finish.

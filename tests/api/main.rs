@@ -6,6 +6,8 @@ mod helpers;
 mod audit;
 mod lockout;
 mod login;
+mod metrics;
+mod outage;
 mod replicas;
 mod sessions;
 mod signup;

@@ -1,0 +1,81 @@
+//! Prometheus metrics, served at `/metrics` on `IDENTITY_METRICS_ADDR` when it is set. Without
+//! it no recorder is installed and every `metrics::` call is a no-op.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `identity_rpc_requests_total` | counter | `method`, `code` |
+//! | `identity_rpc_duration_seconds` | histogram | `method` |
+//! | `identity_logins_total` | counter | `outcome`: success, wrong_password, unknown_email, deactivated, locked_out, shed |
+//! | `identity_lockouts_total` | counter | |
+//! | `identity_refresh_token_reuse_total` | counter | |
+//! | `identity_hash_pool_busy` / `identity_hash_pool_queued` | gauge | |
+//! | `identity_hash_pool_rejected_total` | counter | |
+//! | `identity_revoked_sessions` | gauge | |
+//! | `identity_revocations_synchronised` | gauge | 1 or 0 |
+//! | `identity_db_connections` | gauge | `state`: idle, in_use |
+//! | `identity_db_acquire_seconds` | histogram | |
+
+use std::{net::SocketAddr, sync::OnceLock};
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+
+pub const RPC_REQUESTS: &str = "identity_rpc_requests_total";
+pub const RPC_DURATION: &str = "identity_rpc_duration_seconds";
+pub const LOGINS: &str = "identity_logins_total";
+pub const LOCKOUTS: &str = "identity_lockouts_total";
+pub const REFRESH_TOKEN_REUSE: &str = "identity_refresh_token_reuse_total";
+pub const HASH_POOL_BUSY: &str = "identity_hash_pool_busy";
+pub const HASH_POOL_QUEUED: &str = "identity_hash_pool_queued";
+pub const HASH_POOL_REJECTED: &str = "identity_hash_pool_rejected_total";
+pub const REVOKED_SESSIONS: &str = "identity_revoked_sessions";
+pub const REVOCATIONS_SYNCHRONISED: &str = "identity_revocations_synchronised";
+pub const DB_CONNECTIONS: &str = "identity_db_connections";
+pub const DB_ACQUIRE: &str = "identity_db_acquire_seconds";
+
+/// Latency buckets from 100 µs (a cached ValidateToken) to 10 s (a login stuck in a queue).
+const SECONDS_BUCKETS: &[f64] =
+    &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("cannot build the Prometheus recorder: {0}")]
+    Build(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+}
+
+/// The process-wide recorder, installed on first use (the metrics facade has one global).
+pub fn install() -> Result<PrometheusHandle, MetricsError> {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    if let Some(handle) = HANDLE.get() {
+        return Ok(handle.clone());
+    }
+    let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+        .map_err(|e| MetricsError::Build(e.to_string()))?
+        .build_recorder();
+    let handle = recorder.handle();
+    // Losing this race to another thread only means its recorder is the one in use.
+    if metrics::set_global_recorder(recorder).is_ok() {
+        let _ = HANDLE.set(handle);
+    }
+    HANDLE.get().cloned().ok_or_else(|| MetricsError::Build("another metrics recorder is installed".into()))
+}
+
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, MetricsError> {
+    TcpListener::bind(addr).await.map_err(|source| MetricsError::Bind { addr, source })
+}
+
+/// Serves `GET /metrics` in the Prometheus text format until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    handle: PrometheusHandle,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let app = axum::Router::new()
+        .route("/metrics", axum::routing::get(move || std::future::ready(handle.render())));
+    if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+        tracing::warn!(%error, "metrics server stopped");
+    }
+}
