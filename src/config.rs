@@ -201,10 +201,78 @@ impl Config {
         })
     }
 
+    /// Every setting by its variable name with its effective value, for `identity
+    /// check-config`. The database URL's password is redacted; key files are named, never read.
+    pub fn describe(&self) -> Vec<(&'static str, String)> {
+        use secrecy::ExposeSecret;
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+        let duration = |d: Duration| humantime::format_duration(d).to_string();
+        let addr = |a: Option<SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();
+        let tls = self.tls.as_ref();
+        vec![
+            ("IDENTITY_LISTEN_ADDR", self.listen_addr.to_string()),
+            ("IDENTITY_DATABASE_URL", redact_url(self.database_url.expose_secret())),
+            ("IDENTITY_DATABASE_MAX_CONNECTIONS", self.database_max_connections.to_string()),
+            ("IDENTITY_DATABASE_ACQUIRE_TIMEOUT", duration(self.database_acquire_timeout)),
+            ("IDENTITY_DATA_DIR", self.data_dir.display().to_string()),
+            ("IDENTITY_SIGNING_KEY_FILE", path(&self.signing_key_file)),
+            (
+                "IDENTITY_VERIFY_KEY_FILES",
+                self.verify_key_files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(","),
+            ),
+            ("IDENTITY_ISSUER", self.issuer.clone()),
+            ("IDENTITY_AUDIENCE", self.audience.clone()),
+            ("IDENTITY_ACCESS_TOKEN_TTL", duration(self.access_token_ttl)),
+            ("IDENTITY_REFRESH_TOKEN_TTL", duration(self.refresh_token_ttl)),
+            ("IDENTITY_BCRYPT_COST", self.bcrypt_cost.to_string()),
+            ("IDENTITY_PASSWORD_MIN_LENGTH", self.password_min_length.to_string()),
+            ("IDENTITY_HASH_THREADS", self.hash_threads.to_string()),
+            ("IDENTITY_HASH_QUEUE", self.hash_queue.map_or("auto (1.5 s of work)".into(), |q| q.to_string())),
+            ("IDENTITY_TOKEN_CACHE_SIZE", self.token_cache_size.to_string()),
+            ("IDENTITY_SESSION_PURGE_INTERVAL", duration(self.session_purge_interval)),
+            ("IDENTITY_MAX_FAILED_LOGINS", self.max_failed_logins.to_string()),
+            ("IDENTITY_LOCKOUT_DURATION", duration(self.lockout_duration)),
+            ("IDENTITY_TLS_CERT_FILE", path(&tls.map(|t| t.cert_file.clone()))),
+            ("IDENTITY_TLS_KEY_FILE", path(&tls.map(|t| t.key_file.clone()))),
+            ("IDENTITY_TLS_CLIENT_CA_FILE", path(&tls.and_then(|t| t.client_ca_file.clone()))),
+            ("IDENTITY_HEALTH_LISTEN_ADDR", addr(self.health_listen_addr)),
+            ("IDENTITY_HEALTH_CHECK_INTERVAL", duration(self.health_check_interval)),
+            ("IDENTITY_METRICS_ADDR", addr(self.metrics_addr)),
+            ("IDENTITY_LOG_FORMAT", format!("{:?}", self.log_format).to_lowercase()),
+        ]
+    }
+
     pub fn is_postgres(&self) -> bool {
         use secrecy::ExposeSecret;
         self.database_url.expose_secret().starts_with("postgres")
     }
+}
+
+/// `scheme://user:***@host/...`: the password of a URL, and any `password=` parameter, hidden.
+fn redact_url(url: &str) -> String {
+    let mut redacted = url.to_owned();
+    if let Some(scheme_end) = url.find("://") {
+        let rest = &url[scheme_end + 3..];
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_end].rfind('@')
+            && let Some(colon) = rest[..at].find(':')
+        {
+            let start = scheme_end + 3 + colon + 1;
+            redacted.replace_range(start..scheme_end + 3 + at, "***");
+        }
+    }
+    if let Some(query_start) = redacted.find('?') {
+        let (base, query) = redacted.split_at(query_start + 1);
+        let query: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        redacted = format!("{base}{}", query.join("&"));
+    }
+    redacted
 }
 
 fn optional_addr(name: &str, value: Option<String>) -> Result<Option<SocketAddr>, ConfigError> {
@@ -336,6 +404,20 @@ mod tests {
 
         let error = config(&[("IDENTITY_TLS_CLIENT_CA_FILE", "ca.pem")]).unwrap_err();
         assert_eq!(error.variable, "IDENTITY_TLS_CLIENT_CA_FILE");
+    }
+
+    #[test]
+    fn described_urls_hide_their_passwords() {
+        assert_eq!(redact_url("postgres://u:hunter2@db:5432/identity"), "postgres://u:***@db:5432/identity");
+        assert_eq!(
+            redact_url("postgres://u@db/identity?password=hunter2&sslmode=require"),
+            "postgres://u@db/identity?password=***&sslmode=require"
+        );
+        assert_eq!(redact_url("sqlite://./data/identity.db"), "sqlite://./data/identity.db");
+        let config = config(&[("IDENTITY_DATABASE_URL", "postgres://u:hunter2@db/identity")]).unwrap();
+        let described = format!("{:?}", config.describe());
+        assert!(!described.contains("hunter2"));
+        assert_eq!(config.describe().len(), 26, "one line per IDENTITY_* variable");
     }
 
     #[test]

@@ -20,6 +20,13 @@ enum Command {
     Migrate,
     /// Write a new Ed25519 signing key (PKCS#8 PEM) to PATH, or to standard output.
     Keygen { path: Option<PathBuf> },
+    /// Operator actions on one account.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+    /// Validate the environment and print the effective configuration, secrets redacted.
+    CheckConfig,
     /// Exit 0 if the server at ADDR reports SERVING. ADDR defaults to IDENTITY_HEALTH_LISTEN_ADDR
     /// if set (needed when TLS is on: this check speaks plaintext), else IDENTITY_LISTEN_ADDR.
     Healthcheck {
@@ -28,6 +35,16 @@ enum Command {
         #[arg(long, default_value = "")]
         service: String,
     },
+}
+
+#[derive(Subcommand)]
+enum UserAction {
+    /// Refuse the user's logins and end all their sessions.
+    Deactivate { email: String },
+    /// Let a deactivated user log in again.
+    Activate { email: String },
+    /// End every session of the user (log out everywhere).
+    RevokeSessions { email: String },
 }
 
 /// Exit status for a configuration error, as documented.
@@ -83,6 +100,35 @@ async fn main() -> ExitCode {
                 Err(error) => {
                     eprintln!("identity: {error}");
                     ExitCode::FAILURE
+                }
+            }
+        }
+        Command::User { action } => {
+            let (command, email) = match action {
+                UserAction::Deactivate { email } => (cli::UserCommand::Deactivate, email),
+                UserAction::Activate { email } => (cli::UserCommand::Activate, email),
+                UserAction::RevokeSessions { email } => (cli::UserCommand::RevokeSessions, email),
+            };
+            match cli::user_command(&config, command, &email).await {
+                Ok(outcome) => {
+                    println!(
+                        "{email}: done (user {}, {} sessions revoked)",
+                        outcome.user_id, outcome.sessions_revoked
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(error) => fail(&error),
+            }
+        }
+        Command::CheckConfig => {
+            for (name, value) in config.describe() {
+                println!("{name}={value}");
+            }
+            match cli::check_files(&config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(problem) => {
+                    eprintln!("identity: invalid configuration: {problem}");
+                    ExitCode::from(EXIT_CONFIG)
                 }
             }
         }

@@ -17,8 +17,8 @@ pub const SESSION_RETENTION: TimeDelta = TimeDelta::days(1);
 /// Keeps `revocations` complete: subscribe to announcements first, then reload recent
 /// revocations from the sessions table, then follow the announcements. When the subscription
 /// drops, the set is marked unsynchronised (health says so) until the cycle has run again.
-/// On SQLite there is nothing to subscribe to: one reload, then this process sees every
-/// revocation itself.
+/// On SQLite there is nothing to subscribe to: one reload, then a light poll of the sessions
+/// table for revocations written by other processes.
 pub async fn keep_revocations_in_sync(
     store: Store,
     revocations: Arc<RevocationSet>,
@@ -39,7 +39,10 @@ pub async fn keep_revocations_in_sync(
                 }
                 revocations.set_synced(true);
                 retry = RETRY_MIN;
-                let Some(mut listener) = listener else { return };
+                let Some(mut listener) = listener else {
+                    poll_revocations(&store, &revocations, &clock, &mut stop).await;
+                    return;
+                };
                 tracing::info!(
                     revoked = revocations.len(),
                     "revocation set synchronised; following announcements"
@@ -66,6 +69,39 @@ pub async fn keep_revocations_in_sync(
             _ = stop.changed() => return,
         }
         retry = (retry * 2).min(RETRY_MAX);
+    }
+}
+
+/// How often a SQLite server looks for revocations written by another process (the operator
+/// CLI), and how far back each look reaches, to cover writes committed late with an earlier
+/// timestamp.
+const SQLITE_POLL_INTERVAL: Duration = Duration::from_secs(1);
+const SQLITE_POLL_OVERLAP: TimeDelta = TimeDelta::seconds(10);
+
+/// SQLite has no NOTIFY. This process records its own revocations as it makes them; this
+/// picks up those of other processes on the same file, such as `identity user deactivate`.
+async fn poll_revocations(
+    store: &Store,
+    revocations: &RevocationSet,
+    clock: &Clock,
+    stop: &mut watch::Receiver<bool>,
+) {
+    loop {
+        let since = clock.now() - SQLITE_POLL_OVERLAP;
+        tokio::select! {
+            _ = tokio::time::sleep(SQLITE_POLL_INTERVAL) => {}
+            _ = stop.changed() => return,
+        }
+        match store.sessions_revoked_since(since).await {
+            Ok(recent) => {
+                for session in recent {
+                    if !revocations.is_revoked(&session.id) {
+                        revocations.revoke([session.id], session.revoked_at);
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot read recent revocations"),
+        }
     }
 }
 

@@ -1,0 +1,121 @@
+//! The operator CLI, run as the real binary against the test's database.
+
+use std::{process::Command, time::Duration};
+
+use identity::proto::GetCurrentUserRequest;
+use tonic::Code;
+
+use crate::{
+    helpers::{PASSWORD, TestApp, assert_code, bearer, eventually},
+    on_both_backends,
+};
+
+on_both_backends!(
+    deactivating_a_user_refuses_logins_and_ends_every_session,
+    revoke_sessions_logs_a_user_out_everywhere,
+    a_user_command_for_an_unknown_email_fails_clearly,
+);
+
+fn identity(app: &TestApp, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_identity"))
+        .args(args)
+        .env_clear()
+        .env("IDENTITY_DATABASE_URL", &app.db.url)
+        .env("IDENTITY_DATA_DIR", app.data_dir())
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("the identity binary runs")
+}
+
+async fn inactive_soon(app: &TestApp, token: &str) -> bool {
+    // Postgres: NOTIFY, within milliseconds; SQLite: the server polls every second.
+    eventually(Duration::from_secs(5), || async { !app.is_active(token).await }).await.is_some()
+}
+
+async fn deactivating_a_user_refuses_logins_and_ends_every_session(app: TestApp) {
+    let (user, login) = app.signed_in_user().await;
+    let token = login.tokens.unwrap().access_token;
+    let output = identity(&app, &["user", "deactivate", &user.email.to_uppercase()]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("1 sessions revoked"));
+
+    assert_code(app.login(&user.email, PASSWORD).await, Code::Unauthenticated);
+    assert_code(
+        app.users().get_current_user(bearer(GetCurrentUserRequest {}, &token)).await,
+        Code::Unauthenticated,
+    );
+    assert!(inactive_soon(&app, &token).await, "the running server still accepts the token");
+
+    let output = identity(&app, &["user", "activate", &user.email]);
+    assert!(output.status.success());
+    assert!(app.login(&user.email, PASSWORD).await.is_ok());
+}
+
+async fn revoke_sessions_logs_a_user_out_everywhere(app: TestApp) {
+    let (user, laptop) = app.signed_in_user().await;
+    let phone = app.login(&user.email, PASSWORD).await.unwrap();
+    let output = identity(&app, &["user", "revoke-sessions", &user.email]);
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).contains("2 sessions revoked"));
+    for tokens in [laptop.tokens.unwrap(), phone.tokens.unwrap()] {
+        assert!(inactive_soon(&app, &tokens.access_token).await);
+    }
+    assert!(app.login(&user.email, PASSWORD).await.is_ok(), "the account itself stays active");
+}
+
+async fn a_user_command_for_an_unknown_email_fails_clearly(app: TestApp) {
+    let output = identity(&app, &["user", "deactivate", "nobody@example.com"]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no account with email nobody@example.com"));
+}
+
+#[test]
+fn check_config_prints_the_effective_configuration_without_secrets() {
+    let output = Command::new(env!("CARGO_BIN_EXE_identity"))
+        .arg("check-config")
+        .env_clear()
+        .env("IDENTITY_DATABASE_URL", "postgres://identity:hunter2@db.internal:5432/identity")
+        .env("IDENTITY_ACCESS_TOKEN_TTL", "5m")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("IDENTITY_DATABASE_URL=postgres://identity:***@db.internal:5432/identity"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("IDENTITY_ACCESS_TOKEN_TTL=5m"));
+    assert!(stdout.contains("IDENTITY_BCRYPT_COST=12"));
+    assert!(!stdout.contains("hunter2"));
+}
+
+#[test]
+fn an_invalid_variable_stops_with_status_2_and_one_line_naming_it() {
+    for args in [&["check-config"][..], &[][..]] {
+        let output = Command::new(env!("CARGO_BIN_EXE_identity"))
+            .args(args)
+            .env_clear()
+            .env("IDENTITY_BCRYPT_COST", "99")
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains("IDENTITY_BCRYPT_COST") && stderr.contains("between 4 and 31"), "{stderr}");
+    }
+}
+
+#[test]
+fn check_config_refuses_a_signing_key_file_it_cannot_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let bogus = dir.path().join("key.pem");
+    std::fs::write(&bogus, "not a key").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_identity"))
+        .arg("check-config")
+        .env_clear()
+        .env("IDENTITY_SIGNING_KEY_FILE", &bogus)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("key.pem"));
+}
