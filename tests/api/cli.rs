@@ -119,3 +119,14 @@ fn check_config_refuses_a_signing_key_file_it_cannot_use() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("key.pem"));
 }
+
+#[test]
+fn every_variable_is_documented_in_the_readme_and_env_example() {
+    let config = identity::config::Config::from_vars(Vec::new()).unwrap();
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example")).unwrap();
+    for (name, _) in config.describe() {
+        assert!(readme.contains(&format!("`{name}`")), "{name} is missing from the README's table");
+        assert!(example.contains(&format!("{name}=")), "{name} is missing from .env.example");
+    }
+}
