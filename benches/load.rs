@@ -194,6 +194,16 @@ struct Echo {
 
 #[tonic::async_trait]
 impl TokenService for Echo {
+    type WatchRevocationsStream =
+        tokio_stream::Empty<Result<identity::proto::WatchRevocationsResponse, Status>>;
+
+    async fn watch_revocations(
+        &self,
+        _: Request<identity::proto::WatchRevocationsRequest>,
+    ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
+        Ok(Response::new(tokio_stream::empty()))
+    }
+
     async fn validate_token(
         &self,
         _: Request<ValidateTokenRequest>,

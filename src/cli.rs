@@ -106,11 +106,12 @@ pub async fn user_command(
         UserCommand::Deactivate | UserCommand::RevokeSessions => {
             store.revoke_sessions_of_user(user.id, now).await?
         }
-        UserCommand::Activate => Vec::new(),
+        UserCommand::Activate => None,
     };
-    tracing::info!(target: "audit", event = command.event(), user_id = %user.id, sessions_revoked = revoked.len());
+    let revoked = revoked.map_or(0, |revocation| revocation.session_ids.len());
+    tracing::info!(target: "audit", event = command.event(), user_id = %user.id, sessions_revoked = revoked);
     store.close().await;
-    Ok(UserCommandOutcome { user_id: user.id, sessions_revoked: revoked.len() })
+    Ok(UserCommandOutcome { user_id: user.id, sessions_revoked: revoked })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,6 +12,7 @@
 //! | `identity_hash_pool_rejected_total` | counter | |
 //! | `identity_revoked_sessions` | gauge | |
 //! | `identity_revocations_synchronised` | gauge | 1 or 0 |
+//! | `identity_revocation_watchers` | gauge | open WatchRevocations streams |
 //! | `identity_db_connections` | gauge | `state`: idle, in_use |
 //! | `identity_db_acquire_seconds` | histogram | |
 
@@ -30,6 +31,7 @@ pub const HASH_POOL_QUEUED: &str = "identity_hash_pool_queued";
 pub const HASH_POOL_REJECTED: &str = "identity_hash_pool_rejected_total";
 pub const REVOKED_SESSIONS: &str = "identity_revoked_sessions";
 pub const REVOCATIONS_SYNCHRONISED: &str = "identity_revocations_synchronised";
+pub const REVOCATION_WATCHERS: &str = "identity_revocation_watchers";
 pub const DB_CONNECTIONS: &str = "identity_db_connections";
 pub const DB_ACQUIRE: &str = "identity_db_acquire_seconds";
 

@@ -102,7 +102,7 @@ impl App {
         // complete until the background task has subscribed and reloaded.
         let revocations = Arc::new(RevocationSet::new(config.access_token_ttl, !config.is_postgres()));
         for session in store.sessions_revoked_since(clock.now() - revocations.horizon()).await? {
-            revocations.revoke([session.id], session.revoked_at);
+            revocations.revoke([session.id], session.revoked_at, session.cursor());
         }
         let identity = Arc::new(Identity::new(IdentityParts {
             store: store.clone(),
@@ -199,8 +199,9 @@ impl App {
         let reflection_v1alpha = reflection().build_v1alpha()?;
         let auth = AuthServiceServer::new(AuthApi::new(Arc::clone(&self.identity), self.policy))
             .max_decoding_message_size(MAX_REQUEST_BYTES);
-        let token = TokenServiceServer::new(TokenApi::new(Arc::clone(&self.identity)))
-            .max_decoding_message_size(MAX_REQUEST_BYTES);
+        let token =
+            TokenServiceServer::new(TokenApi::new(Arc::clone(&self.identity), stop_for_extras.clone()))
+                .max_decoding_message_size(MAX_REQUEST_BYTES);
         let user = UserServiceServer::new(UserApi::new(Arc::clone(&self.identity), self.policy))
             .max_decoding_message_size(MAX_REQUEST_BYTES);
 

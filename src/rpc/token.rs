@@ -1,11 +1,15 @@
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
-use chrono::DateTime;
+use chrono::{DateTime, Utc};
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+use uuid::Uuid;
 
 use super::{
     proto::{
-        Claims, GetJwksRequest, GetJwksResponse, JsonWebKey, ValidateTokenRequest, ValidateTokenResponse,
+        Claims, GetJwksRequest, GetJwksResponse, JsonWebKey, RevokedSession, ValidateTokenRequest,
+        ValidateTokenResponse, WatchRevocationsRequest, WatchRevocationsResponse,
         token_service_server::TokenService,
     },
     timestamp,
@@ -14,11 +18,38 @@ use crate::{service::Identity, tokens::AccessClaims};
 
 pub struct TokenApi {
     identity: Arc<Identity>,
+    /// Becomes true when the server is stopping: watch streams end so that the drain can finish
+    /// (their clients resume on another replica).
+    stopping: watch::Receiver<bool>,
 }
 
 impl TokenApi {
-    pub fn new(identity: Arc<Identity>) -> Self {
-        Self { identity }
+    pub fn new(identity: Arc<Identity>, stopping: watch::Receiver<bool>) -> Self {
+        Self { identity, stopping }
+    }
+}
+
+/// How often an idle WatchRevocations stream gets a heartbeat, well under the idle timeouts of
+/// common proxies and load balancers (60 s and up).
+const HEARTBEAT: Duration = Duration::from_secs(10);
+/// Revocations per catch-up message.
+const CATCH_UP_CHUNK: usize = 500;
+
+fn revocations_message(
+    sessions: &[(Uuid, DateTime<Utc>)],
+    cursor: u64,
+    caught_up: bool,
+) -> WatchRevocationsResponse {
+    WatchRevocationsResponse {
+        revoked: sessions
+            .iter()
+            .map(|(id, until)| RevokedSession {
+                session_id: id.to_string(),
+                relevant_until: Some(timestamp(*until)),
+            })
+            .collect(),
+        cursor,
+        caught_up,
     }
 }
 
@@ -39,6 +70,67 @@ pub fn claims_message(claims: &AccessClaims) -> Claims {
 
 #[tonic::async_trait]
 impl TokenService for TokenApi {
+    type WatchRevocationsStream = ReceiverStream<Result<WatchRevocationsResponse, Status>>;
+
+    /// Catch-up first (everything after `since`, in chunks; only the last chunk carries the new
+    /// cursor, so a client cut off mid-way resumes from where it started), then live batches
+    /// and heartbeats until the client leaves or the server stops.
+    #[tracing::instrument(skip_all)]
+    async fn watch_revocations(
+        &self,
+        request: Request<WatchRevocationsRequest>,
+    ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
+        let since = request.into_inner().since;
+        let revocations = Arc::clone(self.identity.revocations());
+        // Subscribe before the snapshot, so nothing falls between them.
+        let mut news = revocations.subscribe();
+        let (backlog, mut cursor) = revocations.catch_up(since, self.identity.now());
+        let (sender, receiver) = mpsc::channel(16);
+        let mut stopping = self.stopping.clone();
+        tokio::spawn(async move {
+            metrics::gauge!(crate::metrics::REVOCATION_WATCHERS).increment(1.0);
+            let chunks: Vec<&[(Uuid, DateTime<Utc>)]> =
+                if backlog.is_empty() { vec![&[]] } else { backlog.chunks(CATCH_UP_CHUNK).collect() };
+            let last = chunks.len() - 1;
+            for (index, chunk) in chunks.into_iter().enumerate() {
+                let message = if index == last {
+                    revocations_message(chunk, cursor, true)
+                } else {
+                    revocations_message(chunk, since, false)
+                };
+                if sender.send(Ok(message)).await.is_err() {
+                    metrics::gauge!(crate::metrics::REVOCATION_WATCHERS).decrement(1.0);
+                    return;
+                }
+            }
+            let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
+            loop {
+                let message = tokio::select! {
+                    batch = news.recv() => match batch {
+                        Ok(batch) => {
+                            cursor = cursor.max(batch.cursor);
+                            heartbeat.reset();
+                            Ok(revocations_message(&batch.sessions, cursor, false))
+                        }
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            Err(Status::unavailable("fell behind the revocation feed: resume with the last cursor"))
+                        }
+                        Err(broadcast::error::RecvError::Closed) => break,
+                    },
+                    _ = heartbeat.tick() => Ok(revocations_message(&[], cursor, false)),
+                    _ = stopping.wait_for(|stopping| *stopping) => break,
+                    () = sender.closed() => break,
+                };
+                let failed = message.is_err();
+                if sender.send(message).await.is_err() || failed {
+                    break;
+                }
+            }
+            metrics::gauge!(crate::metrics::REVOCATION_WATCHERS).decrement(1.0);
+        });
+        Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+
     /// RFC 7662: an inactive token is an answer, not an error, and the reason stays here.
     #[tracing::instrument(skip_all)]
     async fn validate_token(

@@ -8,7 +8,7 @@ use crate::{
     domain::{Email, FullName, Password, PresentedPassword, normalize_email},
     error::AppError,
     passwords::HashError,
-    store::{NewUser, StoreError, UserRecord},
+    store::{NewUser, PasswordChange, StoreError, UserRecord},
     tokens::{AccessClaims, VerifiedToken},
 };
 
@@ -156,7 +156,7 @@ impl Identity {
         }
         let new_hash = self.hasher.hash(new).await?;
         let now = self.clock.now();
-        let revoked = self
+        let change = self
             .store
             .change_password(
                 user.id,
@@ -165,13 +165,21 @@ impl Identity {
                 Some(caller.session_id),
                 now,
             )
-            .await?
+            .await?;
+        let revoked = match change {
+            PasswordChange::Changed(revocation) => revocation,
             // Another change won the race since we read the hash: the caller's current password
             // is no longer the current one.
-            .ok_or(AppError::Unauthenticated("the current password is incorrect"))?;
-        self.revoked_here(revoked.iter().copied(), now);
+            PasswordChange::Conflict => {
+                return Err(AppError::Unauthenticated("the current password is incorrect"));
+            }
+        };
+        let sessions_revoked = revoked.as_ref().map_or(0, |r| r.session_ids.len());
+        if let Some(revocation) = &revoked {
+            self.revoked_here(revocation);
+        }
         tracing::info!(target: "audit", event = "password_changed", user_id = %user.id,
-            session_id = %caller.session_id, sessions_revoked = revoked.len());
+            session_id = %caller.session_id, sessions_revoked);
         Ok(())
     }
 }

@@ -35,7 +35,7 @@ pub async fn keep_revocations_in_sync(
         match (subscription, reload) {
             (Ok(listener), Ok(recent)) => {
                 for session in recent {
-                    revocations.revoke([session.id], session.revoked_at);
+                    revocations.revoke([session.id], session.revoked_at, session.cursor());
                 }
                 revocations.set_synced(true);
                 retry = RETRY_MIN;
@@ -50,7 +50,9 @@ pub async fn keep_revocations_in_sync(
                 loop {
                     tokio::select! {
                         next = listener.next() => match next {
-                            Ok(Some(session_ids)) => revocations.revoke(session_ids, clock.now()),
+                            Ok(Some(revocation)) => {
+                                revocations.revoke(revocation.session_ids, revocation.revoked_at, revocation.cursor);
+                            }
                             Ok(None) | Err(_) => break,
                         },
                         _ = stop.changed() => return,
@@ -95,9 +97,7 @@ async fn poll_revocations(
         match store.sessions_revoked_since(since).await {
             Ok(recent) => {
                 for session in recent {
-                    if !revocations.is_revoked(&session.id) {
-                        revocations.revoke([session.id], session.revoked_at);
-                    }
+                    revocations.revoke([session.id], session.revoked_at, session.cursor());
                 }
             }
             Err(error) => tracing::warn!(%error, "cannot read recent revocations"),

@@ -16,7 +16,7 @@ pub use sessions::SessionTokens;
 use crate::{
     clock::Clock,
     passwords::PasswordHasher,
-    store::Store,
+    store::{Revocation, Store},
     tokens::{RevocationSet, TokenIssuer, TokenRejected, VerifiedToken, VerifiedTokenCache},
 };
 
@@ -109,7 +109,11 @@ impl Identity {
 
     /// Records revocations made by this process, so they take effect here at once (other
     /// replicas learn of them by notification).
-    fn revoked_here(&self, session_ids: impl IntoIterator<Item = uuid::Uuid>, at: DateTime<Utc>) {
-        self.revocations.revoke(session_ids, at);
+    fn revoked_here(&self, revocation: &Revocation) {
+        self.revocations.revoke(
+            revocation.session_ids.iter().copied(),
+            revocation.revoked_at,
+            revocation.cursor,
+        );
     }
 }

@@ -70,8 +70,8 @@ impl Identity {
         match self.store.rotate_refresh_token(&presented.digest(), &next.digest(), now).await? {
             Rotation::Rotated { session_id, expires_at, user } => {
                 if !user.is_active {
-                    if self.store.revoke_session(session_id, now).await? {
-                        self.revoked_here([session_id], now);
+                    if let Some(revocation) = self.store.revoke_session(session_id, now).await? {
+                        self.revoked_here(&revocation);
                     }
                     return Err(AppError::Unauthenticated(INVALID_REFRESH_TOKEN));
                 }
@@ -85,10 +85,10 @@ impl Identity {
                     issued_at: now,
                 })
             }
-            Rotation::Reused { session_id, newly_revoked } => {
+            Rotation::Reused { session_id, revocation } => {
                 metrics::counter!(crate::metrics::REFRESH_TOKEN_REUSE).increment(1);
-                if newly_revoked {
-                    self.revoked_here([session_id], now);
+                if let Some(revocation) = &revocation {
+                    self.revoked_here(revocation);
                 }
                 tracing::warn!(target: "audit", event = "refresh_token_reuse", %session_id,
                     "a rotated refresh token was presented again: session revoked");
@@ -102,10 +102,12 @@ impl Identity {
     /// (RFC 7009 §2.2): the caller's goal, a dead token, is met either way.
     pub async fn logout(&self, presented: &RefreshToken) -> Result<(), AppError> {
         let now = self.clock.now();
-        if let Some(session_id) = self.store.revoke_session_by_refresh_token(&presented.digest(), now).await?
+        if let Some(revocation) = self.store.revoke_session_by_refresh_token(&presented.digest(), now).await?
         {
-            self.revoked_here([session_id], now);
-            tracing::info!(target: "audit", event = "logout", %session_id);
+            self.revoked_here(&revocation);
+            for session_id in &revocation.session_ids {
+                tracing::info!(target: "audit", event = "logout", %session_id);
+            }
         }
         Ok(())
     }

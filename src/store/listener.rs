@@ -1,9 +1,7 @@
 //! The Postgres end of revocation propagation: a LISTEN on its own connection.
 
+use super::{REVOCATION_CHANNEL, Revocation, Store, StoreError};
 use sqlx::postgres::{PgListener, PgPoolOptions};
-use uuid::Uuid;
-
-use super::{REVOCATION_CHANNEL, Store, StoreError};
 
 /// Marks the listener's connection in `pg_stat_activity`, for operators (and tests) to find it.
 pub const LISTENER_APPLICATION_NAME: &str = "identity-revocation-listener";
@@ -33,11 +31,15 @@ impl Store {
 }
 
 impl RevocationListener {
-    /// The session ids of the next announcement; `Ok(None)` when the connection was lost and
-    /// announcements may have been missed.
-    pub async fn next(&mut self) -> Result<Option<Vec<Uuid>>, StoreError> {
-        let Some(notification) = self.listener.try_recv().await? else { return Ok(None) };
-        let ids = notification.payload().split(',').filter_map(|id| id.trim().parse().ok()).collect();
-        Ok(Some(ids))
+    /// The next announced revocation; `Ok(None)` when the connection was lost and announcements
+    /// may have been missed.
+    pub async fn next(&mut self) -> Result<Option<Revocation>, StoreError> {
+        loop {
+            let Some(notification) = self.listener.try_recv().await? else { return Ok(None) };
+            match Revocation::parse_payload(notification.payload()) {
+                Some(revocation) => return Ok(Some(revocation)),
+                None => tracing::warn!("ignoring a malformed revocation announcement"),
+            }
+        }
     }
 }

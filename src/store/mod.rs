@@ -21,7 +21,7 @@ use uuid::Uuid;
 pub use attempts::AttemptWindow;
 pub use error::StoreError;
 pub use listener::{LISTENER_APPLICATION_NAME, RevocationListener};
-pub use sessions::{REVOCATION_CHANNEL, RevokedSession, Rotation};
+pub use sessions::{PasswordChange, REVOCATION_CHANNEL, Revocation, RevokedSession, Rotation};
 
 use crate::tokens::RefreshTokenDigest;
 

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::{NewSession, Store, StoreError, UserRecord, with_pool};
 use crate::tokens::RefreshTokenDigest;
 
-/// The Postgres channel revocations are announced on; the payload is comma-separated session ids.
+/// The Postgres channel revocations are announced on; see [`Revocation::payload`].
 pub const REVOCATION_CHANNEL: &str = "identity_session_revoked";
 /// Session ids per NOTIFY payload, well under Postgres's 8000-byte limit.
 const IDS_PER_NOTIFICATION: usize = 200;
@@ -19,10 +19,47 @@ pub enum Rotation {
     /// The token was current: it is now retired and the session carries the new digest.
     Rotated { session_id: Uuid, expires_at: DateTime<Utc>, user: UserRecord },
     /// The token had already been rotated away: someone replayed it, and the session is now
-    /// revoked (RFC 9700 §4.14.2).
-    Reused { session_id: Uuid, newly_revoked: bool },
+    /// revoked (RFC 9700 §4.14.2). `revocation` is `None` when it already was.
+    Reused { session_id: Uuid, revocation: Option<Revocation> },
     /// Unknown, expired or already revoked.
     Refused,
+}
+
+/// Sessions ended by one transaction. `cursor` comes from a single counter row whose lock is
+/// held to commit, so cursors increase in commit order across every replica.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    pub cursor: u64,
+    pub revoked_at: DateTime<Utc>,
+    pub session_ids: Vec<Uuid>,
+}
+
+impl Revocation {
+    /// `cursor;revoked_at in µs;id,id,...`, one NOTIFY per chunk of ids.
+    fn payloads(&self) -> impl Iterator<Item = String> + '_ {
+        self.session_ids.chunks(IDS_PER_NOTIFICATION).map(|chunk| {
+            let ids = chunk.iter().map(Uuid::to_string).collect::<Vec<_>>().join(",");
+            format!("{};{};{ids}", self.cursor, self.revoked_at.timestamp_micros())
+        })
+    }
+
+    pub fn parse_payload(payload: &str) -> Option<Self> {
+        let mut parts = payload.splitn(3, ';');
+        let cursor = parts.next()?.parse().ok()?;
+        let revoked_at = DateTime::from_timestamp_micros(parts.next()?.parse().ok()?)?;
+        let session_ids =
+            parts.next()?.split(',').map(|id| id.trim().parse()).collect::<Result<_, _>>().ok()?;
+        Some(Self { cursor, revoked_at, session_ids })
+    }
+}
+
+/// How a password change went.
+#[derive(Debug)]
+pub enum PasswordChange {
+    /// Set; the other sessions were revoked (if there were any).
+    Changed(Option<Revocation>),
+    /// The stored hash was no longer the one checked: a concurrent change won.
+    Conflict,
 }
 
 #[derive(sqlx::FromRow)]
@@ -36,32 +73,96 @@ struct RotatedRow {
 pub struct RevokedSession {
     pub id: Uuid,
     pub revoked_at: DateTime<Utc>,
+    /// `None` for sessions revoked before cursors existed.
+    pub revocation_seq: Option<i64>,
 }
 
-/// How revocations reach other processes: a NOTIFY on Postgres, nothing on SQLite (one process).
-trait AnnounceRevocations {
-    async fn announce(&mut self, session_ids: &[Uuid]) -> Result<(), sqlx::Error>;
+impl RevokedSession {
+    pub fn cursor(&self) -> u64 {
+        self.revocation_seq.and_then(|seq| u64::try_from(seq).ok()).unwrap_or(0)
+    }
 }
 
-impl AnnounceRevocations for PgConnection {
-    async fn announce(&mut self, session_ids: &[Uuid]) -> Result<(), sqlx::Error> {
-        for chunk in session_ids.chunks(IDS_PER_NOTIFICATION) {
-            let payload = chunk.iter().map(Uuid::to_string).collect::<Vec<_>>().join(",");
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(REVOCATION_CHANNEL)
-                .bind(payload)
-                .execute(&mut *self)
-                .await?;
+/// Which sessions a revocation ends.
+enum Target<'a> {
+    Session(Uuid),
+    /// The session of a refresh token, current or already rotated away.
+    RefreshToken(&'a RefreshTokenDigest),
+    /// Every session of a user, but `except`.
+    User {
+        user_id: Uuid,
+        except: Option<Uuid>,
+    },
+}
+
+const NEXT_CURSOR: &str = "UPDATE revocation_cursor SET value = value + 1 WHERE id = 1 RETURNING value";
+const REVOKE_SESSION: &str = "UPDATE sessions SET revoked_at = $1, revocation_seq = $2
+     WHERE id = $3 AND revoked_at IS NULL RETURNING id";
+const REVOKE_BY_REFRESH_TOKEN: &str = "UPDATE sessions SET revoked_at = $1, revocation_seq = $2
+     WHERE revoked_at IS NULL AND (refresh_token_digest = $3
+        OR id = (SELECT session_id FROM retired_refresh_tokens WHERE token_digest = $3))
+     RETURNING id";
+const REVOKE_USER: &str = "UPDATE sessions SET revoked_at = $1, revocation_seq = $2
+     WHERE user_id = $3 AND revoked_at IS NULL AND ($4 IS NULL OR id <> $4) RETURNING id";
+
+/// Revoking inside a transaction: take the next cursor, mark the sessions, and tell the other
+/// processes (a NOTIFY on Postgres, delivered at commit; nothing on SQLite, whose servers poll).
+trait RevokeInTransaction {
+    async fn revoke(
+        &mut self,
+        target: Target<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Revocation>, sqlx::Error>;
+}
+
+/// One body for both connection types; only the announcement differs.
+macro_rules! revoke_in_transaction {
+    ($connection:ty, $announce:expr) => {
+        impl RevokeInTransaction for $connection {
+            async fn revoke(
+                &mut self,
+                target: Target<'_>,
+                now: DateTime<Utc>,
+            ) -> Result<Option<Revocation>, sqlx::Error> {
+                let cursor: i64 = sqlx::query_scalar(NEXT_CURSOR).fetch_one(&mut *self).await?;
+                let query = match target {
+                    Target::Session(id) => sqlx::query_scalar(REVOKE_SESSION).bind(now).bind(cursor).bind(id),
+                    Target::RefreshToken(digest) => {
+                        sqlx::query_scalar(REVOKE_BY_REFRESH_TOKEN).bind(now).bind(cursor).bind(&digest.0[..])
+                    }
+                    Target::User { user_id, except } => {
+                        sqlx::query_scalar(REVOKE_USER).bind(now).bind(cursor).bind(user_id).bind(except)
+                    }
+                };
+                let session_ids: Vec<Uuid> = query.fetch_all(&mut *self).await?;
+                if session_ids.is_empty() {
+                    // The cursor value is spent; gaps are harmless.
+                    return Ok(None);
+                }
+                let revocation =
+                    Revocation { cursor: u64::try_from(cursor).unwrap_or(0), revoked_at: now, session_ids };
+                let announce = $announce;
+                announce(self, &revocation).await?;
+                Ok(Some(revocation))
+            }
         }
-        Ok(())
-    }
+    };
 }
 
-impl AnnounceRevocations for SqliteConnection {
-    async fn announce(&mut self, _session_ids: &[Uuid]) -> Result<(), sqlx::Error> {
-        Ok(())
+revoke_in_transaction!(PgConnection, async |connection: &mut PgConnection, revocation: &Revocation| {
+    for payload in revocation.payloads() {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(REVOCATION_CHANNEL)
+            .bind(payload)
+            .execute(&mut *connection)
+            .await?;
     }
-}
+    Ok::<_, sqlx::Error>(())
+});
+revoke_in_transaction!(
+    SqliteConnection,
+    async |_: &mut SqliteConnection, _: &Revocation| Ok::<_, sqlx::Error>(())
+);
 
 impl Store {
     pub async fn insert_session(&self, session: &NewSession<'_>) -> Result<(), StoreError> {
@@ -96,8 +197,6 @@ impl Store {
             "INSERT INTO retired_refresh_tokens (token_digest, session_id, retired_at) VALUES ($1, $2, $3)";
         const USER: &str = concat!("SELECT ", super::user_columns!(), " FROM users WHERE id = $1");
         const RETIRED: &str = "SELECT session_id FROM retired_refresh_tokens WHERE token_digest = $1";
-        const REVOKE: &str =
-            "UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL RETURNING id";
         let outcome = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let rotated: Option<RotatedRow> = sqlx::query_as(ROTATE)
@@ -113,15 +212,12 @@ impl Store {
                     Rotation::Rotated { session_id: row.id, expires_at: row.expires_at, user }
                 }
                 None => {
-                    let retired: Option<Uuid> = sqlx::query_scalar(RETIRED).bind(&old.0[..]).fetch_optional(&mut *tx).await?;
+                    let retired: Option<Uuid> =
+                        sqlx::query_scalar(RETIRED).bind(&old.0[..]).fetch_optional(&mut *tx).await?;
                     match retired {
                         Some(session_id) => {
-                            let revoked: Option<Uuid> =
-                                sqlx::query_scalar(REVOKE).bind(now).bind(session_id).fetch_optional(&mut *tx).await?;
-                            if revoked.is_some() {
-                                tx.announce(&[session_id]).await?;
-                            }
-                            Rotation::Reused { session_id, newly_revoked: revoked.is_some() }
+                            let revocation = tx.revoke(Target::Session(session_id), now).await?;
+                            Rotation::Reused { session_id, revocation }
                         }
                         None => Rotation::Refused,
                     }
@@ -133,49 +229,47 @@ impl Store {
         Ok(outcome)
     }
 
-    /// Revokes the session a refresh token (current or already rotated) belongs to. Returns
-    /// the session id when this call revoked it; `None` when it was unknown or already revoked.
+    /// Revokes the session a refresh token (current or already rotated) belongs to. `None`
+    /// when it was unknown or already revoked.
     pub async fn revoke_session_by_refresh_token(
         &self,
         digest: &RefreshTokenDigest,
         now: DateTime<Utc>,
-    ) -> Result<Option<Uuid>, StoreError> {
-        const SQL: &str = "UPDATE sessions SET revoked_at = $1
-             WHERE revoked_at IS NULL AND (refresh_token_digest = $2
-                OR id = (SELECT session_id FROM retired_refresh_tokens WHERE token_digest = $2))
-             RETURNING id";
-        let revoked = with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let revoked: Option<Uuid> = sqlx::query_scalar(SQL).bind(now).bind(&digest.0[..]).fetch_optional(&mut *tx).await?;
-            if let Some(id) = revoked {
-                tx.announce(&[id]).await?;
-            }
-            tx.commit().await?;
-            Ok::<_, sqlx::Error>(revoked)
-        })?;
-        Ok(revoked)
+    ) -> Result<Option<Revocation>, StoreError> {
+        self.revoke(Target::RefreshToken(digest), now).await
     }
 
-    /// Revokes one session by id (reuse of its refresh token, a deactivated owner).
-    pub async fn revoke_session(&self, session_id: Uuid, now: DateTime<Utc>) -> Result<bool, StoreError> {
-        const SQL: &str =
-            "UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL RETURNING id";
-        let revoked = with_pool!(self, pool => {
+    /// Revokes one session by id (a deactivated owner found at refresh).
+    pub async fn revoke_session(
+        &self,
+        session_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Revocation>, StoreError> {
+        self.revoke(Target::Session(session_id), now).await
+    }
+
+    /// Revokes every live session of a user (operator action, deactivation).
+    pub async fn revoke_sessions_of_user(
+        &self,
+        user_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Revocation>, StoreError> {
+        self.revoke(Target::User { user_id, except: None }, now).await
+    }
+
+    async fn revoke(&self, target: Target<'_>, now: DateTime<Utc>) -> Result<Option<Revocation>, StoreError> {
+        let revocation = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let revoked: Option<Uuid> = sqlx::query_scalar(SQL).bind(now).bind(session_id).fetch_optional(&mut *tx).await?;
-            if revoked.is_some() {
-                tx.announce(&[session_id]).await?;
-            }
+            let revocation = tx.revoke(target, now).await?;
             tx.commit().await?;
-            Ok::<_, sqlx::Error>(revoked.is_some())
+            Ok::<_, sqlx::Error>(revocation)
         })?;
-        Ok(revoked)
+        Ok(revocation)
     }
 
     /// Sets a new password hash (only if the stored one is still `expected_hash`, so a
     /// concurrent change is not overwritten) and revokes every session of the user except
-    /// `keep`, in one transaction. Returns the revoked session ids, or `None` when the hash had
-    /// changed meanwhile.
+    /// `keep`, in one transaction.
     pub async fn change_password(
         &self,
         user_id: Uuid,
@@ -183,12 +277,10 @@ impl Store {
         new_hash: &str,
         keep: Option<Uuid>,
         now: DateTime<Utc>,
-    ) -> Result<Option<Vec<Uuid>>, StoreError> {
+    ) -> Result<PasswordChange, StoreError> {
         const UPDATE: &str =
             "UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3 AND password_hash = $4";
-        const REVOKE: &str = "UPDATE sessions SET revoked_at = $1
-             WHERE user_id = $2 AND revoked_at IS NULL AND ($3 IS NULL OR id <> $3) RETURNING id";
-        let revoked = with_pool!(self, pool => {
+        let change = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let updated = sqlx::query(UPDATE)
                 .bind(new_hash)
@@ -199,14 +291,13 @@ impl Store {
                 .await?
                 .rows_affected();
             if updated == 0 {
-                return Ok(None);
+                return Ok(PasswordChange::Conflict);
             }
-            let revoked: Vec<Uuid> = sqlx::query_scalar(REVOKE).bind(now).bind(user_id).bind(keep).fetch_all(&mut *tx).await?;
-            tx.announce(&revoked).await?;
+            let revocation = tx.revoke(Target::User { user_id, except: keep }, now).await?;
             tx.commit().await?;
-            Ok::<_, sqlx::Error>(Some(revoked))
+            Ok::<_, sqlx::Error>(PasswordChange::Changed(revocation))
         })?;
-        Ok(revoked)
+        Ok(change)
     }
 
     /// Replaces a password hash with a stronger one of the same password, unless it changed.
@@ -227,32 +318,13 @@ impl Store {
         Ok(updated > 0)
     }
 
-    /// Revokes every live session of a user (operator action, deactivation).
-    pub async fn revoke_sessions_of_user(
-        &self,
-        user_id: Uuid,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<Uuid>, StoreError> {
-        const SQL: &str =
-            "UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL RETURNING id";
-        let revoked = with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let revoked: Vec<Uuid> = sqlx::query_scalar(SQL).bind(now).bind(user_id).fetch_all(&mut *tx).await?;
-            tx.announce(&revoked).await?;
-            tx.commit().await?;
-            Ok::<_, sqlx::Error>(revoked)
-        })?;
-        Ok(revoked)
-    }
-
     /// Sessions revoked after `since`: what a replica loads at start and after losing its
     /// notification connection.
     pub async fn sessions_revoked_since(
         &self,
         since: DateTime<Utc>,
     ) -> Result<Vec<RevokedSession>, StoreError> {
-        const SQL: &str =
-            "SELECT id, revoked_at FROM sessions WHERE revoked_at IS NOT NULL AND revoked_at > $1";
+        const SQL: &str = "SELECT id, revoked_at, revocation_seq FROM sessions WHERE revoked_at IS NOT NULL AND revoked_at > $1";
         let rows = with_pool!(self, pool => sqlx::query_as::<_, RevokedSession>(SQL).bind(since).fetch_all(pool).await)?;
         Ok(rows)
     }

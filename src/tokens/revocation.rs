@@ -1,21 +1,43 @@
 //! Which sessions are revoked, held in memory so that validating a token needs no database
 //! round trip. An entry is kept only as long as an access token issued before the revocation
-//! could still be unexpired.
+//! could still be unexpired. New entries are also broadcast to WatchRevocations streams.
 
 use std::{collections::HashMap, sync::RwLock, time::Duration};
 
 use chrono::{DateTime, TimeDelta, Utc};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
+/// Revocations that reached this set newly, in the order they did.
+#[derive(Debug, Clone)]
+pub struct RevocationBatch {
+    pub cursor: u64,
+    pub sessions: Vec<(Uuid, DateTime<Utc>)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    /// After this instant no token of the session can be unexpired.
+    until: DateTime<Utc>,
+    revoked_at: DateTime<Utc>,
+    cursor: u64,
+}
+
+/// How far back a resuming watcher is re-sent revocations regardless of its cursor: a replica
+/// records its own revocation at once, possibly before it hears of an earlier one committed on
+/// another replica, so a cursor alone could skip that one. Duplicates are harmless.
+const RESUME_OVERLAP: TimeDelta = TimeDelta::seconds(10);
+/// Batches a slow watcher may fall behind by before its stream is closed (it then resumes).
+const BROADCAST_CAPACITY: usize = 1024;
+
 pub struct RevocationSet {
-    /// Session id -> the instant after which no token of that session can be unexpired.
-    revoked: RwLock<HashMap<Uuid, DateTime<Utc>>>,
+    revoked: RwLock<HashMap<Uuid, Entry>>,
     /// How long after its revocation a session can still have an unexpired access token.
     horizon: TimeDelta,
     /// Whether the set is known to hold every revocation (false while the replica's
     /// notification connection is down and until it has reloaded from the database).
     synced: watch::Sender<bool>,
+    news: broadcast::Sender<RevocationBatch>,
 }
 
 impl RevocationSet {
@@ -26,6 +48,7 @@ impl RevocationSet {
             revoked: RwLock::default(),
             horizon: TimeDelta::from_std(access_token_ttl).unwrap_or(TimeDelta::MAX),
             synced: watch::Sender::new(synced),
+            news: broadcast::Sender::new(BROADCAST_CAPACITY),
         }
     }
 
@@ -37,24 +60,70 @@ impl RevocationSet {
         self.revoked.read().is_ok_and(|revoked| revoked.contains_key(session_id))
     }
 
-    /// Records sessions revoked at `revoked_at`.
-    pub fn revoke(&self, session_ids: impl IntoIterator<Item = Uuid>, revoked_at: DateTime<Utc>) {
+    /// Records sessions revoked at `revoked_at` under `cursor` (0 when unknown), and tells the
+    /// watchers about those it did not know yet.
+    pub fn revoke(
+        &self,
+        session_ids: impl IntoIterator<Item = Uuid>,
+        revoked_at: DateTime<Utc>,
+        cursor: u64,
+    ) {
         let until = revoked_at + self.horizon;
+        let mut news = Vec::new();
         if let Ok(mut revoked) = self.revoked.write() {
             for id in session_ids {
-                let entry = revoked.entry(id).or_insert(until);
-                *entry = (*entry).max(until);
+                match revoked.get_mut(&id) {
+                    Some(entry) => {
+                        entry.until = entry.until.max(until);
+                        entry.cursor = entry.cursor.max(cursor);
+                    }
+                    None => {
+                        revoked.insert(id, Entry { until, revoked_at, cursor });
+                        news.push((id, until));
+                    }
+                }
             }
             metrics::gauge!(crate::metrics::REVOKED_SESSIONS).set(revoked.len() as f64);
+        }
+        if !news.is_empty() {
+            // No receiver is fine: nobody is watching.
+            let _ = self.news.send(RevocationBatch { cursor, sessions: news });
         }
     }
 
     /// Forgets revocations no token can be affected by any more.
     pub fn prune(&self, now: DateTime<Utc>) {
         if let Ok(mut revoked) = self.revoked.write() {
-            revoked.retain(|_, until| *until > now);
+            revoked.retain(|_, entry| entry.until > now);
             metrics::gauge!(crate::metrics::REVOKED_SESSIONS).set(revoked.len() as f64);
         }
+    }
+
+    /// New revocations from now on. Subscribe before taking [`RevocationSet::catch_up`], so
+    /// nothing falls between the two.
+    pub fn subscribe(&self) -> broadcast::Receiver<RevocationBatch> {
+        self.news.subscribe()
+    }
+
+    /// What a watcher resuming after `since` (0: from scratch) needs, in cursor order, and the
+    /// cursor to resume from after it.
+    pub fn catch_up(&self, since: u64, now: DateTime<Utc>) -> (Vec<(Uuid, DateTime<Utc>)>, u64) {
+        let Ok(revoked) = self.revoked.read() else { return (Vec::new(), since) };
+        let mut entries: Vec<(Uuid, Entry)> = revoked
+            .iter()
+            .filter(|(_, e)| {
+                e.until > now && (since == 0 || e.cursor > since || e.revoked_at > now - RESUME_OVERLAP)
+            })
+            .map(|(id, e)| (*id, *e))
+            .collect();
+        entries.sort_by_key(|(_, e)| e.cursor);
+        let cursor = revoked.values().map(|e| e.cursor).max().unwrap_or(0).max(since);
+        (entries.into_iter().map(|(id, e)| (id, e.until)).collect(), cursor)
+    }
+
+    /// The highest cursor this set has seen.
+    pub fn cursor(&self) -> u64 {
+        self.revoked.read().map_or(0, |revoked| revoked.values().map(|e| e.cursor).max().unwrap_or(0))
     }
 
     pub fn len(&self) -> usize {
@@ -89,7 +158,7 @@ mod tests {
         let set = RevocationSet::new(Duration::from_secs(900), true);
         let now = Utc::now();
         let session = Uuid::new_v4();
-        set.revoke([session], now);
+        set.revoke([session], now, 1);
         assert!(set.is_revoked(&session));
         assert!(!set.is_revoked(&Uuid::new_v4()));
         set.prune(now + TimeDelta::seconds(899));
@@ -104,9 +173,35 @@ mod tests {
         let set = RevocationSet::new(Duration::from_secs(60), true);
         let now = Utc::now();
         let session = Uuid::new_v4();
-        set.revoke([session], now + TimeDelta::seconds(30));
-        set.revoke([session], now);
+        set.revoke([session], now + TimeDelta::seconds(30), 2);
+        set.revoke([session], now, 1);
         set.prune(now + TimeDelta::seconds(61));
         assert!(set.is_revoked(&session));
+    }
+
+    #[test]
+    fn only_news_is_broadcast_and_catch_up_resumes_after_a_cursor() {
+        let set = RevocationSet::new(Duration::from_secs(900), true);
+        let mut news = set.subscribe();
+        let old = Utc::now() - TimeDelta::seconds(60);
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        set.revoke([a], old, 1);
+        set.revoke([a], old, 1);
+        set.revoke([b], old, 2);
+        assert_eq!(news.try_recv().unwrap().sessions[0].0, a);
+        assert_eq!(news.try_recv().unwrap().sessions[0].0, b);
+        assert!(news.try_recv().is_err(), "a known revocation is not news");
+
+        let now = Utc::now();
+        let (everything, cursor) = set.catch_up(0, now);
+        assert_eq!(everything.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [a, b]);
+        assert_eq!(cursor, 2);
+        let (after_first, _) = set.catch_up(1, now);
+        assert_eq!(after_first.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [b]);
+        // Recent revocations are re-sent whatever the cursor.
+        let c = Uuid::new_v4();
+        set.revoke([c], now, 3);
+        let (resumed, _) = set.catch_up(5, now);
+        assert_eq!(resumed.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [c]);
     }
 }

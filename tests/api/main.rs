@@ -16,3 +16,4 @@ mod system;
 mod tokens;
 mod transport;
 mod users;
+mod watch;

@@ -74,3 +74,28 @@ async fn a_replica_resynchronises_after_its_listener_connection_is_killed() {
         eventually(Duration::from_secs(1), || async { !b.is_active(&second.access_token).await }).await;
     assert!(seen.is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_on_one_replica_hears_revocations_made_on_another() {
+    let Some(a) = postgres_app().await else { return };
+    let b = a.spawn_peer().await;
+    let mut stream = b
+        .tokens()
+        .watch_revocations(identity::proto::WatchRevocationsRequest { since: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    while !stream.message().await.unwrap().unwrap().caught_up {}
+    let (_, login) = a.signed_in_user().await;
+    let tokens = login.tokens.unwrap();
+    a.auth().logout(LogoutRequest { refresh_token: tokens.refresh_token }).await.unwrap();
+    let message = loop {
+        let message =
+            tokio::time::timeout(Duration::from_secs(5), stream.message()).await.unwrap().unwrap().unwrap();
+        if !message.revoked.is_empty() {
+            break message;
+        }
+    };
+    assert!(message.cursor >= 1);
+    assert!(!b.is_active(&tokens.access_token).await);
+}
