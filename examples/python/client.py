@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""End-to-end example client for the identity service, generated from proto/ at run time.
+
+    pip install -r requirements.txt
+    python client.py 127.0.0.1:50051        # or IDENTITY_ADDR=127.0.0.1:50051 python client.py
+
+Signs up a fresh user, logs in, checks the access token both remotely (ValidateToken) and locally
+(PyJWT against GetJwks), refreshes, logs out and checks the session is gone. Prints one line per
+step; exits non-zero with a FAIL line on the first mismatch.
+"""
+
+import importlib.resources
+import os
+import shutil
+import sys
+import time
+import uuid
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PROTO_DIR = HERE.parent.parent / "proto"
+GEN_DIR = HERE / "gen"  # gitignored: regenerated on every run so it always matches proto/
+
+ISSUER = AUDIENCE = "identity"
+PASSWORD = "maple-orbit-tundra-42-vessel"  # >= 15 chars and not guessable, as the server demands
+TIMEOUT = 10  # seconds per RPC
+
+
+def generate():
+    """Compile proto/ with grpcio-tools into gen/ (identity/v1/*_pb2.py, *_pb2_grpc.py)."""
+    from grpc_tools import protoc
+
+    # grpcio-tools ships google/protobuf/*.proto (types.proto imports timestamp.proto).
+    well_known = importlib.resources.files("grpc_tools") / "_proto"
+    sources = sorted(str(p.relative_to(PROTO_DIR)) for p in PROTO_DIR.glob("identity/v1/*.proto"))
+    shutil.rmtree(GEN_DIR, ignore_errors=True)  # no stale modules from a removed .proto
+    GEN_DIR.mkdir()
+    args = ["protoc", f"-I{PROTO_DIR}", f"-I{well_known}", f"--python_out={GEN_DIR}",
+            f"--pyi_out={GEN_DIR}", f"--grpc_python_out={GEN_DIR}", *sources]
+    if protoc.main(args) != 0:
+        sys.exit(f"FAIL: protoc could not compile {PROTO_DIR}")
+    sys.path.insert(0, str(GEN_DIR))
+
+
+generate()
+
+import grpc  # noqa: E402
+import jwt  # noqa: E402  (PyJWT)
+from google.protobuf import text_format  # noqa: E402
+from google.protobuf.json_format import MessageToDict  # noqa: E402
+from identity.v1 import auth_service_pb2 as auth_pb  # noqa: E402
+from identity.v1 import auth_service_pb2_grpc as auth_grpc  # noqa: E402
+from identity.v1 import token_service_pb2 as token_pb  # noqa: E402
+from identity.v1 import token_service_pb2_grpc as token_grpc  # noqa: E402
+from identity.v1 import user_service_pb2 as user_pb  # noqa: E402
+from identity.v1 import user_service_pb2_grpc as user_grpc  # noqa: E402
+
+
+def fail(message):
+    sys.exit(f"FAIL: {message}")
+
+
+def expect(condition, message):
+    if not condition:
+        fail(message)
+
+
+def show(message):
+    return text_format.MessageToString(message, as_one_line=True)
+
+
+def ok(step, detail=""):
+    print(f"ok   {step:<16} {detail}".rstrip(), flush=True)
+
+
+def rpc(name, method, request, **kwargs):
+    """Calls one RPC; a gRPC error becomes a FAIL line that names the RPC."""
+    try:
+        return method(request, timeout=TIMEOUT, **kwargs)
+    except grpc.RpcError as err:
+        fail(f"{name}: {err.code().name}: {err.details()}")
+
+
+def verify_locally(token, jwks):
+    """Verifies an access token with the published keys only, as a resource server would."""
+    header = jwt.get_unverified_header(token)
+    expect(header.get("typ") == "at+jwt", f"header typ is {header.get('typ')!r}, want 'at+jwt'")
+    expect(header.get("alg") == "EdDSA", f"header alg is {header.get('alg')!r}, want 'EdDSA'")
+    expect(header.get("kid") in jwks, f"header kid {header.get('kid')!r} is not in GetJwks")
+    # Never take the algorithm from the token: pin it, and let PyJWT check signature, exp, iss, aud.
+    try:
+        return jwt.decode(token, jwks[header["kid"]], algorithms=["EdDSA"], issuer=ISSUER,
+                          audience=AUDIENCE,
+                          options={"require": ["exp", "iat", "nbf", "iss", "aud", "sub", "jti"]})
+    except jwt.InvalidTokenError as err:
+        fail(f"local verification: {type(err).__name__}: {err}")
+
+
+def main():
+    addr = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("IDENTITY_ADDR", "127.0.0.1:50051")
+    channel = grpc.insecure_channel(addr)
+    try:
+        grpc.channel_ready_future(channel).result(timeout=TIMEOUT)
+    except grpc.FutureTimeoutError:
+        fail(f"no gRPC server at {addr}")
+    auth = auth_grpc.AuthServiceStub(channel)
+    tokens_api = token_grpc.TokenServiceStub(channel)
+    users = user_grpc.UserServiceStub(channel)
+
+    email = f"py-client-{uuid.uuid4().hex[:12]}@example.com"
+    user = rpc("Signup", auth.Signup, auth_pb.SignupRequest(
+        email=email, password=PASSWORD, full_name="Python Client")).user
+    expect(user.id and user.email == email and user.is_active, f"unexpected user: {show(user)}")
+    ok("signup", f"{user.id} {email}")
+
+    login = rpc("Login", auth.Login, auth_pb.LoginRequest(email=email, password=PASSWORD))
+    tokens = login.tokens
+    expect(tokens.token_type == "Bearer", f"token_type is {tokens.token_type!r}")
+    expect(tokens.access_token and tokens.refresh_token, "login returned an empty token")
+    expect(tokens.expires_in > 0 and tokens.refresh_expires_in > 0, "non-positive lifetimes")
+    expect(login.user.id == user.id, "login returned another user")
+    ok("login", f"access token expires in {tokens.expires_in}s")
+
+    result = rpc("ValidateToken", tokens_api.ValidateToken,
+                 token_pb.ValidateTokenRequest(access_token=tokens.access_token))
+    claims = result.claims
+    expect(result.active, "ValidateToken says the fresh access token is not active")
+    expect((claims.subject, claims.email, claims.full_name) == (user.id, email, "Python Client"),
+           f"claims do not match the user: {show(claims)}")
+    expect(claims.issuer == ISSUER and AUDIENCE in claims.audience,
+           f"claims iss {claims.issuer!r}, aud {list(claims.audience)}; want {ISSUER!r}")
+    expect(claims.session_id and claims.token_id, "claims lack session_id or token_id")
+    expect(claims.expires_at.seconds > time.time(), "claims expires_at is in the past")
+    ok("validate", f"active, session {claims.session_id}")
+
+    keys = rpc("GetJwks", tokens_api.GetJwks, token_pb.GetJwksRequest()).keys
+    expect(keys, "GetJwks returned no keys")
+    jwks = {key.kid: jwt.PyJWK(MessageToDict(key, preserving_proto_field_name=True))
+            for key in keys}
+    ok("jwks", f"{len(jwks)} key(s): {', '.join(jwks)}")
+
+    local = verify_locally(tokens.access_token, jwks)
+    expect(local["sub"] == user.id and local["sid"] == claims.session_id
+           and local["jti"] == claims.token_id and local["email"] == email,
+           f"local claims differ from ValidateToken: {local}")
+    ok("verify locally", f"EdDSA signature, iss, aud, exp ok (jti {local['jti']})")
+
+    bearer = [("authorization", f"Bearer {tokens.access_token}")]
+    me = rpc("GetCurrentUser", users.GetCurrentUser, user_pb.GetCurrentUserRequest(),
+             metadata=bearer).user
+    expect(me.id == user.id and me.email == email, f"GetCurrentUser returned {show(me)}")
+    ok("current user", f"{me.id} {me.full_name}")
+
+    new = rpc("RefreshToken", auth.RefreshToken,
+              auth_pb.RefreshTokenRequest(refresh_token=tokens.refresh_token)).tokens
+    expect(new.access_token != tokens.access_token, "refresh returned the same access token")
+    expect(new.refresh_token != tokens.refresh_token, "refresh token was not rotated")
+    refreshed = verify_locally(new.access_token, jwks)
+    expect(refreshed["sub"] == user.id and refreshed["sid"] == claims.session_id,
+           f"refreshed token is for another user or session: {refreshed}")
+    ok("refresh", "new tokens, same session, new access token verifies locally")
+
+    rpc("Logout", auth.Logout, auth_pb.LogoutRequest(refresh_token=new.refresh_token))
+    ok("logout")
+
+    after = rpc("ValidateToken", tokens_api.ValidateToken,
+                token_pb.ValidateTokenRequest(access_token=new.access_token))
+    expect(not after.active, "ValidateToken still says active after logout")
+    ok("after logout", "refreshed access token is no longer active")
+    print(f"python client: all steps passed against {addr}")
+
+
+if __name__ == "__main__":
+    main()
