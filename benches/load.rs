@@ -11,7 +11,7 @@ use std::{
     net::SocketAddr,
     sync::{
         Arc,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -74,6 +74,18 @@ struct Args {
     /// Extra IDENTITY_* settings for the server, as NAME=VALUE.
     #[arg(long = "env")]
     env: Vec<String>,
+    /// Instead of the scenario table: `concurrency` runs echo, ValidateToken (repeated and new
+    /// tokens) and Login at each of --concurrencies; `cost` runs Login and Signup at each of
+    /// --costs. Rows go to --csv for scripts/plot_benchmarks.py.
+    #[arg(long)]
+    sweep: Option<String>,
+    #[arg(long, default_value = "1,2,4,8,16,32,64", value_delimiter = ',')]
+    concurrencies: Vec<usize>,
+    #[arg(long, default_value = "8,10,11,12", value_delimiter = ',')]
+    costs: Vec<u32>,
+    /// Append one row per measurement to this CSV file.
+    #[arg(long)]
+    csv: Option<std::path::PathBuf>,
     /// Ignored: cargo bench passes it.
     #[arg(long, hide = true)]
     bench: bool,
@@ -278,24 +290,11 @@ async fn main() {
     let args = Args::parse();
     let scenarios: Vec<&str> = args.scenarios.split(',').map(str::trim).collect();
     let wants = |name: &str| scenarios.contains(&name);
-    let data_dir = tempfile::tempdir().expect("temp dir");
-    let mut vars = vec![
-        ("IDENTITY_LISTEN_ADDR".to_string(), "127.0.0.1:0".to_string()),
-        ("IDENTITY_DATA_DIR".into(), data_dir.path().display().to_string()),
-        ("IDENTITY_BCRYPT_COST".into(), args.cost.to_string()),
-    ];
-    if let Some(url) = &args.database_url {
-        vars.push(("IDENTITY_DATABASE_URL".into(), url.clone()));
+    if let Some(sweep) = args.sweep.clone() {
+        return sweep_main(&args, &sweep).await;
     }
-    for pair in &args.env {
-        let (k, v) = pair.split_once('=').expect("--env NAME=VALUE");
-        vars.push((k.into(), v.into()));
-    }
-    let config = Config::from_vars(vars).expect("valid configuration");
-    let app = App::build_with_clock(&config, Clock::system()).await.expect("server builds");
-    let identity = app.identity();
-    let addr = app.local_addr();
-    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    let server = Server::start(&args, args.cost).await;
+    let (config, identity, addr) = (&server.config, Arc::clone(&server.identity), server.addr);
 
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
@@ -379,16 +378,8 @@ async fn main() {
     }
 
     let mut auth = AuthServiceClient::new(channels[0].clone());
-    let users: Vec<String> = if wants("login") || wants("health-under-login") || wants("refresh") {
-        let mut users = Vec::new();
-        for i in 0..8 {
-            let email = format!("bench-{i}-{}@example.com", uuid::Uuid::new_v4().simple());
-            let request =
-                SignupRequest { email: email.clone(), password: PASSWORD.into(), full_name: "Bench".into() };
-            auth.signup(request).await.expect("signup");
-            users.push(email);
-        }
-        users
+    let users = if wants("login") || wants("health-under-login") || wants("refresh") {
+        server.users(8).await
     } else {
         Vec::new()
     };
@@ -444,29 +435,24 @@ async fn main() {
     }
 
     if wants("login") {
-        let channel = channel.clone();
-        let users = Arc::clone(&users);
-        let report = run("Login", args.login_concurrency, args.duration, move |task, n| {
-            let mut client = AuthServiceClient::new(channel(task));
-            let email = users[(task + n as usize) % users.len()].clone();
-            async move { client.login(LoginRequest { email, password: PASSWORD.into() }).await.map(drop) }
-        })
+        let report = run(
+            "Login",
+            args.login_concurrency,
+            args.duration,
+            login_load(Arc::clone(&channels), Arc::clone(&users)),
+        )
         .await;
         report.print();
         login_rps = Some(report.rps());
     }
 
     if wants("health-under-login") {
-        let flood_stop = Arc::new(AtomicU64::new(0));
-        let flood = {
-            let channel = channel.clone();
-            let users = Arc::clone(&users);
-            tokio::spawn(run("(login flood)", args.flood, args.duration, move |task, n| {
-                let mut client = AuthServiceClient::new(channel(task));
-                let email = users[(task + n as usize) % users.len()].clone();
-                async move { client.login(LoginRequest { email, password: PASSWORD.into() }).await.map(drop) }
-            }))
-        };
+        let flood = tokio::spawn(run(
+            "(login flood)",
+            args.flood,
+            args.duration,
+            login_load(Arc::clone(&channels), Arc::clone(&users)),
+        ));
         // Let the flood fill the hash pool before probing.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let probe_time = args.duration.saturating_sub(Duration::from_secs(1));
@@ -484,7 +470,6 @@ async fn main() {
         });
         let (health, validate) = tokio::join!(health, validate);
         let flood = flood.await.expect("flood");
-        flood_stop.store(1, Ordering::Relaxed);
         println!("health under a flood of {} concurrent logins:", args.flood);
         flood.print();
         health.print();
@@ -509,6 +494,205 @@ async fn main() {
     }
     if let Some(signup) = signup_rps {
         println!("ratio Signup / bcrypt limit: {:.2}", signup / bcrypt_limit);
+    }
+}
+
+/// An identity server in this process, on a temp dir, until dropped.
+struct Server {
+    config: Config,
+    identity: Arc<Identity>,
+    addr: SocketAddr,
+    _data_dir: tempfile::TempDir,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Server {
+    async fn start(args: &Args, cost: u32) -> Self {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let mut vars = vec![
+            ("IDENTITY_LISTEN_ADDR".to_string(), "127.0.0.1:0".to_string()),
+            ("IDENTITY_DATA_DIR".into(), data_dir.path().display().to_string()),
+            ("IDENTITY_BCRYPT_COST".into(), cost.to_string()),
+        ];
+        if let Some(url) = &args.database_url {
+            vars.push(("IDENTITY_DATABASE_URL".into(), url.clone()));
+        }
+        for pair in &args.env {
+            let (k, v) = pair.split_once('=').expect("--env NAME=VALUE");
+            vars.push((k.into(), v.into()));
+        }
+        let config = Config::from_vars(vars).expect("valid configuration");
+        let app = App::build_with_clock(&config, Clock::system()).await.expect("server builds");
+        let identity = app.identity();
+        let addr = app.local_addr();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(app.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        Self { config, identity, addr, _data_dir: data_dir, _stop: stop }
+    }
+
+    /// Signs up `count` users at this server's cost and returns their emails.
+    async fn users(&self, count: usize) -> Vec<String> {
+        let mut auth = AuthServiceClient::new(channels(self.addr, 1).await.remove(0));
+        let mut users = Vec::new();
+        for i in 0..count {
+            let email = format!("bench-{i}-{}@example.com", uuid::Uuid::new_v4().simple());
+            let request =
+                SignupRequest { email: email.clone(), password: PASSWORD.into(), full_name: "Bench".into() };
+            auth.signup(request).await.expect("signup");
+            users.push(email);
+        }
+        users
+    }
+}
+
+/// A login load: each call logs one of `users` in.
+fn login_load(
+    channels: Arc<Vec<Channel>>,
+    users: Arc<Vec<String>>,
+) -> impl Fn(usize, u64) -> BoxedCall + Send + Sync {
+    move |task, n| {
+        let mut client = AuthServiceClient::new(channels[task % channels.len()].clone());
+        let email = users[(task + n as usize) % users.len()].clone();
+        Box::pin(
+            async move { client.login(LoginRequest { email, password: PASSWORD.into() }).await.map(drop) },
+        )
+    }
+}
+
+type BoxedCall = std::pin::Pin<Box<dyn Future<Output = Result<(), Status>> + Send>>;
+
+/// A ValidateToken load over `tokens`, each call taking the next one (one token: all repeats).
+fn validate_load(
+    channels: Arc<Vec<Channel>>,
+    tokens: Arc<Vec<String>>,
+) -> impl Fn(usize, u64) -> BoxedCall + Send + Sync {
+    let next = Arc::new(AtomicUsize::new(0));
+    move |task, _| {
+        let mut client = TokenServiceClient::new(channels[task % channels.len()].clone());
+        let token = tokens[next.fetch_add(1, Ordering::Relaxed) % tokens.len()].clone();
+        Box::pin(async move {
+            let response =
+                client.validate_token(ValidateTokenRequest { access_token: token }).await?.into_inner();
+            if response.active { Ok(()) } else { Err(Status::internal("inactive")) }
+        })
+    }
+}
+
+fn write_csv(path: &Option<std::path::PathBuf>, sweep: &str, cost: u32, report: &Report) {
+    let Some(path) = path else { return };
+    use std::io::Write;
+    let new = !path.exists();
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("open csv");
+    if new {
+        writeln!(file, "sweep,scenario,cost,concurrency,ok,shed,errors,rps,p50_ms,p90_ms,p99_ms,max_ms")
+            .expect("csv");
+    }
+    let ms = |q: f64| report.latency.value_at_quantile(q) as f64 / 1000.0;
+    writeln!(
+        file,
+        "{sweep},{},{cost},{},{},{},{},{:.1},{:.3},{:.3},{:.3},{:.3}",
+        report.name.trim(),
+        report.concurrency,
+        report.ok,
+        report.shed,
+        report.errors,
+        report.rps(),
+        ms(0.5),
+        ms(0.9),
+        ms(0.99),
+        report.latency.max() as f64 / 1000.0
+    )
+    .expect("csv");
+}
+
+async fn sweep_main(args: &Args, sweep: &str) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    print_header();
+    match sweep {
+        "concurrency" => {
+            let server = Server::start(args, args.cost).await;
+            println!(
+                "# sweep over concurrency: {cores} cores, bcrypt cost {}, hash queue {}",
+                args.cost,
+                server.identity.hasher_queue_capacity()
+            );
+            let channels = Arc::new(channels(server.addr, args.connections).await);
+            let echo = Arc::new(start_echo(&server.identity, args.connections).await);
+            let repeated = Arc::new(mint_tokens(&server.identity, 1));
+            let identity = Arc::clone(&server.identity);
+            let fresh =
+                Arc::new(tokio::task::spawn_blocking(move || mint_tokens(&identity, 100_000)).await.unwrap());
+            let users = Arc::new(server.users(8).await);
+            for &concurrency in &args.concurrencies {
+                for (name, load) in [
+                    ("echo", validate_load(Arc::clone(&echo), Arc::clone(&repeated))),
+                    ("ValidateToken repeated", validate_load(Arc::clone(&channels), Arc::clone(&repeated))),
+                    ("ValidateToken new tokens", validate_load(Arc::clone(&channels), Arc::clone(&fresh))),
+                ] {
+                    let report = run(name, concurrency, args.duration, load).await;
+                    report.print();
+                    write_csv(&args.csv, sweep, args.cost, &report);
+                }
+                let report = run(
+                    "Login",
+                    concurrency,
+                    args.duration,
+                    login_load(Arc::clone(&channels), Arc::clone(&users)),
+                )
+                .await;
+                report.print();
+                write_csv(&args.csv, sweep, args.cost, &report);
+            }
+        }
+        "cost" => {
+            for &cost in &args.costs {
+                let server = Server::start(args, cost).await;
+                let channels = Arc::new(channels(server.addr, args.connections).await);
+                let users = Arc::new(server.users(8).await);
+                let limit = cores as f64 / single_core_verify_time(cost).as_secs_f64();
+                println!(
+                    "# cost {cost}: bcrypt limit {limit:.1} logins/s on {cores} cores, hash queue {}",
+                    server.identity.hasher_queue_capacity()
+                );
+                let report = run(
+                    "Login",
+                    args.login_concurrency,
+                    args.duration,
+                    login_load(Arc::clone(&channels), users),
+                )
+                .await;
+                report.print();
+                write_csv(&args.csv, sweep, cost, &report);
+                let prefix = uuid::Uuid::new_v4().simple().to_string();
+                let signup_channels = Arc::clone(&channels);
+                let report = run("Signup", args.login_concurrency, args.duration, move |task, n| {
+                    let mut client =
+                        AuthServiceClient::new(signup_channels[task % signup_channels.len()].clone());
+                    let request = SignupRequest {
+                        email: format!("s-{prefix}-{task}-{n}@example.com"),
+                        password: PASSWORD.into(),
+                        full_name: "Bench".into(),
+                    };
+                    async move { client.signup(request).await.map(drop) }
+                })
+                .await;
+                report.print();
+                write_csv(&args.csv, sweep, cost, &report);
+                let limit_report = Report {
+                    name: "bcrypt limit".into(),
+                    concurrency: cores,
+                    ok: (limit * args.duration.as_secs_f64()) as u64,
+                    shed: 0,
+                    errors: 0,
+                    elapsed: args.duration,
+                    latency: histogram(),
+                };
+                write_csv(&args.csv, sweep, cost, &limit_report);
+            }
+        }
+        other => panic!("unknown sweep {other:?}: concurrency or cost"),
     }
 }
 
