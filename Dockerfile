@@ -21,11 +21,15 @@ COPY Cargo.toml Cargo.lock build.rs ./
 COPY proto ./proto
 # Cargo.toml names the load bench explicitly, so its file must exist for the manifest to load.
 COPY benches ./benches
+# The workspace's other member (the client library) is never built here, but cargo loads every
+# member's manifest: its Cargo.toml, its build script and a stand-in lib.rs are enough (its
+# bench and example name their paths explicitly, so their files need not exist).
+COPY identity-client/Cargo.toml identity-client/build.rs ./identity-client/
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
-    mkdir -p src \
+    mkdir -p src identity-client/src \
     && echo 'fn main() {}' > src/main.rs \
-    && touch src/lib.rs \
+    && touch src/lib.rs identity-client/src/lib.rs \
     && cargo build --release --locked --bin identity
 
 # 2. The service itself. COPY keeps the files' original timestamps, which can be older than the

@@ -1,0 +1,70 @@
+//! Why [`crate::IdentityAuth::connect`] fails, and why a request is refused.
+
+/// Why an [`crate::IdentityAuth`] could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid identity server address: {0}")]
+    InvalidAddress(#[source] tonic::transport::Error),
+    #[error("cannot fetch the token signing keys (GetJwks): {}", .0.message())]
+    Jwks(Box<tonic::Status>),
+    #[error("GetJwks returned no usable Ed25519 key")]
+    NoUsableKeys,
+}
+
+/// Why a request was refused. Its text is the message of the UNAUTHENTICATED status the caller
+/// gets: short, and never containing the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Rejection {
+    #[error("missing bearer token")]
+    MissingToken,
+    #[error("authorization scheme is not Bearer")]
+    NotBearer,
+    #[error("malformed token")]
+    Malformed,
+    #[error("unsupported token header (alg, typ or kid)")]
+    Header,
+    #[error("unknown signing key")]
+    UnknownKey,
+    #[error("invalid token signature")]
+    BadSignature,
+    #[error("invalid token claims")]
+    InvalidClaims,
+    #[error("wrong token issuer")]
+    WrongIssuer,
+    #[error("wrong token audience")]
+    WrongAudience,
+    #[error("token expired")]
+    Expired,
+    #[error("token not yet valid")]
+    NotYetValid,
+    #[error("session revoked")]
+    Revoked,
+    #[error("revocation status unavailable")]
+    RevocationsUnavailable,
+}
+
+impl Rejection {
+    /// The status a refused request is answered with: UNAUTHENTICATED and this reason.
+    pub fn to_status(self) -> tonic::Status {
+        tonic::Status::unauthenticated(self.to_string())
+    }
+}
+
+impl From<Rejection> for tonic::Status {
+    fn from(rejection: Rejection) -> Self {
+        rejection.to_status()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_rejection_is_unauthenticated_with_its_reason() {
+        let status = Rejection::Revoked.to_status();
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        assert_eq!(status.message(), "session revoked");
+    }
+}
