@@ -4,6 +4,7 @@
 use std::{
     sync::{
         Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
         mpsc::{self, Receiver, SyncSender, TrySendError},
     },
     time::Duration,
@@ -69,6 +70,9 @@ pub struct PasswordHasher {
     cost: u32,
     jobs: SyncSender<Job>,
     queue: usize,
+    /// Jobs queued or running, against `capacity` (threads + queue).
+    in_flight: Arc<AtomicUsize>,
+    capacity: usize,
     /// A hash of a random password, verified against when a login names an unknown email so
     /// that the answer takes as long as for a wrong password.
     dummy_hash: Arc<PasswordHash>,
@@ -106,12 +110,26 @@ impl PasswordHasher {
                 .spawn(move || run_worker(&receiver))
                 .map_err(|e| HashError::Failed(format!("cannot start hashing thread: {e}")))?;
         }
-        Ok(Self { cost, jobs, queue, dummy_hash: Arc::new(dummy_hash) })
+        Ok(Self {
+            cost,
+            jobs,
+            queue,
+            in_flight: Arc::default(),
+            capacity: threads + queue,
+            dummy_hash: Arc::new(dummy_hash),
+        })
     }
 
     /// Jobs that may wait for a thread.
     pub fn queue_capacity(&self) -> usize {
         self.queue
+    }
+
+    /// True when every thread is busy and the queue is full: a request that would hash can be
+    /// shed before it does any other work (validation, database round trips), which is what
+    /// keeps the cores on bcrypt under a flood. A racy hint; `submit` has the final word.
+    pub fn is_saturated(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) >= self.capacity
     }
 
     pub fn cost(&self) -> u32 {
@@ -174,23 +192,37 @@ impl PasswordHasher {
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<oneshot::Receiver<T>, HashError> {
         let (reply, outcome) = oneshot::channel();
+        let in_flight = Arc::clone(&self.in_flight);
         let job: Job = Box::new(move || {
             metrics::gauge!(HASH_POOL_QUEUED).decrement(1.0);
-            if reply.is_closed() {
-                return;
+            let result = (!reply.is_closed()).then(|| {
+                metrics::gauge!(HASH_POOL_BUSY).increment(1.0);
+                let result = work();
+                metrics::gauge!(HASH_POOL_BUSY).decrement(1.0);
+                result
+            });
+            // Counted out before answering, so a caller that sends its next request as soon as
+            // it has the answer never finds the pool still marked full by its own job.
+            in_flight.fetch_sub(1, Ordering::Relaxed);
+            if let Some(result) = result {
+                let _ = reply.send(result);
             }
-            metrics::gauge!(HASH_POOL_BUSY).increment(1.0);
-            let _ = reply.send(work());
-            metrics::gauge!(HASH_POOL_BUSY).decrement(1.0);
         });
-        self.jobs.try_send(job).map_err(|error| match error {
-            TrySendError::Full(_) => {
-                metrics::counter!(HASH_POOL_REJECTED).increment(1);
-                HashError::Overloaded
-            }
-            TrySendError::Disconnected(_) => HashError::Failed("hashing threads stopped".into()),
-        })?;
+        // Counted before sending: a thread may finish the job before `try_send` returns.
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
         metrics::gauge!(HASH_POOL_QUEUED).increment(1.0);
+        self.jobs.try_send(job).map_err(|error| {
+            // The job was not taken, so it will not count itself out.
+            self.in_flight.fetch_sub(1, Ordering::Relaxed);
+            metrics::gauge!(HASH_POOL_QUEUED).decrement(1.0);
+            match error {
+                TrySendError::Full(_) => {
+                    metrics::counter!(HASH_POOL_REJECTED).increment(1);
+                    HashError::Overloaded
+                }
+                TrySendError::Disconnected(_) => HashError::Failed("hashing threads stopped".into()),
+            }
+        })?;
         Ok(outcome)
     }
 }
@@ -289,9 +321,12 @@ mod tests {
         tokio::task::spawn_blocking(move || has_started.recv()).await.unwrap().unwrap();
         let queued = hasher.submit(|| 7).unwrap();
         assert!(matches!(hasher.submit(|| 8), Err(HashError::Overloaded)));
+        assert!(hasher.is_saturated());
         release.send(()).unwrap();
         busy.await.unwrap();
         assert_eq!(queued.await.unwrap(), 7);
+        hasher.run(|| ()).await.unwrap();
+        assert!(!hasher.is_saturated());
     }
 
     #[tokio::test]

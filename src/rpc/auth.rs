@@ -73,6 +73,7 @@ fn parse_login(request: LoginRequest) -> Result<(String, PresentedPassword), Inv
 impl AuthService for AuthApi {
     #[tracing::instrument(skip_all)]
     async fn signup(&self, request: Request<SignupRequest>) -> Result<Response<SignupResponse>, Status> {
+        self.identity.shed_if_saturated()?;
         let input = parse_signup(&self.policy, request.get_ref()).map_err(AppError::from)?;
         let user = self.identity.signup(input).await?;
         Ok(Response::new(SignupResponse { user: Some(user_message(&user)) }))
@@ -80,6 +81,7 @@ impl AuthService for AuthApi {
 
     #[tracing::instrument(skip_all)]
     async fn login(&self, request: Request<LoginRequest>) -> Result<Response<LoginResponse>, Status> {
+        self.identity.shed_if_saturated()?;
         let (email, password) = parse_login(request.into_inner()).map_err(AppError::from)?;
         let (user, tokens) = self.identity.login(&email, &password).await?;
         Ok(Response::new(LoginResponse {

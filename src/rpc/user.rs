@@ -70,6 +70,7 @@ impl UserService for UserApi {
         request: Request<ChangePasswordRequest>,
     ) -> Result<Response<ChangePasswordResponse>, Status> {
         let caller = self.authenticate(request.metadata())?;
+        self.identity.shed_if_saturated()?;
         let request = request.into_inner();
         let mut violations = Violations::default();
         if request.current_password.is_empty() {

@@ -15,6 +15,7 @@ pub use sessions::SessionTokens;
 
 use crate::{
     clock::Clock,
+    error::AppError,
     passwords::PasswordHasher,
     store::{Revocation, Store},
     tokens::{RevocationSet, TokenIssuer, TokenRejected, VerifiedToken, VerifiedTokenCache},
@@ -75,6 +76,16 @@ impl Identity {
 
     pub fn revocations(&self) -> &Arc<RevocationSet> {
         &self.revocations
+    }
+
+    /// Sheds a request that would hash when the hash pool is full, before it costs anything
+    /// else: validation (zxcvbn), the lockout counter, database round trips.
+    pub fn shed_if_saturated(&self) -> Result<(), AppError> {
+        if self.hasher.is_saturated() {
+            metrics::counter!(crate::metrics::HASH_POOL_REJECTED).increment(1);
+            return Err(AppError::Overloaded);
+        }
+        Ok(())
     }
 
     pub fn hasher_queue_capacity(&self) -> usize {

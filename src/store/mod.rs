@@ -139,8 +139,12 @@ impl Store {
         if let Some(dir) = options.get_filename().parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))?;
         }
+        // One connection: SQLite runs one writer at a time anyway, and writers that collide on
+        // several connections wait in SQLite's busy handler, which sleeps in growing steps (up
+        // to 100 ms); waiting in the pool's queue instead is fair and prompt. Reads take
+        // microseconds. `max_connections` is for Postgres.
         let pool = SqlitePoolOptions::new()
-            .max_connections(max_connections)
+            .max_connections(1)
             .acquire_timeout(acquire_timeout)
             .connect_with(options)
             .await

@@ -9,6 +9,7 @@ mod lockout;
 mod login;
 mod metrics;
 mod outage;
+mod overload;
 mod replicas;
 mod sessions;
 mod signup;
