@@ -34,6 +34,7 @@ use identity::{
 };
 use tonic::{Code, Request, Response, Status, transport::Channel};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+use tonic_types::StatusExt;
 
 const PASSWORD: &str = "bench-orbit-tundra-42-vessel";
 const ALL: &str =
@@ -139,7 +140,29 @@ fn histogram() -> Histogram<u64> {
 
 /// Runs `call` from `concurrency` tasks until `duration` has passed. `call(task, n)` returns
 /// Ok, or the status it failed with; RESOURCE_EXHAUSTED counts as shed, not as an error.
+/// A shed client either honours the server's RetryInfo (as a well-behaved client does) or
+/// retries after 10 ms (as a flood does).
+#[derive(Clone, Copy)]
+enum Backoff {
+    RetryInfo,
+    Hostile,
+}
+
 async fn run<F, Fut>(name: &str, concurrency: usize, duration: Duration, call: F) -> Report
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), Status>> + Send,
+{
+    run_with(name, concurrency, duration, Backoff::RetryInfo, call).await
+}
+
+async fn run_with<F, Fut>(
+    name: &str,
+    concurrency: usize,
+    duration: Duration,
+    backoff: Backoff,
+    call: F,
+) -> Report
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), Status>> + Send,
@@ -162,8 +185,14 @@ where
                         }
                         Err(status) if status.code() == Code::ResourceExhausted => {
                             shed += 1;
-                            // A shed client backs off briefly instead of spinning.
-                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            let retry_info =
+                                status.get_error_details().retry_info().and_then(|info| info.retry_delay);
+                            let pause = match backoff {
+                                Backoff::RetryInfo => retry_info.unwrap_or(Duration::from_millis(100)),
+                                Backoff::Hostile => Duration::from_millis(10),
+                            };
+                            tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now())))
+                                .await;
                         }
                         Err(status) => {
                             errors += 1;
@@ -447,10 +476,11 @@ async fn main() {
     }
 
     if wants("health-under-login") {
-        let flood = tokio::spawn(run(
+        let flood = tokio::spawn(run_with(
             "(login flood)",
             args.flood,
             args.duration,
+            Backoff::Hostile,
             login_load(Arc::clone(&channels), Arc::clone(&users)),
         ));
         // Let the flood fill the hash pool before probing.

@@ -60,11 +60,12 @@ where
         request.headers_mut().insert(REQUEST_ID, request_id.clone());
         let method = request.uri().path().to_owned();
         let peer = peer_addr(&request);
+        // Fields are formatted by the subscriber, only if it records them.
         let span = tracing::info_span!(
             "rpc",
             %method,
             request_id = request_id.to_str().unwrap_or_default(),
-            peer = peer.map(|p| p.to_string()).unwrap_or_default()
+            peer = tracing::field::display(PeerAddr(peer))
         );
         let response = span.in_scope(|| self.inner.call(request));
         Box::pin(
@@ -159,6 +160,17 @@ fn request_id<B>(request: &http::Request<B>) -> HeaderValue {
             HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
                 .unwrap_or(HeaderValue::from_static("unknown"))
         })
+}
+
+struct PeerAddr(Option<SocketAddr>);
+
+impl std::fmt::Display for PeerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(addr) => addr.fmt(f),
+            None => Ok(()),
+        }
+    }
 }
 
 fn peer_addr<B>(request: &http::Request<B>) -> Option<SocketAddr> {
