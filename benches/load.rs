@@ -447,18 +447,8 @@ async fn main() {
     let mut signup_rps = None;
 
     if wants("signup") {
-        let channel = channel.clone();
-        let prefix = uuid::Uuid::new_v4().simple().to_string();
-        let report = run("Signup", args.login_concurrency, args.duration, move |task, n| {
-            let mut client = AuthServiceClient::new(channel(task));
-            let request = SignupRequest {
-                email: format!("s-{prefix}-{task}-{n}@example.com"),
-                password: PASSWORD.into(),
-                full_name: "Bench".into(),
-            };
-            async move { client.signup(request).await.map(drop) }
-        })
-        .await;
+        let report =
+            run("Signup", args.login_concurrency, args.duration, signup_load(Arc::clone(&channels))).await;
         report.print();
         signup_rps = Some(report.rps());
     }
@@ -591,6 +581,20 @@ fn login_load(
     }
 }
 
+/// A signup load: each call signs a new user up.
+fn signup_load(channels: Arc<Vec<Channel>>) -> impl Fn(usize, u64) -> BoxedCall + Send + Sync {
+    let prefix = uuid::Uuid::new_v4().simple().to_string();
+    move |task, n| {
+        let mut client = AuthServiceClient::new(channels[task % channels.len()].clone());
+        let request = SignupRequest {
+            email: format!("s-{prefix}-{task}-{n}@example.com"),
+            password: PASSWORD.into(),
+            full_name: "Bench".into(),
+        };
+        Box::pin(async move { client.signup(request).await.map(drop) })
+    }
+}
+
 type BoxedCall = std::pin::Pin<Box<dyn Future<Output = Result<(), Status>> + Send>>;
 
 /// A ValidateToken load over `tokens`, each call taking the next one (one token: all repeats).
@@ -695,19 +699,9 @@ async fn sweep_main(args: &Args, sweep: &str) {
                 .await;
                 report.print();
                 write_csv(&args.csv, sweep, cost, &report);
-                let prefix = uuid::Uuid::new_v4().simple().to_string();
-                let signup_channels = Arc::clone(&channels);
-                let report = run("Signup", args.login_concurrency, args.duration, move |task, n| {
-                    let mut client =
-                        AuthServiceClient::new(signup_channels[task % signup_channels.len()].clone());
-                    let request = SignupRequest {
-                        email: format!("s-{prefix}-{task}-{n}@example.com"),
-                        password: PASSWORD.into(),
-                        full_name: "Bench".into(),
-                    };
-                    async move { client.signup(request).await.map(drop) }
-                })
-                .await;
+                let report =
+                    run("Signup", args.login_concurrency, args.duration, signup_load(Arc::clone(&channels)))
+                        .await;
                 report.print();
                 write_csv(&args.csv, sweep, cost, &report);
                 let limit_report = Report {

@@ -56,12 +56,6 @@ impl Store {
 
     /// Forgets windows that started before `before`.
     pub async fn purge_login_attempts(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
-        const SQL: &str = "DELETE FROM login_attempts WHERE window_started_at < $1";
-        let deleted = with_pool!(self, pool => sqlx::query(SQL)
-            .bind(before)
-            .execute(pool)
-            .await
-            .map(|done| done.rows_affected()))?;
-        Ok(deleted)
+        self.delete_before("DELETE FROM login_attempts WHERE window_started_at < $1", before).await
     }
 }

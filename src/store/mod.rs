@@ -173,6 +173,16 @@ impl Store {
         Ok(())
     }
 
+    /// Runs a purge statement whose only parameter is a cutoff; returns the rows deleted.
+    async fn delete_before(&self, sql: &'static str, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let deleted = with_pool!(self, pool => sqlx::query(sql)
+            .bind(before)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected()))?;
+        Ok(deleted)
+    }
+
     pub async fn close(&self) {
         match self {
             Self::Postgres(pool) => pool.close().await,

@@ -332,12 +332,6 @@ impl Store {
     /// Deletes sessions that expired or were revoked before `before` (their retired refresh
     /// tokens go with them). Returns how many.
     pub async fn purge_sessions(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
-        const SQL: &str = "DELETE FROM sessions WHERE expires_at < $1 OR revoked_at < $1";
-        let deleted = with_pool!(self, pool => sqlx::query(SQL)
-            .bind(before)
-            .execute(pool)
-            .await
-            .map(|done| done.rows_affected()))?;
-        Ok(deleted)
+        self.delete_before("DELETE FROM sessions WHERE expires_at < $1 OR revoked_at < $1", before).await
     }
 }
