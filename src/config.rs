@@ -34,6 +34,7 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     pub health_listen_addr: Option<SocketAddr>,
     pub health_check_interval: Duration,
+    pub revocation_heartbeat: Duration,
     pub metrics_addr: Option<SocketAddr>,
     pub log_format: LogFormat,
 }
@@ -89,6 +90,7 @@ struct RawConfig {
     tls_client_ca_file: Option<String>,
     health_listen_addr: Option<String>,
     health_check_interval: Option<String>,
+    revocation_heartbeat: Option<String>,
     metrics_addr: Option<String>,
     log_format: Option<String>,
 }
@@ -190,6 +192,10 @@ impl Config {
             tls: tls_files(raw.tls_cert_file, raw.tls_key_file, raw.tls_client_ca_file)?,
             health_listen_addr: optional_addr("HEALTH_LISTEN_ADDR", raw.health_listen_addr)?,
             metrics_addr: optional_addr("METRICS_ADDR", raw.metrics_addr)?,
+            // Well under the idle timeouts of common proxies and load balancers (60 s and up).
+            revocation_heartbeat: parse("REVOCATION_HEARTBEAT", raw.revocation_heartbeat, "10s", |s| {
+                bounded_duration(s, Duration::from_millis(100), Duration::from_secs(300))
+            })?,
             health_check_interval: parse("HEALTH_CHECK_INTERVAL", raw.health_check_interval, "5s", |s| {
                 bounded_duration(s, Duration::from_millis(100), Duration::from_secs(3600))
             })?,
@@ -238,6 +244,7 @@ impl Config {
             ("IDENTITY_HEALTH_LISTEN_ADDR", addr(self.health_listen_addr)),
             ("IDENTITY_HEALTH_CHECK_INTERVAL", duration(self.health_check_interval)),
             ("IDENTITY_METRICS_ADDR", addr(self.metrics_addr)),
+            ("IDENTITY_REVOCATION_HEARTBEAT", duration(self.revocation_heartbeat)),
             ("IDENTITY_LOG_FORMAT", format!("{:?}", self.log_format).to_lowercase()),
         ]
     }
@@ -417,7 +424,7 @@ mod tests {
         let config = config(&[("IDENTITY_DATABASE_URL", "postgres://u:hunter2@db/identity")]).unwrap();
         let described = format!("{:?}", config.describe());
         assert!(!described.contains("hunter2"));
-        assert_eq!(config.describe().len(), 26, "one line per IDENTITY_* variable");
+        assert_eq!(config.describe().len(), 27, "one line per IDENTITY_* variable");
     }
 
     #[test]

@@ -65,6 +65,7 @@ pub struct App {
     clock: Clock,
     purge_interval: Duration,
     health_check_interval: Duration,
+    revocation_heartbeat: Duration,
     tls: Option<ServerTlsConfig>,
     /// A plaintext listener serving only grpc.health.v1, for probes that cannot speak TLS.
     health_listener: Option<TcpListener>,
@@ -143,6 +144,7 @@ impl App {
             clock,
             purge_interval: config.session_purge_interval,
             health_check_interval: config.health_check_interval,
+            revocation_heartbeat: config.revocation_heartbeat,
         })
     }
 
@@ -199,9 +201,12 @@ impl App {
         let reflection_v1alpha = reflection().build_v1alpha()?;
         let auth = AuthServiceServer::new(AuthApi::new(Arc::clone(&self.identity), self.policy))
             .max_decoding_message_size(MAX_REQUEST_BYTES);
-        let token =
-            TokenServiceServer::new(TokenApi::new(Arc::clone(&self.identity), stop_for_extras.clone()))
-                .max_decoding_message_size(MAX_REQUEST_BYTES);
+        let token = TokenServiceServer::new(TokenApi::new(
+            Arc::clone(&self.identity),
+            stop_for_extras.clone(),
+            self.revocation_heartbeat,
+        ))
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
         let user = UserServiceServer::new(UserApi::new(Arc::clone(&self.identity), self.policy))
             .max_decoding_message_size(MAX_REQUEST_BYTES);
 

@@ -21,17 +21,16 @@ pub struct TokenApi {
     /// Becomes true when the server is stopping: watch streams end so that the drain can finish
     /// (their clients resume on another replica).
     stopping: watch::Receiver<bool>,
+    /// How often an idle WatchRevocations stream gets a heartbeat.
+    heartbeat: Duration,
 }
 
 impl TokenApi {
-    pub fn new(identity: Arc<Identity>, stopping: watch::Receiver<bool>) -> Self {
-        Self { identity, stopping }
+    pub fn new(identity: Arc<Identity>, stopping: watch::Receiver<bool>, heartbeat: Duration) -> Self {
+        Self { identity, stopping, heartbeat }
     }
 }
 
-/// How often an idle WatchRevocations stream gets a heartbeat, well under the idle timeouts of
-/// common proxies and load balancers (60 s and up).
-const HEARTBEAT: Duration = Duration::from_secs(10);
 /// Revocations per catch-up message.
 const CATCH_UP_CHUNK: usize = 500;
 
@@ -87,6 +86,7 @@ impl TokenService for TokenApi {
         let (backlog, mut cursor) = revocations.catch_up(since, self.identity.now());
         let (sender, receiver) = mpsc::channel(16);
         let mut stopping = self.stopping.clone();
+        let every = self.heartbeat;
         tokio::spawn(async move {
             metrics::gauge!(crate::metrics::REVOCATION_WATCHERS).increment(1.0);
             let chunks: Vec<&[(Uuid, DateTime<Utc>)]> =
@@ -103,7 +103,7 @@ impl TokenService for TokenApi {
                     return;
                 }
             }
-            let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
+            let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             loop {
                 let message = tokio::select! {
                     batch = news.recv() => match batch {

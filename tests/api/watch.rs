@@ -11,7 +11,24 @@ on_both_backends!(
     a_watcher_catches_up_then_hears_each_revocation_live,
     a_watcher_resuming_from_its_cursor_misses_nothing,
     stopping_the_server_ends_the_streams,
+    an_idle_stream_gets_heartbeats_carrying_the_cursor,
 );
+
+async fn an_idle_stream_gets_heartbeats_carrying_the_cursor(app: TestApp) {
+    let app = app.restart_with(&[("IDENTITY_REVOCATION_HEARTBEAT", "200ms")]).await;
+    ended_session(&app).await;
+    let mut stream = watch(&app, 0).await;
+    let (_, cursor) = catch_up(&mut stream).await;
+    for _ in 0..2 {
+        let heartbeat = tokio::time::timeout(Duration::from_secs(10), stream.message())
+            .await
+            .expect("a heartbeat within 10 s")
+            .unwrap()
+            .expect("the stream stays open");
+        assert!(heartbeat.revoked.is_empty() && !heartbeat.caught_up);
+        assert_eq!(heartbeat.cursor, cursor);
+    }
+}
 
 async fn watch(app: &TestApp, since: u64) -> Streaming<WatchRevocationsResponse> {
     app.tokens().watch_revocations(WatchRevocationsRequest { since }).await.unwrap().into_inner()
