@@ -48,21 +48,22 @@ pub enum MetricsError {
 }
 
 /// The process-wide recorder, installed on first use (the metrics facade has one global).
+/// Concurrent first calls wait for the one that installs it.
 pub fn install() -> Result<PrometheusHandle, MetricsError> {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    if let Some(handle) = HANDLE.get() {
-        return Ok(handle.clone());
-    }
-    let recorder = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
-        .map_err(|e| MetricsError::Build(e.to_string()))?
-        .build_recorder();
-    let handle = recorder.handle();
-    // Losing this race to another thread only means its recorder is the one in use.
-    if metrics::set_global_recorder(recorder).is_ok() {
-        let _ = HANDLE.set(handle);
-    }
-    HANDLE.get().cloned().ok_or_else(|| MetricsError::Build("another metrics recorder is installed".into()))
+    static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+                .map_err(|e| e.to_string())?
+                .build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder)
+                .map_err(|_| "another metrics recorder is installed".to_string())?;
+            Ok(handle)
+        })
+        .clone()
+        .map_err(MetricsError::Build)
 }
 
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, MetricsError> {

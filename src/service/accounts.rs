@@ -48,7 +48,7 @@ impl Identity {
         password: &PresentedPassword,
     ) -> Result<(UserRecord, super::SessionTokens), AppError> {
         let email_lower = normalize_email(email);
-        self.count_attempt(&email_lower).await?;
+        let counted = self.count_attempt(&email_lower).await?;
         let user = self.store.find_user_by_email(&email_lower).await?;
         let verified = match self.hasher.verify(password, user.as_ref().map(|u| &u.password_hash)).await {
             Ok(verified) => verified,
@@ -71,11 +71,13 @@ impl Identity {
                 };
                 metrics::counter!(LOGINS, "outcome" => outcome).increment(1);
                 tracing::info!(target: "audit", event = "login_failed", user_id = %user.id, reason);
+                self.note_failure(counted);
                 return Err(AppError::InvalidCredentials);
             }
             None => {
                 metrics::counter!(LOGINS, "outcome" => "unknown_email").increment(1);
                 tracing::info!(target: "audit", event = "login_failed", reason = "unknown email");
+                self.note_failure(counted);
                 return Err(AppError::InvalidCredentials);
             }
         };
@@ -91,21 +93,34 @@ impl Identity {
 
     /// Counts this attempt against the email's window (whether or not an account exists, so the
     /// lockout reveals nothing), and refuses it when the window already holds the maximum.
-    async fn count_attempt(&self, email_lower: &str) -> Result<(), AppError> {
-        let Some(lockout) = &self.lockout else { return Ok(()) };
+    /// Returns the attempts now counted in the window, this one included (0 without lockout).
+    async fn count_attempt(&self, email_lower: &str) -> Result<i64, AppError> {
+        let Some(lockout) = &self.lockout else { return Ok(0) };
         let now = self.clock.now();
         let window = self.store.count_login_attempt(email_lower, now, now - lockout.window).await?;
-        if i64::from(window.failures) <= i64::from(lockout.max_failures) {
-            return Ok(());
+        let counted = i64::from(window.failures);
+        if counted <= i64::from(lockout.max_failures) {
+            return Ok(counted);
         }
+        // A refused attempt checks no password, so it must not count: otherwise a burst of
+        // concurrent logins (right passwords included) would keep the email locked for the
+        // whole window after the burst.
+        self.store.uncount_login_attempt(email_lower).await?;
         let retry_after = (window.window_started_at + lockout.window - now).to_std().unwrap_or_default();
         metrics::counter!(LOGINS, "outcome" => "locked_out").increment(1);
-        if i64::from(window.failures) == i64::from(lockout.max_failures) + 1 {
+        tracing::info!(target: "audit", event = "login_locked_out", retry_after_s = retry_after.as_secs());
+        Err(AppError::LockedOut { retry_after })
+    }
+
+    /// A wrong password that fills the window locks the email: the moment worth an alert.
+    fn note_failure(&self, counted: i64) {
+        if let Some(lockout) = &self.lockout
+            && counted == i64::from(lockout.max_failures)
+        {
             metrics::counter!(LOCKOUTS).increment(1);
-            tracing::warn!(target: "audit", event = "lockout", retry_after_s = retry_after.as_secs(),
+            tracing::warn!(target: "audit", event = "lockout", window_s = lockout.window.num_seconds(),
                 "too many failed logins for one email: locked until the window passes");
         }
-        Err(AppError::LockedOut { retry_after })
     }
 
     /// Raising `IDENTITY_BCRYPT_COST` upgrades each user at their next successful login, the

@@ -85,7 +85,8 @@ impl Identity {
                     issued_at: now,
                 })
             }
-            Rotation::Reused { session_id, revocation } => {
+            Rotation::Reused { session_id } => {
+                let revocation = self.store.revoke_session(session_id, now).await?;
                 metrics::counter!(crate::metrics::REFRESH_TOKEN_REUSE).increment(1);
                 if let Some(revocation) = &revocation {
                     self.revoked_here(revocation);

@@ -18,9 +18,9 @@ const IDS_PER_NOTIFICATION: usize = 200;
 pub enum Rotation {
     /// The token was current: it is now retired and the session carries the new digest.
     Rotated { session_id: Uuid, expires_at: DateTime<Utc>, user: UserRecord },
-    /// The token had already been rotated away: someone replayed it, and the session is now
-    /// revoked (RFC 9700 §4.14.2). `revocation` is `None` when it already was.
-    Reused { session_id: Uuid, revocation: Option<Revocation> },
+    /// The token had already been rotated away: someone replayed it, and the session must be
+    /// revoked (RFC 9700 §4.14.2), which the caller does in a transaction of its own.
+    Reused { session_id: Uuid },
     /// Unknown, expired or already revoked.
     Refused,
 }
@@ -215,10 +215,11 @@ impl Store {
                     let retired: Option<Uuid> =
                         sqlx::query_scalar(RETIRED).bind(&old.0[..]).fetch_optional(&mut *tx).await?;
                     match retired {
-                        Some(session_id) => {
-                            let revocation = tx.revoke(Target::Session(session_id), now).await?;
-                            Rotation::Reused { session_id, revocation }
-                        }
+                        // Not revoked here: a losing UPDATE above may hold the session's row lock
+                        // (Postgres locks the row it re-checks), and revoking takes the cursor
+                        // lock first, so doing it in this transaction can deadlock with another
+                        // loser. The caller revokes in a new transaction, in the usual order.
+                        Some(session_id) => Rotation::Reused { session_id },
                         None => Rotation::Refused,
                     }
                 }

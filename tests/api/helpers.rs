@@ -214,22 +214,27 @@ impl Drop for TestApp {
     }
 }
 
-/// Waits, through a health Watch stream, until the API reports SERVING (on Postgres that is
-/// once the revocation listener is subscribed).
+/// Waits until the API reports SERVING (on Postgres that is once the revocation listener is
+/// subscribed), polling health with a deadline.
 async fn wait_until_serving(channel: &Channel) {
     use tonic_health::pb::{
         HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
     };
-    let mut health = HealthClient::new(channel.clone());
-    let request = HealthCheckRequest { service: "identity.v1.AuthService".into() };
-    let mut updates = health.watch(request).await.expect("health watch").into_inner();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while let Ok(Ok(Some(update))) = tokio::time::timeout_at(deadline, updates.message()).await {
-        if update.status() == ServingStatus::Serving {
-            return;
-        }
-    }
-    panic!("the server did not report SERVING within 30 s");
+    let last = std::sync::Mutex::new(String::from("no answer yet"));
+    let serving = eventually(Duration::from_secs(30), || async {
+        let request = HealthCheckRequest { service: "identity.v1.AuthService".into() };
+        let answer = HealthClient::new(channel.clone()).check(request).await;
+        let serving =
+            matches!(&answer, Ok(response) if response.get_ref().status() == ServingStatus::Serving);
+        *last.lock().unwrap() = format!("{answer:?}");
+        serving
+    })
+    .await;
+    assert!(
+        serving.is_some(),
+        "the server did not report SERVING within 30 s; last answer: {}",
+        last.lock().unwrap()
+    );
 }
 
 /// Polls `condition` until it holds or `within` has passed; returns how long it took.

@@ -15,6 +15,8 @@ on_both_backends!(
     unknown_emails_lock_out_exactly_like_registered_ones,
     a_successful_login_resets_the_count,
     concurrent_wrong_logins_get_at_most_the_limit_of_password_checks,
+    a_burst_of_concurrent_right_logins_leaves_the_account_usable,
+    refused_attempts_do_not_extend_the_count,
 );
 
 const WRONG: &str = "definitely-not-the-password";
@@ -72,4 +74,33 @@ async fn concurrent_wrong_logins_get_at_most_the_limit_of_password_checks(app: T
     assert_eq!(checked + locked, 30, "{results:?}");
     assert!(checked <= 5, "{checked} password checks got past a limit of 5");
     assert!(locked >= 25);
+}
+
+async fn a_burst_of_concurrent_right_logins_leaves_the_account_usable(app: TestApp) {
+    let (user, _) = app.signed_in_user().await;
+    let attempts = (0..20).map(|_| {
+        let mut auth = app.auth();
+        let request = LoginRequest { email: user.email.clone(), password: PASSWORD.into() };
+        async move { auth.login(request).await.map(drop) }
+    });
+    for result in futures_join_all(attempts).await {
+        if let Err(status) = result {
+            assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        }
+    }
+    // Attempts refused while the burst was in flight checked no password and count for nothing.
+    assert!(app.login(&user.email, PASSWORD).await.is_ok());
+}
+
+async fn refused_attempts_do_not_extend_the_count(app: TestApp) {
+    let (user, _) = app.signed_in_user().await;
+    fail_times(&app, &user.email, 5).await;
+    for _ in 0..10 {
+        assert_code(app.login(&user.email, PASSWORD).await, Code::ResourceExhausted);
+    }
+    app.clock.advance(Duration::from_secs(15 * 60));
+    assert!(app.login(&user.email, PASSWORD).await.is_ok());
+    // A fresh window: four more failures do not lock.
+    fail_times(&app, &user.email, 4).await;
+    assert!(app.login(&user.email, PASSWORD).await.is_ok());
 }
