@@ -99,12 +99,9 @@ impl App {
             config.audience.clone(),
             config.access_token_ttl,
         );
-        // On SQLite this process sees every revocation itself; on Postgres the set is not
-        // complete until the background task has subscribed and reloaded.
-        let revocations = Arc::new(RevocationSet::new(config.access_token_ttl, !config.is_postgres()));
-        for session in store.sessions_revoked_since(clock.now() - revocations.horizon()).await? {
-            revocations.revoke([session.id], session.revoked_at, session.cursor());
-        }
+        // Empty and unsynchronised until the background task has loaded recent revocations
+        // (and, on Postgres, subscribed to new ones); health says NOT_SERVING until then.
+        let revocations = Arc::new(RevocationSet::new(config.access_token_ttl));
         let identity = Arc::new(Identity::new(IdentityParts {
             store: store.clone(),
             hasher,

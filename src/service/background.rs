@@ -7,7 +7,11 @@ use chrono::TimeDelta;
 use tokio::sync::watch;
 
 use super::Identity;
-use crate::{clock::Clock, store::Store, tokens::RevocationSet};
+use crate::{
+    clock::Clock,
+    store::{RevokedSession, Store},
+    tokens::RevocationSet,
+};
 
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
@@ -34,9 +38,7 @@ pub async fn keep_revocations_in_sync(
         };
         match (subscription, reload) {
             (Ok(listener), Ok(recent)) => {
-                for session in recent {
-                    revocations.revoke([session.id], session.revoked_at, session.cursor());
-                }
+                record(&revocations, recent);
                 revocations.set_synced(true);
                 retry = RETRY_MIN;
                 let Some(mut listener) = listener else {
@@ -74,6 +76,12 @@ pub async fn keep_revocations_in_sync(
     }
 }
 
+fn record(revocations: &RevocationSet, recent: Vec<RevokedSession>) {
+    for session in recent {
+        revocations.revoke([session.id], session.revoked_at, session.cursor());
+    }
+}
+
 /// How often a SQLite server looks for revocations written by another process (the operator
 /// CLI), and how far back each look reaches, to cover writes committed late with an earlier
 /// timestamp.
@@ -95,11 +103,7 @@ async fn poll_revocations(
             _ = stop.changed() => return,
         }
         match store.sessions_revoked_since(since).await {
-            Ok(recent) => {
-                for session in recent {
-                    revocations.revoke([session.id], session.revoked_at, session.cursor());
-                }
-            }
+            Ok(recent) => record(revocations, recent),
             Err(error) => tracing::warn!(%error, "cannot read recent revocations"),
         }
     }

@@ -70,10 +70,6 @@ impl Identity {
         &self.tokens
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
     pub fn revocations(&self) -> &Arc<RevocationSet> {
         &self.revocations
     }

@@ -36,12 +36,4 @@ impl VerifiedTokenCache {
             entries.insert(token.to_owned(), verified);
         }
     }
-
-    pub fn len(&self) -> usize {
-        self.entries.as_ref().map_or(0, Cache::len)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }

@@ -41,13 +41,14 @@ pub struct RevocationSet {
 }
 
 impl RevocationSet {
-    pub fn new(access_token_ttl: Duration, synced: bool) -> Self {
+    /// An empty set, not yet synchronised.
+    pub fn new(access_token_ttl: Duration) -> Self {
         metrics::gauge!(crate::metrics::REVOKED_SESSIONS).set(0.0);
-        metrics::gauge!(crate::metrics::REVOCATIONS_SYNCHRONISED).set(if synced { 1.0 } else { 0.0 });
+        metrics::gauge!(crate::metrics::REVOCATIONS_SYNCHRONISED).set(0.0);
         Self {
             revoked: RwLock::default(),
             horizon: TimeDelta::from_std(access_token_ttl).unwrap_or(TimeDelta::MAX),
-            synced: watch::Sender::new(synced),
+            synced: watch::Sender::new(false),
             news: broadcast::Sender::new(BROADCAST_CAPACITY),
         }
     }
@@ -121,11 +122,6 @@ impl RevocationSet {
         (entries.into_iter().map(|(id, e)| (id, e.until)).collect(), cursor)
     }
 
-    /// The highest cursor this set has seen.
-    pub fn cursor(&self) -> u64 {
-        self.revoked.read().map_or(0, |revoked| revoked.values().map(|e| e.cursor).max().unwrap_or(0))
-    }
-
     pub fn len(&self) -> usize {
         self.revoked.read().map_or(0, |revoked| revoked.len())
     }
@@ -155,7 +151,7 @@ mod tests {
 
     #[test]
     fn a_revocation_lasts_as_long_as_an_access_token_could() {
-        let set = RevocationSet::new(Duration::from_secs(900), true);
+        let set = RevocationSet::new(Duration::from_secs(900));
         let now = Utc::now();
         let session = Uuid::new_v4();
         set.revoke([session], now, 1);
@@ -170,7 +166,7 @@ mod tests {
 
     #[test]
     fn a_later_revocation_of_the_same_session_extends_it() {
-        let set = RevocationSet::new(Duration::from_secs(60), true);
+        let set = RevocationSet::new(Duration::from_secs(60));
         let now = Utc::now();
         let session = Uuid::new_v4();
         set.revoke([session], now + TimeDelta::seconds(30), 2);
@@ -181,7 +177,7 @@ mod tests {
 
     #[test]
     fn only_news_is_broadcast_and_catch_up_resumes_after_a_cursor() {
-        let set = RevocationSet::new(Duration::from_secs(900), true);
+        let set = RevocationSet::new(Duration::from_secs(900));
         let mut news = set.subscribe();
         let old = Utc::now() - TimeDelta::seconds(60);
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
