@@ -7,6 +7,7 @@ mod password;
 
 pub use email::{Email, normalize as normalize_email};
 pub use full_name::FullName;
+pub use identity_contract::{SessionId, TokenId, UserId};
 pub use password::{Password, PasswordPolicy, PresentedPassword};
 
 /// One bad field of a request, named as in the `.proto` file.
