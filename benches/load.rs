@@ -272,10 +272,10 @@ fn mint_tokens(identity: &Identity, count: usize) -> Vec<String> {
     (0..count)
         .map(|_| {
             let subject = AccessTokenSubject {
-                user_id: uuid::Uuid::new_v4(),
+                user_id: identity::domain::UserId::new(),
                 email: "bench@example.com",
                 full_name: "Bench",
-                session_id: uuid::Uuid::new_v4(),
+                session_id: identity::domain::SessionId::new(),
                 session_expires_at: now + chrono::TimeDelta::days(1),
             };
             identity.tokens().issue(&subject, now).expect("sign").token

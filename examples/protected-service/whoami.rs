@@ -47,7 +47,7 @@ impl UnaryService<()> for Get {
         let claims = request.extensions().get::<VerifiedClaims>();
         ready(
             claims
-                .map(|claims| Response::new(claims.sub.clone()))
+                .map(|claims| Response::new(claims.sub.to_string()))
                 .ok_or_else(|| Status::unauthenticated("no verified token")),
         )
     }

@@ -112,7 +112,7 @@ impl IdentityAuth {
     pub async fn verify(&self, token: &str) -> Result<VerifiedClaims, Rejection> {
         let now = unix_now();
         let claims = self.shared.verifier.verify(token, now).await?;
-        self.shared.revocations.check(&claims.sid, now)?;
+        self.shared.revocations.check(claims.sid.as_uuid(), now)?;
         Ok(VerifiedClaims::clone(&claims))
     }
 

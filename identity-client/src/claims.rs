@@ -1,50 +1,52 @@
-//! The claims of an access token that the layer has verified.
+//! The claims a request carries once the layer has verified its token: the contract's
+//! [`AccessClaims`] (typed `sub`, `sid`, `jti`), wrapped so that only this crate can vouch for
+//! them. A handler that finds a [`VerifiedClaims`] knows every check has passed.
 
-use serde::Deserialize;
-use uuid::Uuid;
+use std::ops::Deref;
+
+use identity_contract::AccessClaims;
 
 /// The claims of a verified, unexpired access token whose session is not revoked (RFC 9068
 /// shape, as `identity` issues them). [`crate::IdentityAuthLayer`] puts one in the extensions
-/// of every request it lets through:
+/// of every request it lets through; its fields are [`AccessClaims`]'s, through `Deref`:
 ///
 /// ```
 /// # fn handler(request: tonic::Request<()>) -> Result<(), tonic::Status> {
-/// use identity_client::VerifiedClaims;
+/// use identity_client::{UserId, VerifiedClaims};
 ///
 /// let claims = request
 ///     .extensions()
 ///     .get::<VerifiedClaims>()
 ///     .ok_or_else(|| tonic::Status::unauthenticated("no verified token"))?;
-/// println!("call from user {} ({})", claims.sub, claims.email);
+/// let user: UserId = claims.sub;
+/// println!("call from user {user} ({}) in session {}", claims.email, claims.sid);
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct VerifiedClaims {
-    /// Issuer: the configured [`crate::AuthConfig::issuer`].
-    pub iss: String,
-    /// The user id (a UUID, as text).
-    pub sub: String,
-    /// Audience: the configured [`crate::AuthConfig::audience`].
-    pub aud: String,
-    /// Expiry, seconds since the Unix epoch.
-    pub exp: i64,
-    /// Issued at, seconds since the Unix epoch.
-    pub iat: i64,
-    /// Not before, seconds since the Unix epoch.
-    pub nbf: i64,
-    /// The token's own id.
-    pub jti: String,
-    /// The session the token belongs to; revoking the session revokes the token.
-    pub sid: Uuid,
-    pub email: String,
-    /// The user's full name.
-    pub name: String,
-}
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedClaims(AccessClaims);
 
 impl VerifiedClaims {
-    /// The user id, when `sub` is a UUID (it always is in tokens `identity` issues).
-    pub fn user_id(&self) -> Option<Uuid> {
-        self.sub.parse().ok()
+    pub(crate) fn new(claims: AccessClaims) -> Self {
+        Self(claims)
+    }
+
+    /// The claims themselves, e.g. to keep them past the request.
+    pub fn into_inner(self) -> AccessClaims {
+        self.0
+    }
+}
+
+impl Deref for VerifiedClaims {
+    type Target = AccessClaims;
+
+    fn deref(&self) -> &AccessClaims {
+        &self.0
+    }
+}
+
+impl AsRef<AccessClaims> for VerifiedClaims {
+    fn as_ref(&self) -> &AccessClaims {
+        &self.0
     }
 }

@@ -44,6 +44,23 @@ pub enum Rejection {
     RevocationsUnavailable,
 }
 
+impl From<identity_contract::Rejected> for Rejection {
+    fn from(rejected: identity_contract::Rejected) -> Self {
+        use identity_contract::Rejected;
+        match rejected {
+            Rejected::Malformed => Self::Malformed,
+            Rejected::Header => Self::Header,
+            Rejected::UnknownKey => Self::UnknownKey,
+            Rejected::BadSignature => Self::BadSignature,
+            Rejected::InvalidClaims => Self::InvalidClaims,
+            Rejected::WrongIssuer => Self::WrongIssuer,
+            Rejected::WrongAudience => Self::WrongAudience,
+            Rejected::Expired => Self::Expired,
+            Rejected::NotYetValid => Self::NotYetValid,
+        }
+    }
+}
+
 impl Rejection {
     /// The status a refused request is answered with: UNAUTHENTICATED and this reason.
     pub fn to_status(self) -> tonic::Status {
@@ -60,6 +77,24 @@ impl From<Rejection> for tonic::Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_contract_rejection_keeps_its_reason() {
+        use identity_contract::Rejected;
+        for rejected in [
+            Rejected::Malformed,
+            Rejected::Header,
+            Rejected::UnknownKey,
+            Rejected::BadSignature,
+            Rejected::InvalidClaims,
+            Rejected::WrongIssuer,
+            Rejected::WrongAudience,
+            Rejected::Expired,
+            Rejected::NotYetValid,
+        ] {
+            assert_eq!(Rejection::from(rejected).to_string(), rejected.to_string());
+        }
+    }
 
     #[test]
     fn every_rejection_is_unauthenticated_with_its_reason() {

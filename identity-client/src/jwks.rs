@@ -1,5 +1,6 @@
 //! The server's token verification keys (GetJwks), cached by key id, fetched again when a token
-//! names an unknown one (rate-limited, one fetch at a time) and periodically.
+//! names an unknown one (rate-limited, one fetch at a time) and periodically. Which published
+//! keys are usable is the contract's rule ([`PublicJwk::from_members`]).
 
 use std::{
     collections::HashMap,
@@ -7,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use jsonwebtoken::DecodingKey;
+use identity_contract::{PublicJwk, jsonwebtoken::DecodingKey};
 use tokio::{sync::Mutex, time::Instant};
 use tonic::transport::Channel;
 
@@ -111,20 +112,13 @@ async fn fetch_keys(client: &TokenServiceClient<Channel>, timeout: Duration) -> 
 
 /// An Ed25519 signature-verification JWK (RFC 8037), with its key id; `None` for anything else.
 fn usable_key(jwk: &JsonWebKey) -> Option<(String, Arc<DecodingKey>)> {
-    // 32 bytes in base64url without padding.
-    const ED25519_X_LEN: usize = 43;
-    let usable = jwk.kty == "OKP"
-        && jwk.crv == "Ed25519"
-        && (jwk.alg.is_empty() || jwk.alg == "EdDSA")
-        && (jwk.r#use.is_empty() || jwk.r#use == "sig")
-        && !jwk.kid.is_empty()
-        && jwk.x.len() == ED25519_X_LEN;
-    if !usable {
+    let Some(usable) = PublicJwk::from_members(&jwk.kty, &jwk.crv, &jwk.x, &jwk.kid, &jwk.alg, &jwk.r#use)
+    else {
         tracing::debug!(kid = %jwk.kid, kty = %jwk.kty, crv = %jwk.crv, "ignoring a JWK that is not an Ed25519 verification key");
         return None;
-    }
-    let key = DecodingKey::from_ed_components(&jwk.x).ok()?;
-    Some((jwk.kid.clone(), Arc::new(key)))
+    };
+    let key = usable.decoding_key().ok()?;
+    Some((usable.kid, Arc::new(key)))
 }
 
 #[cfg(test)]

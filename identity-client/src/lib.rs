@@ -5,6 +5,8 @@
 //!   token locally (Ed25519 keys from `GetJwks`, a cache of verified tokens) against a set of
 //!   revoked sessions kept current by `WatchRevocations`, and hands the handler
 //!   [`VerifiedClaims`] in the request extensions.
+//! - The token contract it verifies by, shared with the server (`identity-contract`):
+//!   [`AccessClaims`] and the typed ids [`UserId`], [`SessionId`], [`TokenId`].
 //!
 //! ```no_run
 //! # async fn run(service: tonic::service::Routes) -> Result<(), Box<dyn std::error::Error>> {
@@ -35,6 +37,7 @@ pub use auth::IdentityAuth;
 pub use claims::VerifiedClaims;
 pub use config::{AuthConfig, RevocationPolicy};
 pub use error::{Error, Rejection};
+pub use identity_contract::{AccessClaims, SessionId, TokenId, UserId};
 pub use layer::{IdentityAuthLayer, IdentityAuthService};
 
 /// Code generated from `proto/identity/v1/*.proto` (package `identity.v1`): clients only.

@@ -1,6 +1,11 @@
+//! The TokenService RPCs: ValidateToken (RFC 7662 introspection, the reason kept in the logs),
+//! GetJwks (the contract's JWK shape for every key that verifies) and WatchRevocations (catch-up,
+//! then live revocations and heartbeats).
+
 use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
+use identity_contract::PublicJwk;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -57,11 +62,11 @@ pub fn claims_message(claims: &AccessClaims) -> Claims {
     Claims {
         issued_at: at(claims.iat),
         expires_at: at(claims.exp),
-        subject: claims.sub.clone(),
+        subject: claims.sub.to_string(),
         email: claims.email.clone(),
         full_name: claims.name.clone(),
-        session_id: claims.sid.clone(),
-        token_id: claims.jti.clone(),
+        session_id: claims.sid.to_string(),
+        token_id: claims.jti.to_string(),
         issuer: claims.iss.clone(),
         audience: vec![claims.aud.clone()],
     }
@@ -158,12 +163,12 @@ impl TokenService for TokenApi {
             .jwks()
             .iter()
             .map(|jwk| JsonWebKey {
-                kty: "OKP".into(),
-                crv: "Ed25519".into(),
+                kty: PublicJwk::KTY.into(),
+                crv: PublicJwk::CRV.into(),
                 x: jwk.x.clone(),
                 kid: jwk.kid.clone(),
-                alg: "EdDSA".into(),
-                r#use: "sig".into(),
+                alg: PublicJwk::ALG.into(),
+                r#use: PublicJwk::USE.into(),
             })
             .collect();
         Ok(Response::new(GetJwksResponse { keys }))

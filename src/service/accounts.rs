@@ -149,8 +149,7 @@ impl Identity {
 
     /// The account behind an active token; UNAUTHENTICATED if it is gone or deactivated.
     pub async fn current_user(&self, claims: &AccessClaims) -> Result<UserRecord, AppError> {
-        let user_id = claims.user_id().ok_or(AppError::Unauthenticated("invalid access token"))?;
-        match self.store.find_user_by_id(user_id).await? {
+        match self.store.find_user_by_id(claims.sub.into()).await? {
             Some(user) if user.is_active => Ok(user),
             _ => Err(AppError::Unauthenticated("the account no longer exists or is deactivated")),
         }
@@ -177,7 +176,7 @@ impl Identity {
                 user.id,
                 user.password_hash.expose(),
                 new_hash.expose(),
-                Some(caller.session_id),
+                Some(caller.claims.sid.into()),
                 now,
             )
             .await?;
@@ -194,7 +193,7 @@ impl Identity {
             self.revoked_here(revocation);
         }
         tracing::info!(target: "audit", event = "password_changed", user_id = %user.id,
-            session_id = %caller.session_id, sessions_revoked);
+            session_id = %caller.claims.sid, sessions_revoked);
         Ok(())
     }
 }

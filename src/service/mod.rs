@@ -98,17 +98,17 @@ impl Identity {
     pub fn validate(&self, token: &str) -> Result<Arc<VerifiedToken>, TokenRejected> {
         let now = self.clock.now();
         let verified = match self.verified.get(token) {
-            Some(verified) if now.timestamp() >= verified.claims.exp => return Err(TokenRejected::Expired),
-            Some(verified) => verified,
+            Some(verified) => {
+                self.tokens.check_window(&verified.claims, now)?;
+                verified
+            }
             None => {
-                let claims = self.tokens.verify(token, now)?;
-                let session_id = claims.session_id().ok_or(TokenRejected::Invalid)?;
-                let verified = Arc::new(VerifiedToken { claims, session_id });
+                let verified = Arc::new(VerifiedToken { claims: self.tokens.verify(token, now)? });
                 self.verified.insert(token, Arc::clone(&verified));
                 verified
             }
         };
-        if self.revocations.is_revoked(&verified.session_id) {
+        if self.revocations.is_revoked(&verified.claims.sid.into()) {
             return Err(TokenRejected::Revoked);
         }
         Ok(verified)

@@ -52,10 +52,10 @@ impl Identity {
         now: DateTime<Utc>,
     ) -> Result<IssuedAccessToken, AppError> {
         let subject = AccessTokenSubject {
-            user_id: user.id,
+            user_id: user.id.into(),
             email: &user.email,
             full_name: &user.full_name,
-            session_id,
+            session_id: session_id.into(),
             session_expires_at,
         };
         self.tokens.issue(&subject, now).map_err(AppError::internal)

@@ -5,15 +5,14 @@
 use std::sync::Arc;
 
 use quick_cache::sync::Cache;
-use uuid::Uuid;
 
 use super::AccessClaims;
 
-/// Verified claims, with the session id already parsed for the revocation check.
+/// Claims whose signature and contents were verified (their ids are typed, so nothing is left
+/// to parse); the window and revocation are checked on every use.
 #[derive(Debug)]
 pub struct VerifiedToken {
     pub claims: AccessClaims,
-    pub session_id: Uuid,
 }
 
 pub struct VerifiedTokenCache {

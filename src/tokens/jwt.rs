@@ -1,39 +1,16 @@
+//! Issuing and verifying this server's access tokens: the claims for a user and session, signed
+//! with the active key, and checked against the key ring on the server's own clock. The
+//! contract itself (claims, header, validation rules, window) is `identity_contract`'s, shared
+//! with identity-client.
+
 use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
-use jsonwebtoken::{Algorithm, Header, Validation};
-use serde::{Deserialize, Serialize};
-use uuid::Uuid;
+use identity_contract::{AccessTokenRules, Rejected, SessionId, TokenId, UserId};
 
 use super::KeyRing;
 
-/// RFC 9068 media type of a JWT access token, set as the `typ` header.
-const ACCESS_TOKEN_TYPE: &str = "at+jwt";
-
-/// The claims of an access token (RFC 9068 shape).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AccessClaims {
-    pub iss: String,
-    pub sub: String,
-    pub aud: String,
-    pub exp: i64,
-    pub iat: i64,
-    pub nbf: i64,
-    pub jti: String,
-    pub sid: String,
-    pub email: String,
-    pub name: String,
-}
-
-impl AccessClaims {
-    pub fn session_id(&self) -> Option<Uuid> {
-        self.sid.parse().ok()
-    }
-
-    pub fn user_id(&self) -> Option<Uuid> {
-        self.sub.parse().ok()
-    }
-}
+pub use identity_contract::AccessClaims;
 
 /// A freshly signed access token.
 pub struct IssuedAccessToken {
@@ -67,12 +44,28 @@ pub enum TokenRejected {
     Revoked,
 }
 
+impl From<Rejected> for TokenRejected {
+    fn from(rejected: Rejected) -> Self {
+        match rejected {
+            Rejected::Malformed => Self::Malformed,
+            Rejected::Header => Self::Header,
+            Rejected::UnknownKey => Self::UnknownKey,
+            Rejected::BadSignature
+            | Rejected::InvalidClaims
+            | Rejected::WrongIssuer
+            | Rejected::WrongAudience => Self::Invalid,
+            Rejected::Expired => Self::Expired,
+            Rejected::NotYetValid => Self::NotYetValid,
+        }
+    }
+}
+
 /// What an access token is for the user and session it describes.
 pub struct AccessTokenSubject<'a> {
-    pub user_id: Uuid,
+    pub user_id: UserId,
     pub email: &'a str,
     pub full_name: &'a str,
-    pub session_id: Uuid,
+    pub session_id: SessionId,
     /// The access token never outlives its session.
     pub session_expires_at: DateTime<Utc>,
 }
@@ -83,21 +76,14 @@ pub struct TokenIssuer {
     issuer: String,
     audience: String,
     ttl: Duration,
-    validation: Validation,
+    /// No leeway: these are tokens this service signed itself, checked on its own clock.
+    rules: AccessTokenRules,
 }
 
 impl TokenIssuer {
     pub fn new(keys: Arc<KeyRing>, issuer: String, audience: String, ttl: Duration) -> Self {
-        let mut validation = Validation::new(Algorithm::EdDSA);
-        validation.set_issuer(&[&issuer]);
-        validation.set_audience(&[&audience]);
-        validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
-        // Time is checked below against the service's own clock, with no leeway: these are
-        // tokens this service signed itself, on one clock.
-        validation.leeway = 0;
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        Self { keys, issuer, audience, ttl, validation }
+        let rules = AccessTokenRules::new(&issuer, &audience, Duration::ZERO);
+        Self { keys, issuer, audience, ttl, rules }
     }
 
     pub fn keys(&self) -> &KeyRing {
@@ -117,22 +103,17 @@ impl TokenIssuer {
         let expires_at = (now + ttl).min(subject.session_expires_at);
         let claims = AccessClaims {
             iss: self.issuer.clone(),
-            sub: subject.user_id.to_string(),
+            sub: subject.user_id,
             aud: self.audience.clone(),
             exp: expires_at.timestamp(),
             iat: now.timestamp(),
             nbf: now.timestamp(),
-            jti: Uuid::new_v4().to_string(),
-            sid: subject.session_id.to_string(),
+            jti: TokenId::new(),
+            sid: subject.session_id,
             email: subject.email.to_owned(),
             name: subject.full_name.to_owned(),
         };
-        let header = Header {
-            typ: Some(ACCESS_TOKEN_TYPE.into()),
-            kid: Some(self.keys.signing.kid.clone()),
-            ..Header::new(Algorithm::EdDSA)
-        };
-        let token = jsonwebtoken::encode(&header, &claims, &self.keys.signing.encoding)?;
+        let token = identity_contract::sign(&claims, &self.keys.signing.kid, &self.keys.signing.encoding)?;
         // The token carries whole seconds; report the instant it really stops being valid.
         let expires_at = DateTime::from_timestamp(claims.exp, 0).unwrap_or(expires_at);
         Ok(IssuedAccessToken { token, expires_at })
@@ -141,29 +122,12 @@ impl TokenIssuer {
     /// Checks the header, signature, issuer, audience and validity window of `token` at `now`.
     /// Revocation is the caller's business.
     pub fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<AccessClaims, TokenRejected> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenRejected::Malformed)?;
-        let typ_ok = header.typ.as_deref().is_some_and(|typ| {
-            typ.eq_ignore_ascii_case(ACCESS_TOKEN_TYPE) || typ.eq_ignore_ascii_case("application/at+jwt")
-        });
-        if header.alg != Algorithm::EdDSA || !typ_ok {
-            return Err(TokenRejected::Header);
-        }
-        let key = header
-            .kid
-            .as_deref()
-            .and_then(|kid| self.keys.verifying.get(kid))
-            .ok_or(TokenRejected::UnknownKey)?;
-        let claims = jsonwebtoken::decode::<AccessClaims>(token, key, &self.validation)
-            .map_err(|_| TokenRejected::Invalid)?
-            .claims;
-        let now = now.timestamp();
-        if now >= claims.exp {
-            return Err(TokenRejected::Expired);
-        }
-        if now < claims.nbf {
-            return Err(TokenRejected::NotYetValid);
-        }
-        Ok(claims)
+        Ok(self.rules.verify(token, |kid| self.keys.verifying.get(kid), now.timestamp())?)
+    }
+
+    /// Whether claims verified earlier (a cache hit) are still inside their window at `now`.
+    pub fn check_window(&self, claims: &AccessClaims, now: DateTime<Utc>) -> Result<(), TokenRejected> {
+        Ok(self.rules.check_window(claims, now.timestamp())?)
     }
 }
 
@@ -183,10 +147,10 @@ mod tests {
 
     fn subject(now: DateTime<Utc>) -> AccessTokenSubject<'static> {
         AccessTokenSubject {
-            user_id: Uuid::new_v4(),
+            user_id: UserId::new(),
             email: "a@example.com",
             full_name: "A",
-            session_id: Uuid::new_v4(),
+            session_id: SessionId::new(),
             session_expires_at: now + chrono::TimeDelta::days(30),
         }
     }

@@ -1,3 +1,7 @@
+//! The server's Ed25519 keys: the signing key (from a PEM file, or generated once into the data
+//! directory with mode 0600) and the retired keys that still verify, each published as the
+//! contract's JWK ([`PublicJwk`], kid = RFC 7638 thumbprint) so that rotation logs nobody out.
+
 use std::{
     collections::HashMap,
     fs,
@@ -5,14 +9,13 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use ed25519_dalek::{
     VerifyingKey,
     pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, spki::der::pem::LineEnding},
 };
+use identity_contract::PublicJwk;
 use jsonwebtoken::{DecodingKey, EncodingKey};
 use rand::Rng;
-use sha2::{Digest, Sha256};
 
 const GENERATED_KEY_FILE: &str = "signing_key.pem";
 
@@ -28,14 +31,6 @@ pub enum KeyError {
     NotPrivate { path: PathBuf },
     #[error("cannot encode a new key")]
     Encode,
-}
-
-/// A public key as an RFC 7517 JWK (RFC 8037 OKP form).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Jwk {
-    pub kid: String,
-    /// The raw public key, base64url without padding.
-    pub x: String,
 }
 
 /// The key that signs new tokens. Its `Debug` shows only the key id.
@@ -55,7 +50,7 @@ impl std::fmt::Debug for SigningKey {
 pub struct KeyRing {
     pub signing: SigningKey,
     pub(super) verifying: HashMap<String, DecodingKey>,
-    jwks: Vec<Jwk>,
+    jwks: Vec<PublicJwk>,
 }
 
 impl std::fmt::Debug for KeyRing {
@@ -86,7 +81,7 @@ impl KeyRing {
         let encoding = EncodingKey::from_ed_pem(pem.as_bytes())
             .map_err(|_| KeyError::NotEd25519 { path: path.clone() })?;
         let mut ring = Self {
-            signing: SigningKey { kid: thumbprint(&signing_public), encoding },
+            signing: SigningKey { kid: public_jwk(&signing_public)?.kid, encoding },
             verifying: HashMap::new(),
             jwks: Vec::new(),
         };
@@ -99,18 +94,18 @@ impl KeyRing {
     }
 
     fn add_verifier(&mut self, public: &VerifyingKey) -> Result<(), KeyError> {
-        let jwk = Jwk { kid: thumbprint(public), x: URL_SAFE_NO_PAD.encode(public.as_bytes()) };
+        let jwk = public_jwk(public)?;
         if self.verifying.contains_key(&jwk.kid) {
             return Ok(());
         }
-        let key = DecodingKey::from_ed_components(&jwk.x).map_err(|_| KeyError::Encode)?;
+        let key = jwk.decoding_key().map_err(|_| KeyError::Encode)?;
         self.verifying.insert(jwk.kid.clone(), key);
         self.jwks.push(jwk);
         Ok(())
     }
 
     /// Every public key that verifies tokens, the signing key first.
-    pub fn jwks(&self) -> &[Jwk] {
+    pub fn jwks(&self) -> &[PublicJwk] {
         &self.jwks
     }
 }
@@ -166,11 +161,8 @@ fn load_or_generate(path: &Path) -> Result<(PathBuf, String), KeyError> {
     }
 }
 
-/// RFC 7638 JWK thumbprint: SHA-256 over the required members in lexicographic order.
-fn thumbprint(public: &VerifyingKey) -> String {
-    let x = URL_SAFE_NO_PAD.encode(public.as_bytes());
-    let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
-    URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
+fn public_jwk(public: &VerifyingKey) -> Result<PublicJwk, KeyError> {
+    PublicJwk::from_ed25519(public.as_bytes()).map_err(|_| KeyError::Encode)
 }
 
 #[cfg(test)]
@@ -193,10 +185,12 @@ mod tests {
 
     #[test]
     fn the_kid_is_the_rfc7638_thumbprint() {
-        // RFC 8037 appendix A.3: the thumbprint of the example key.
+        // RFC 8037 appendix A.3: the thumbprint of the example key (pinned here as well as in
+        // the contract crate, because a changed kid breaks rotation).
+        use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
         let x = URL_SAFE_NO_PAD.decode("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo").unwrap();
         let public = VerifyingKey::from_bytes(&x.try_into().unwrap()).unwrap();
-        assert_eq!(thumbprint(&public), "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k");
+        assert_eq!(public_jwk(&public).unwrap().kid, "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k");
     }
 
     #[test]

@@ -20,7 +20,7 @@ async fn a_valid_token_passes_and_the_handler_sees_its_claims() {
     assert_eq!(service.who_am_i(Some(&format!("BEARER {token}"))).await.expect("upper-case scheme"), user.id);
 
     let claims: VerifiedClaims = service.auth.verify(&token).await.expect("verifies in process too");
-    assert_eq!(claims.sub, user.id);
+    assert_eq!(claims.sub.to_string(), user.id);
     assert_eq!(claims.email, user.email);
     assert_eq!(claims.name, "Test User");
     assert_eq!((claims.iss.as_str(), claims.aud.as_str()), ("identity", "identity"));
@@ -123,6 +123,8 @@ async fn a_token_for_another_audience_or_issuer_is_refused() {
     assert_refused(service.as_bearer(&other_issuer).await, "wrong token issuer");
     let without_session = sign(&key, &kid, &claims(json!({ "sid": "not-a-uuid" })));
     assert_refused(service.as_bearer(&without_session).await, "invalid token claims");
+    let named_user = sign(&key, &kid, &claims(json!({ "sub": "alice" })));
+    assert_refused(service.as_bearer(&named_user).await, "invalid token claims");
 
     // A service configured for that audience takes the first one and refuses the server's own.
     let billing = ProtectedService::start(

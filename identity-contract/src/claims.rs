@@ -1,0 +1,32 @@
+//! The claims of an access token (RFC 9068 shape) as both sides read and write them. The ids are
+//! typed: a token whose `sub`, `sid` or `jti` is not a UUID does not decode, so it is invalid,
+//! and no code downstream has to parse or re-check them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{SessionId, TokenId, UserId};
+
+/// The claims of an access token. Times are whole seconds since the Unix epoch; the ids travel
+/// as plain UUID strings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    /// Issuer: the server's configured issuer.
+    pub iss: String,
+    /// The user the token was issued to.
+    pub sub: UserId,
+    /// Audience: the server's configured audience (a single string).
+    pub aud: String,
+    /// Expiry: the token is expired from this second on.
+    pub exp: i64,
+    /// Issued at.
+    pub iat: i64,
+    /// Not before: the token is not valid before this second.
+    pub nbf: i64,
+    /// The token's own id.
+    pub jti: TokenId,
+    /// The session the token belongs to; revoking the session revokes the token.
+    pub sid: SessionId,
+    pub email: String,
+    /// The user's full name.
+    pub name: String,
+}

@@ -1,0 +1,140 @@
+//! How an access token is signed and checked, for both sides: the header (EdDSA, `typ: at+jwt`,
+//! a `kid`), the `jsonwebtoken::Validation` (issuer, audience, required claims, EdDSA only) and
+//! the validity window (expired from the `exp` second on, not valid before `nbf`, with a leeway
+//! the server sets to zero and a consumer may configure). Each side looks keys up its own way
+//! between [`key_id`] and [`AccessTokenRules::decode`]; everything else is here.
+
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+
+use crate::AccessClaims;
+
+/// The signing algorithm; nothing else is accepted.
+pub const ALGORITHM: Algorithm = Algorithm::EdDSA;
+/// RFC 9068 media type of a JWT access token, set as the `typ` header.
+pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
+/// The `typ` spellings accepted (RFC 9068 allows the full media type too), in any case.
+const ACCEPTED_TYPES: [&str; 2] = [ACCESS_TOKEN_TYPE, "application/at+jwt"];
+/// Claims whose presence `jsonwebtoken` checks; `jti`, `sid`, `email` and `name` are required
+/// by [`AccessClaims`] itself.
+const REQUIRED_CLAIMS: [&str; 6] = ["exp", "nbf", "iat", "iss", "aud", "sub"];
+
+/// Why a token fails the contract. Each side maps it to its own error (the server only logs
+/// it; identity-client answers UNAUTHENTICATED with it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Rejected {
+    #[error("malformed token")]
+    Malformed,
+    #[error("unsupported token header (alg, typ or kid)")]
+    Header,
+    #[error("unknown signing key")]
+    UnknownKey,
+    #[error("invalid token signature")]
+    BadSignature,
+    #[error("invalid token claims")]
+    InvalidClaims,
+    #[error("wrong token issuer")]
+    WrongIssuer,
+    #[error("wrong token audience")]
+    WrongAudience,
+    #[error("token expired")]
+    Expired,
+    #[error("token not yet valid")]
+    NotYetValid,
+}
+
+/// The header of every access token.
+pub fn header(kid: &str) -> Header {
+    Header { typ: Some(ACCESS_TOKEN_TYPE.into()), kid: Some(kid.to_owned()), ..Header::new(ALGORITHM) }
+}
+
+/// Signs `claims` with the private key whose public JWK has key id `kid`.
+pub fn sign(
+    claims: &AccessClaims,
+    kid: &str,
+    key: &EncodingKey,
+) -> Result<String, jsonwebtoken::errors::Error> {
+    jsonwebtoken::encode(&header(kid), claims, key)
+}
+
+/// Checks the header (EdDSA, an access-token `typ`, a kid) without verifying anything else,
+/// and returns the kid to look the verification key up by.
+pub fn key_id(token: &str) -> Result<String, Rejected> {
+    let header = jsonwebtoken::decode_header(token).map_err(|_| Rejected::Malformed)?;
+    let typ_ok = header
+        .typ
+        .as_deref()
+        .is_some_and(|typ| ACCEPTED_TYPES.iter().any(|accepted| typ.eq_ignore_ascii_case(accepted)));
+    if header.alg != ALGORITHM || !typ_ok {
+        return Err(Rejected::Header);
+    }
+    header.kid.ok_or(Rejected::Header)
+}
+
+/// The checks for one issuer and audience.
+#[derive(Debug, Clone)]
+pub struct AccessTokenRules {
+    validation: Validation,
+    leeway: i64,
+}
+
+impl AccessTokenRules {
+    /// Rules for tokens from `issuer` to `audience`, with `leeway` on both ends of the validity
+    /// window for clocks that disagree (the server, on its own clock, uses zero).
+    pub fn new(issuer: &str, audience: &str, leeway: Duration) -> Self {
+        let mut validation = Validation::new(ALGORITHM);
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[audience]);
+        validation.set_required_spec_claims(&REQUIRED_CLAIMS);
+        // The window is checked by `check_window`, on every call including cache hits, with one
+        // rule on both sides; jsonwebtoken's own (`exp` still valid at its second) differs.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.leeway = 0;
+        Self { validation, leeway: i64::try_from(leeway.as_secs()).unwrap_or(i64::MAX) }
+    }
+
+    /// Verifies the signature with `key` and checks issuer, audience and claims (the header must
+    /// have passed [`key_id`]). The window is not checked: see [`AccessTokenRules::check_window`].
+    pub fn decode(&self, token: &str, key: &DecodingKey) -> Result<AccessClaims, Rejected> {
+        jsonwebtoken::decode::<AccessClaims>(token, key, &self.validation).map(|data| data.claims).map_err(
+            |error| match error.kind() {
+                ErrorKind::InvalidSignature => Rejected::BadSignature,
+                ErrorKind::InvalidIssuer => Rejected::WrongIssuer,
+                ErrorKind::InvalidAudience => Rejected::WrongAudience,
+                ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Utf8(_) => Rejected::Malformed,
+                ErrorKind::InvalidAlgorithm => Rejected::Header,
+                _ => Rejected::InvalidClaims,
+            },
+        )
+    }
+
+    /// Whether `claims` are inside their validity window at `now` (seconds since the Unix
+    /// epoch): expired from the `exp` second on, not valid before `nbf`, each widened by the
+    /// leeway.
+    pub fn check_window(&self, claims: &AccessClaims, now: i64) -> Result<(), Rejected> {
+        if now >= claims.exp.saturating_add(self.leeway) {
+            return Err(Rejected::Expired);
+        }
+        if now.saturating_add(self.leeway) < claims.nbf {
+            return Err(Rejected::NotYetValid);
+        }
+        Ok(())
+    }
+
+    /// Every check in order (header, key, signature and claims, window) when the keys are at
+    /// hand; `key_for` finds the verification key of a kid.
+    pub fn verify<'k>(
+        &self,
+        token: &str,
+        key_for: impl FnOnce(&str) -> Option<&'k DecodingKey>,
+        now: i64,
+    ) -> Result<AccessClaims, Rejected> {
+        let kid = key_id(token)?;
+        let key = key_for(&kid).ok_or(Rejected::UnknownKey)?;
+        let claims = self.decode(token, key)?;
+        self.check_window(&claims, now)?;
+        Ok(claims)
+    }
+}

@@ -1,0 +1,294 @@
+//! Pins the access-token contract: a token signed the way the server signs verifies the way
+//! identity-client verifies, a token made by hand to the documented shape verifies the way the
+//! server does, and every forgery below fails on both sides with the same reason.
+//!
+//! The two sides are composed exactly as the server (`tokens::TokenIssuer`: keys in a map,
+//! [`AccessTokenRules::verify`], leeway 0) and identity-client (`verify::Verifier`: [`key_id`],
+//! its own key lookup, [`AccessTokenRules::decode`], then [`AccessTokenRules::check_window`]
+//! on every call, leeway from its configuration) use the contract.
+
+use std::{collections::HashMap, time::Duration};
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use identity_contract::{
+    AccessClaims, AccessTokenRules, PublicJwk, Rejected, SessionId, TokenId, UserId,
+    jsonwebtoken::{self, Algorithm, DecodingKey, EncodingKey, Header, jwk::Jwk},
+    key_id, sign,
+};
+use serde_json::{Value, json};
+
+const ISSUER: &str = "identity";
+const AUDIENCE: &str = "identity";
+const NOW: i64 = 1_800_000_000;
+
+/// An Ed25519 key pair from a 32-byte seed: PKCS#8 v1 DER around the seed.
+struct KeyPair {
+    encoding: EncodingKey,
+    public: PublicJwk,
+    raw_public: Vec<u8>,
+}
+
+impl KeyPair {
+    fn from_seed(seed: [u8; 32]) -> Self {
+        let mut der = vec![
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+        ];
+        der.extend_from_slice(&seed);
+        let encoding = EncodingKey::from_ed_der(&der);
+        let jwk = Jwk::from_encoding_key(&encoding, Algorithm::EdDSA).unwrap();
+        let jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(okp) = &jwk.algorithm else {
+            unreachable!()
+        };
+        let raw_public = URL_SAFE_NO_PAD.decode(&okp.x).unwrap();
+        let public = PublicJwk::from_ed25519(&raw_public).unwrap();
+        Self { encoding, public, raw_public }
+    }
+}
+
+/// The server's side: its key ring as a map from kid to key, no leeway, its own clock.
+struct Server {
+    keys: HashMap<String, DecodingKey>,
+    rules: AccessTokenRules,
+}
+
+impl Server {
+    fn new(published: &[&PublicJwk]) -> Self {
+        let keys = published.iter().map(|jwk| (jwk.kid.clone(), jwk.decoding_key().unwrap())).collect();
+        Self { keys, rules: AccessTokenRules::new(ISSUER, AUDIENCE, Duration::ZERO) }
+    }
+
+    fn verify(&self, token: &str, now: i64) -> Result<AccessClaims, Rejected> {
+        self.rules.verify(token, |kid| self.keys.get(kid), now)
+    }
+}
+
+/// identity-client's side: keys taken from the published members (as GetJwks sends them).
+struct Client {
+    keys: HashMap<String, DecodingKey>,
+    rules: AccessTokenRules,
+}
+
+impl Client {
+    fn new(published: &[&PublicJwk], leeway: Duration) -> Self {
+        let keys = published
+            .iter()
+            .filter_map(|jwk| {
+                PublicJwk::from_members(
+                    PublicJwk::KTY,
+                    PublicJwk::CRV,
+                    &jwk.x,
+                    &jwk.kid,
+                    PublicJwk::ALG,
+                    PublicJwk::USE,
+                )
+            })
+            .map(|jwk| (jwk.kid.clone(), jwk.decoding_key().unwrap()))
+            .collect();
+        Self { keys, rules: AccessTokenRules::new(ISSUER, AUDIENCE, leeway) }
+    }
+
+    fn verify(&self, token: &str, now: i64) -> Result<AccessClaims, Rejected> {
+        let kid = key_id(token)?;
+        let key = self.keys.get(&kid).ok_or(Rejected::UnknownKey)?;
+        let claims = self.rules.decode(token, key)?;
+        self.rules.check_window(&claims, now)?;
+        Ok(claims)
+    }
+}
+
+fn ours() -> KeyPair {
+    KeyPair::from_seed(*b"identity-contract-test-key-ours!")
+}
+
+fn theirs() -> KeyPair {
+    KeyPair::from_seed(*b"identity-contract-test-key-other")
+}
+
+fn claims() -> AccessClaims {
+    AccessClaims {
+        iss: ISSUER.into(),
+        sub: UserId::new(),
+        aud: AUDIENCE.into(),
+        exp: NOW + 900,
+        iat: NOW,
+        nbf: NOW,
+        jti: TokenId::new(),
+        sid: SessionId::new(),
+        email: "a@example.com".into(),
+        name: "A".into(),
+    }
+}
+
+fn b64(value: &Value) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).unwrap())
+}
+
+/// A token made without the contract's helpers: header and claims as JSON, signed by
+/// jsonwebtoken directly (as identity-client's tests, or an issuer in another language, do).
+fn by_hand(key: &EncodingKey, header: Header, claims: &Value) -> String {
+    jsonwebtoken::encode(&header, claims, key).unwrap()
+}
+
+fn documented_header(kid: &str) -> Header {
+    Header { typ: Some("at+jwt".into()), kid: Some(kid.into()), ..Header::new(Algorithm::EdDSA) }
+}
+
+fn assert_both_reject(server: &Server, client: &Client, token: &str, now: i64, reason: Rejected, what: &str) {
+    assert_eq!(server.verify(token, now).map(|_| ()), Err(reason), "server: {what}");
+    assert_eq!(client.verify(token, now).map(|_| ()), Err(reason), "client: {what}");
+}
+
+#[test]
+fn a_token_the_server_signs_verifies_in_the_client_with_the_same_claims() {
+    let key = ours();
+    let (server, client) = (Server::new(&[&key.public]), Client::new(&[&key.public], Duration::ZERO));
+    let claims = claims();
+    let token = sign(&claims, &key.public.kid, &key.encoding).unwrap();
+
+    assert_eq!(server.verify(&token, NOW), Ok(claims.clone()));
+    assert_eq!(client.verify(&token, NOW), Ok(claims.clone()));
+    // The wire format is plain: UUID strings, the RFC 9068 header.
+    let parts: Vec<&str> = token.split('.').collect();
+    let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
+    assert_eq!(header, json!({ "alg": "EdDSA", "typ": "at+jwt", "kid": key.public.kid }));
+    let payload: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    assert_eq!(payload["sub"], json!(claims.sub.to_string()));
+    assert_eq!(payload["sid"], json!(claims.sid.to_string()));
+    assert_eq!(payload["jti"], json!(claims.jti.to_string()));
+}
+
+#[test]
+fn a_token_made_by_hand_to_the_documented_shape_verifies_in_the_server() {
+    let key = ours();
+    let (server, client) = (Server::new(&[&key.public]), Client::new(&[&key.public], Duration::ZERO));
+    let expected = claims();
+    let as_json = serde_json::to_value(&expected).unwrap();
+    for typ in ["at+jwt", "application/at+jwt", "AT+JWT"] {
+        let header = Header { typ: Some(typ.into()), ..documented_header(&key.public.kid) };
+        let token = by_hand(&key.encoding, header, &as_json);
+        assert_eq!(server.verify(&token, NOW), Ok(expected.clone()), "server, typ {typ}");
+        assert_eq!(client.verify(&token, NOW), Ok(expected.clone()), "client, typ {typ}");
+    }
+}
+
+#[test]
+fn both_sides_share_one_validity_window() {
+    let key = ours();
+    let (server, client) = (Server::new(&[&key.public]), Client::new(&[&key.public], Duration::ZERO));
+    let claims = claims();
+    let token = sign(&claims, &key.public.kid, &key.encoding).unwrap();
+
+    for now in [claims.nbf, claims.exp - 1] {
+        assert!(server.verify(&token, now).is_ok() && client.verify(&token, now).is_ok(), "valid at {now}");
+    }
+    assert_both_reject(&server, &client, &token, claims.exp, Rejected::Expired, "at its exp second");
+    assert_both_reject(&server, &client, &token, claims.exp + 60, Rejected::Expired, "after exp");
+    assert_both_reject(&server, &client, &token, claims.nbf - 1, Rejected::NotYetValid, "before nbf");
+
+    // A consumer's leeway widens both ends by as much, and no more.
+    let lenient = Client::new(&[&key.public], Duration::from_secs(30));
+    assert!(lenient.verify(&token, claims.exp + 29).is_ok());
+    assert_eq!(lenient.verify(&token, claims.exp + 30).map(|_| ()), Err(Rejected::Expired));
+    assert!(lenient.verify(&token, claims.nbf - 30).is_ok());
+    assert_eq!(lenient.verify(&token, claims.nbf - 31).map(|_| ()), Err(Rejected::NotYetValid));
+}
+
+#[test]
+fn forged_headers_fail_on_both_sides() {
+    let key = ours();
+    let (server, client) = (Server::new(&[&key.public]), Client::new(&[&key.public], Duration::ZERO));
+    let kid = key.public.kid.clone();
+    let payload = serde_json::to_value(claims()).unwrap();
+    let reject = |token: &str, reason, what| assert_both_reject(&server, &client, token, NOW, reason, what);
+
+    // alg none: jsonwebtoken does not even parse the header, so the token is malformed.
+    let unsigned =
+        format!("{}.{}.", b64(&json!({ "alg": "none", "typ": "at+jwt", "kid": kid })), b64(&payload));
+    reject(&unsigned, Rejected::Malformed, "alg none");
+    // HS256 keyed with the public key (the classic algorithm confusion), as bytes and as text.
+    let hs256 = Header { alg: Algorithm::HS256, ..documented_header(&kid) };
+    for secret in [key.raw_public.as_slice(), key.public.x.as_bytes()] {
+        let confused = by_hand(&EncodingKey::from_secret(secret).unwrap(), hs256.clone(), &payload);
+        reject(&confused, Rejected::Header, "HS256 with the public key");
+    }
+    // An EdDSA signature under another alg name.
+    let relabelled = by_hand(&key.encoding, documented_header(&kid), &payload);
+    let parts: Vec<&str> = relabelled.split('.').collect();
+    let es256 =
+        format!("{}.{}.{}", b64(&json!({ "alg": "ES256", "typ": "at+jwt", "kid": kid })), parts[1], parts[2]);
+    reject(&es256, Rejected::Header, "another alg");
+    // typ: absent, a plain JWT, or something else.
+    for typ in [None, Some("JWT"), Some("at+jwt2"), Some("")] {
+        let header = Header { typ: typ.map(Into::into), ..documented_header(&kid) };
+        reject(&by_hand(&key.encoding, header, &payload), Rejected::Header, "wrong typ");
+    }
+    // kid: absent, or one nobody published.
+    let no_kid = Header { kid: None, ..documented_header(&kid) };
+    reject(&by_hand(&key.encoding, no_kid, &payload), Rejected::Header, "no kid");
+    let unknown = by_hand(&key.encoding, documented_header("no-such-kid"), &payload);
+    reject(&unknown, Rejected::UnknownKey, "unknown kid");
+    // Our kid, somebody else's key.
+    let other = theirs();
+    reject(
+        &by_hand(&other.encoding, documented_header(&kid), &payload),
+        Rejected::BadSignature,
+        "another key",
+    );
+    // Not a JWT at all.
+    for junk in ["", "not-a-jwt", "a.b.c", "..", &format!("{relabelled}.extra")] {
+        assert!(server.verify(junk, NOW).is_err() && client.verify(junk, NOW).is_err(), "junk {junk:?}");
+    }
+}
+
+#[test]
+fn forged_claims_fail_on_both_sides() {
+    let key = ours();
+    let (server, client) = (Server::new(&[&key.public]), Client::new(&[&key.public], Duration::ZERO));
+    let kid = key.public.kid.clone();
+    let genuine = serde_json::to_value(claims()).unwrap();
+    let with = |changes: Value| {
+        let mut claims = genuine.clone();
+        if let (Some(claims), Value::Object(changes)) = (claims.as_object_mut(), changes) {
+            claims.extend(changes);
+        }
+        by_hand(&key.encoding, documented_header(&kid), &claims)
+    };
+    let without = |name: &str| {
+        let mut claims = genuine.clone();
+        claims.as_object_mut().unwrap().remove(name);
+        by_hand(&key.encoding, documented_header(&kid), &claims)
+    };
+    let reject = |token: &str, reason, what| assert_both_reject(&server, &client, token, NOW, reason, what);
+
+    reject(&with(json!({ "iss": "someone-else" })), Rejected::WrongIssuer, "another issuer");
+    reject(&with(json!({ "aud": "billing" })), Rejected::WrongAudience, "another audience");
+    reject(&with(json!({ "exp": NOW - 1, "nbf": NOW - 60 })), Rejected::Expired, "expired");
+    reject(&with(json!({ "nbf": NOW + 60 })), Rejected::NotYetValid, "not yet valid");
+    for id in ["sub", "sid", "jti"] {
+        reject(&with(json!({ id: "not-a-uuid" })), Rejected::InvalidClaims, "an id that is not a UUID");
+        reject(&with(json!({ id: 42 })), Rejected::InvalidClaims, "an id that is a number");
+    }
+    for claim in ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid", "email", "name"] {
+        reject(&without(claim), Rejected::InvalidClaims, claim);
+    }
+
+    // Another payload under the genuine signature.
+    let token = sign(&claims(), &kid, &key.encoding).unwrap();
+    let parts: Vec<&str> = token.split('.').collect();
+    let mut payload: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    payload["sub"] = json!(UserId::new().to_string());
+    let tampered = format!("{}.{}.{}", parts[0], b64(&payload), parts[2]);
+    reject(&tampered, Rejected::BadSignature, "tampered payload");
+}
+
+#[test]
+fn a_retired_key_still_verifies_on_both_sides_once_published() {
+    let (active, retired) = (ours(), theirs());
+    let server = Server::new(&[&active.public, &retired.public]);
+    let client = Client::new(&[&active.public, &retired.public], Duration::ZERO);
+    let claims = claims();
+    let old = sign(&claims, &retired.public.kid, &retired.encoding).unwrap();
+    assert_eq!(server.verify(&old, NOW), Ok(claims.clone()));
+    assert_eq!(client.verify(&old, NOW), Ok(claims));
+    assert_ne!(active.public.kid, retired.public.kid);
+}
