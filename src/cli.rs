@@ -1,21 +1,165 @@
-//! The subcommands other than serving: `migrate`, `keygen` and `healthcheck`.
+//! The `identity` command line: its clap types, and what each subcommand does (`serve`,
+//! `migrate`, `keygen`, `user ...`, `check-config`, `healthcheck`). `main` only parses and calls
+//! [`run`]. Every subcommand logs to standard error, so what one prints on standard output (a
+//! key, a configuration, an outcome) stays clean; operator actions on accounts go through the
+//! service's own code, audit event included.
 
 use std::{
     io::Write,
     net::{IpAddr, Ipv4Addr, SocketAddr},
-    path::Path,
+    path::{Path, PathBuf},
+    process::ExitCode,
     time::Duration,
 };
 
+use clap::{Parser, Subcommand};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
 use crate::{
-    config::Config,
-    startup::{StartupError, connect_and_migrate},
+    clock::Clock,
+    config::{Config, LogFormat},
+    domain::Email,
+    error::AppError,
+    service::{AccountAction, AccountActionOutcome, AccountAdmin},
+    startup::{App, StartupError, connect_and_migrate},
+    telemetry,
     tokens::{KeyError, generate_key_pem},
 };
+
+/// A gRPC identity service: signup, login, sessions and token validation.
+/// Configured by IDENTITY_* environment variables (see README).
+#[derive(Parser)]
+#[command(name = "identity", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve gRPC (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Write a new Ed25519 signing key (PKCS#8 PEM) to PATH, or to standard output.
+    Keygen { path: Option<PathBuf> },
+    /// Operator actions on one account.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+    /// Validate the environment and print the effective configuration, secrets redacted.
+    CheckConfig,
+    /// Exit 0 if the server at ADDR reports SERVING. ADDR defaults to IDENTITY_HEALTH_LISTEN_ADDR
+    /// if set (needed when TLS is on: this check speaks plaintext), else IDENTITY_LISTEN_ADDR.
+    Healthcheck {
+        addr: Option<SocketAddr>,
+        /// The health service name to ask about; "" is the whole server.
+        #[arg(long, default_value = "")]
+        service: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserAction {
+    /// Refuse the user's logins and end all their sessions.
+    Deactivate { email: String },
+    /// Let a deactivated user log in again.
+    Activate { email: String },
+    /// End every session of the user (log out everywhere).
+    RevokeSessions { email: String },
+}
+
+/// Exit status for a configuration error, as documented.
+const EXIT_CONFIG: u8 = 2;
+
+/// Runs the parsed command line; `shutdown` resolves when a server should stop.
+pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send) -> ExitCode {
+    if let Some(Command::Keygen { path }) = &cli.command {
+        // Before the configuration, which a key generator must not need.
+        telemetry::init(LogFormat::Text);
+        return match keygen(path.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => fail(&error),
+        };
+    }
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("identity: invalid configuration: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    telemetry::init(config.log_format);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => match App::build(&config).await {
+            Ok(app) => match app.run_until_stopped(shutdown).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => fail(&error),
+            },
+            Err(error) => fail(&error),
+        },
+        Command::Migrate => match migrate(&config).await {
+            Ok(()) => {
+                eprintln!("identity: migrations applied");
+                ExitCode::SUCCESS
+            }
+            Err(error) => fail(&error),
+        },
+        Command::Healthcheck { addr, service } => {
+            let addr =
+                addr.unwrap_or_else(|| local_target(config.health_listen_addr.unwrap_or(config.listen_addr)));
+            match healthcheck(addr, &service).await {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => {
+                    eprintln!("identity: {addr} is not serving");
+                    ExitCode::FAILURE
+                }
+                Err(error) => {
+                    eprintln!("identity: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::User { action } => {
+            let (action, email) = match action {
+                UserAction::Deactivate { email } => (AccountAction::Deactivate, email),
+                UserAction::Activate { email } => (AccountAction::Activate, email),
+                UserAction::RevokeSessions { email } => (AccountAction::RevokeSessions, email),
+            };
+            match user_command(&config, action, &email).await {
+                Ok(outcome) => {
+                    println!(
+                        "{email}: done (user {}, {} sessions revoked)",
+                        outcome.user_id, outcome.sessions_revoked
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(error) => fail(&error),
+            }
+        }
+        Command::CheckConfig => {
+            for (name, value) in config.describe() {
+                println!("{name}={value}");
+            }
+            match check_files(&config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(problem) => {
+                    eprintln!("identity: invalid configuration: {problem}");
+                    ExitCode::from(EXIT_CONFIG)
+                }
+            }
+        }
+        Command::Keygen { .. } => ExitCode::SUCCESS,
+    }
+}
+
+fn fail(error: &(dyn std::error::Error + 'static)) -> ExitCode {
+    eprintln!("identity: {}", crate::error::error_chain(error));
+    ExitCode::FAILURE
+}
 
 pub async fn migrate(config: &Config) -> Result<(), StartupError> {
     let store = connect_and_migrate(config).await?;
@@ -67,68 +211,33 @@ pub async fn healthcheck(addr: SocketAddr, service: &str) -> Result<bool, String
     Ok(response.into_inner().status == ServingStatus::Serving as i32)
 }
 
-/// What an operator command did.
-#[derive(Debug, PartialEq, Eq)]
-pub struct UserCommandOutcome {
-    pub user_id: uuid::Uuid,
-    pub sessions_revoked: usize,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     #[error("no account with email {0}")]
     NoSuchUser(String),
+    #[error("{0}")]
+    InvalidEmail(String),
     #[error(transparent)]
     Startup(#[from] StartupError),
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Service(#[from] AppError),
 }
 
-/// `identity user deactivate|activate|revoke-sessions EMAIL`. Deactivating or revoking ends
-/// every session of the user: on Postgres every replica hears of it at once (NOTIFY); a SQLite
-/// server picks it up within a second.
+/// `identity user deactivate|activate|revoke-sessions EMAIL`, through the service's
+/// [`AccountAdmin`]: one transaction and one audit event per command. Ending sessions reaches
+/// every replica at once on Postgres (NOTIFY); a SQLite server picks it up within a second.
 pub async fn user_command(
     config: &Config,
-    command: UserCommand,
+    action: AccountAction,
     email: &str,
-) -> Result<UserCommandOutcome, CliError> {
+) -> Result<AccountActionOutcome, CliError> {
+    let parsed = Email::parse("email", email)
+        .map_err(|v| CliError::InvalidEmail(format!("{email}: {}", v.description)))?;
     let store = connect_and_migrate(config).await?;
-    let email_lower = crate::domain::normalize_email(email);
-    let user = store
-        .find_user_by_email(&email_lower)
-        .await?
-        .ok_or_else(|| CliError::NoSuchUser(email.to_owned()))?;
-    let now = chrono::Utc::now();
-    if let UserCommand::Activate | UserCommand::Deactivate = command {
-        store.set_user_active(&email_lower, command == UserCommand::Activate, now).await?;
-    }
-    let revoked = match command {
-        UserCommand::Deactivate | UserCommand::RevokeSessions => {
-            store.revoke_sessions_of_user(user.id, now).await?
-        }
-        UserCommand::Activate => None,
-    };
-    let revoked = revoked.map_or(0, |revocation| revocation.session_ids.len());
-    tracing::info!(target: "audit", event = command.event(), user_id = %user.id, sessions_revoked = revoked);
+    let admin = AccountAdmin::new(store.clone(), Clock::system(), None);
+    let outcome = admin.apply(action, &parsed).await;
     store.close().await;
-    Ok(UserCommandOutcome { user_id: user.id, sessions_revoked: revoked })
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UserCommand {
-    Deactivate,
-    Activate,
-    RevokeSessions,
-}
-
-impl UserCommand {
-    fn event(self) -> &'static str {
-        match self {
-            Self::Deactivate => "user_deactivated",
-            Self::Activate => "user_activated",
-            Self::RevokeSessions => "sessions_revoked",
-        }
-    }
+    outcome?.ok_or_else(|| CliError::NoSuchUser(email.to_owned()))
 }
 
 /// The checks `identity check-config` makes beyond parsing: the key and TLS files it names can

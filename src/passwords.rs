@@ -14,28 +14,9 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::oneshot;
 
 use crate::{
-    domain::{Password, PresentedPassword},
+    domain::{Password, PasswordHash, PresentedPassword},
     metrics::{HASH_POOL_BUSY, HASH_POOL_QUEUED, HASH_POOL_REJECTED},
 };
-
-/// A bcrypt hash as stored. Treated as a secret: it never reaches a log line.
-#[derive(Debug, Clone)]
-pub struct PasswordHash(SecretString);
-
-impl PasswordHash {
-    pub fn new(hash: String) -> Self {
-        Self(SecretString::from(hash))
-    }
-
-    pub fn expose(&self) -> &str {
-        self.0.expose_secret()
-    }
-
-    /// The cost the hash was made with, if it is a bcrypt hash at all.
-    pub fn cost(&self) -> Option<u32> {
-        self.expose().parse::<bcrypt::HashParts>().ok().map(|parts| parts.get_cost())
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum HashError {

@@ -1,3 +1,6 @@
+//! Email addresses: [`Email`] as the user typed it, checked for syntax once at the edge, and
+//! [`NormalizedEmail`], the lower-cased form every uniqueness check and lookup matches on.
+
 use std::str::FromStr;
 
 use email_address::{EmailAddress, Options};
@@ -38,14 +41,20 @@ impl Email {
     /// The form uniqueness and lookups use: the whole address lower-cased. Strictly the local
     /// part is case-sensitive, but no mail provider in use treats it so, and two accounts that
     /// differ only in case are a support ticket waiting to happen.
-    pub fn normalized(&self) -> String {
-        normalize(&self.0)
+    pub fn normalized(&self) -> NormalizedEmail {
+        NormalizedEmail(self.0.to_lowercase())
     }
 }
 
-/// Lower-cases an address for lookup; used on login input, which is never rejected for its form.
-pub fn normalize(email: &str) -> String {
-    email.trim().to_lowercase()
+/// The lower-cased form of an [`Email`]: what the `email_lower` columns hold. Only made from an
+/// `Email`, so a lookup can never be keyed by text that skipped the syntax check.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NormalizedEmail(String);
+
+impl NormalizedEmail {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 impl FromStr for Email {
@@ -64,7 +73,7 @@ mod tests {
     fn valid_addresses_are_trimmed_and_kept_as_given() {
         let email: Email = "  Alice.Smith@Example.COM ".parse().unwrap();
         assert_eq!(email.as_str(), "Alice.Smith@Example.COM");
-        assert_eq!(email.normalized(), "alice.smith@example.com");
+        assert_eq!(email.normalized().as_str(), "alice.smith@example.com");
     }
 
     #[test]

@@ -1,14 +1,24 @@
-//! Request values parsed once at the edge: a function that takes an [`Email`] never checks an
-//! email again. Each parser reports the field it failed on.
+//! The service's vocabulary, parsed once at the edge: request values ([`Email`], [`Password`],
+//! [`FullName`], [`Presented`] text), the ids that travel everywhere ([`UserId`], [`SessionId`]),
+//! the account as callers see it ([`User`]), and the credentials as the database keeps them
+//! ([`PasswordHash`], [`RefreshTokenDigest`]). A function that takes an [`Email`] never checks an
+//! email again; each parser reports the field it failed on. Nothing here knows about tonic or
+//! sqlx.
 
 mod email;
 mod full_name;
 mod password;
+mod presented;
+mod stored;
+mod user;
 
-pub use email::{Email, normalize as normalize_email};
+pub use email::{Email, NormalizedEmail};
 pub use full_name::FullName;
 pub use identity_contract::{SessionId, TokenId, UserId};
 pub use password::{Password, PasswordPolicy, PresentedPassword};
+pub use presented::Presented;
+pub use stored::{PasswordHash, RefreshTokenDigest};
+pub use user::User;
 
 /// One bad field of a request, named as in the `.proto` file.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,3 +1,6 @@
+//! Passwords in the two forms a request carries them: a new [`Password`] that met the policy, and
+//! a [`PresentedPassword`] to be checked against a stored hash. Neither ever prints itself.
+
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{FieldViolation, has_nul};
@@ -75,6 +78,12 @@ pub struct PresentedPassword(SecretString);
 impl PresentedPassword {
     pub fn new(raw: String) -> Self {
         Self(SecretString::from(raw))
+    }
+
+    /// A password presented in `field`, within the limits every presented value shares (see
+    /// [`Presented`](super::Presented)).
+    pub fn parse(field: &'static str, raw: String, max_bytes: usize) -> Result<Self, FieldViolation> {
+        super::Presented::parse(field, raw, max_bytes).map(|text| Self::new(text.into_inner()))
     }
 
     pub fn expose(&self) -> &str {

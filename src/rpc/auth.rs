@@ -1,3 +1,6 @@
+//! `identity.v1.AuthService`: signup, login, refresh and logout. Requests become domain types
+//! here (naming the field that fails) before the service sees them.
+
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
@@ -10,9 +13,7 @@ use super::{
     tokens_message, user_message,
 };
 use crate::{
-    domain::{
-        Email, FieldViolation, FullName, InvalidRequest, PasswordPolicy, PresentedPassword, Violations,
-    },
+    domain::{Email, FullName, InvalidRequest, PasswordPolicy, Presented, PresentedPassword, Violations},
     error::AppError,
     service::{Identity, SignupInput},
     tokens::RefreshToken,
@@ -21,8 +22,6 @@ use crate::{
 /// Longest password accepted at login: far above the policy's ceiling, low enough that nobody
 /// sends megabytes to be hashed.
 const MAX_PRESENTED_PASSWORD_BYTES: usize = 1024;
-/// Longest email accepted at login (RFC 5321's limit).
-const MAX_PRESENTED_EMAIL_BYTES: usize = 254;
 /// Ours are 43 characters; anything much longer is not one.
 const MAX_REFRESH_TOKEN_BYTES: usize = 512;
 
@@ -50,23 +49,20 @@ fn parse_signup(policy: &PasswordPolicy, request: &SignupRequest) -> Result<Sign
     }))
 }
 
-/// Login input is not held to the signup rules (they may have changed since), only to sanity
-/// limits, so a bad login still reads as "invalid email or password".
-fn parse_login(request: LoginRequest) -> Result<(String, PresentedPassword), InvalidRequest> {
+/// A login's password is not held to the signup policy (it may have changed since), only to
+/// the limits of any presented value, so a weak old password still reads as "invalid email or
+/// password". The email must be a syntactically valid address, as at signup: a malformed one
+/// is INVALID_ARGUMENT naming `email`, which depends on the input alone and so says nothing
+/// about which accounts exist, and it costs no lockout row and no database round trip.
+fn parse_login(request: LoginRequest) -> Result<(Email, PresentedPassword), InvalidRequest> {
     let mut violations = Violations::default();
-    let mut check = |field: &'static str, value: &str, max: usize| {
-        if value.trim().is_empty() {
-            violations.push(FieldViolation::new(field, "is required"));
-        } else if value.contains('\0') {
-            violations.push(FieldViolation::new(field, "must not contain a NUL character"));
-        } else if value.len() > max {
-            violations.push(FieldViolation::new(field, format!("must be at most {max} bytes")));
-        }
-    };
-    check("email", &request.email, MAX_PRESENTED_EMAIL_BYTES);
-    check("password", &request.password, MAX_PRESENTED_PASSWORD_BYTES);
-    violations.finish(Some(()))?;
-    Ok((request.email, PresentedPassword::new(request.password)))
+    let email = violations.check(Email::parse("email", &request.email));
+    let password = violations.check(PresentedPassword::parse(
+        "password",
+        request.password,
+        MAX_PRESENTED_PASSWORD_BYTES,
+    ));
+    violations.finish(email.zip(password))
 }
 
 #[tonic::async_trait]
@@ -108,20 +104,13 @@ impl AuthService for AuthApi {
     }
 }
 
-/// Refresh tokens are opaque: any non-empty text of a sane size is looked up (and simply
-/// matches nothing if it is not ours).
+/// Refresh tokens are opaque: any text within the limits of a presented value is looked up
+/// (and simply matches nothing if it is not ours).
 fn parse_refresh_token(raw: String) -> Result<RefreshToken, InvalidRequest> {
     let mut violations = Violations::default();
-    if raw.trim().is_empty() {
-        violations.push(FieldViolation::new("refresh_token", "is required"));
-    } else if raw.len() > MAX_REFRESH_TOKEN_BYTES {
-        violations.push(FieldViolation::new(
-            "refresh_token",
-            format!("must be at most {MAX_REFRESH_TOKEN_BYTES} bytes"),
-        ));
-    }
-    violations.finish(Some(()))?;
-    Ok(RefreshToken::presented(raw.trim().to_owned()))
+    let token = violations.check(Presented::parse("refresh_token", raw, MAX_REFRESH_TOKEN_BYTES));
+    let token = violations.finish(token)?;
+    Ok(RefreshToken::presented(token.into_inner().trim().to_owned()))
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ pub use user::UserApi;
 
 use chrono::{DateTime, Utc};
 
-use crate::{service::SessionTokens, store::UserRecord};
+use crate::{domain::User, service::SessionTokens};
 
 /// Code generated from `proto/identity/v1/*.proto`.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
@@ -32,7 +32,7 @@ pub fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
     }
 }
 
-fn user_message(user: &UserRecord) -> proto::User {
+fn user_message(user: &User) -> proto::User {
     proto::User {
         id: user.id.to_string(),
         email: user.email.clone(),

@@ -9,7 +9,6 @@ use identity_contract::PublicJwk;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
-use uuid::Uuid;
 
 use super::{
     proto::{
@@ -19,7 +18,7 @@ use super::{
     },
     timestamp,
 };
-use crate::{service::Identity, tokens::AccessClaims};
+use crate::{domain::SessionId, service::Identity, tokens::AccessClaims};
 
 pub struct TokenApi {
     identity: Arc<Identity>,
@@ -40,7 +39,7 @@ impl TokenApi {
 const CATCH_UP_CHUNK: usize = 500;
 
 fn revocations_message(
-    sessions: &[(Uuid, DateTime<Utc>)],
+    sessions: &[(SessionId, DateTime<Utc>)],
     cursor: u64,
     caught_up: bool,
 ) -> WatchRevocationsResponse {
@@ -94,7 +93,7 @@ impl TokenService for TokenApi {
         let every = self.heartbeat;
         tokio::spawn(async move {
             metrics::gauge!(crate::metrics::REVOCATION_WATCHERS).increment(1.0);
-            let chunks: Vec<&[(Uuid, DateTime<Utc>)]> =
+            let chunks: Vec<&[(SessionId, DateTime<Utc>)]> =
                 if backlog.is_empty() { vec![&[]] } else { backlog.chunks(CATCH_UP_CHUNK).collect() };
             let last = chunks.len() - 1;
             for (index, chunk) in chunks.into_iter().enumerate() {

@@ -1,3 +1,5 @@
+//! `identity.v1.UserService`: the caller's own account, reached with a bearer access token.
+
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status, metadata::MetadataMap};
@@ -10,7 +12,7 @@ use super::{
     user_message,
 };
 use crate::{
-    domain::{FieldViolation, PasswordPolicy, PresentedPassword, Violations},
+    domain::{PasswordPolicy, PresentedPassword, Violations},
     error::AppError,
     service::Identity,
     tokens::VerifiedToken,
@@ -73,19 +75,15 @@ impl UserService for UserApi {
         self.identity.shed_if_saturated()?;
         let request = request.into_inner();
         let mut violations = Violations::default();
-        if request.current_password.is_empty() {
-            violations.push(FieldViolation::new("current_password", "is required"));
-        } else if request.current_password.len() > MAX_CURRENT_PASSWORD_BYTES {
-            violations.push(FieldViolation::new(
-                "current_password",
-                format!("must be at most {MAX_CURRENT_PASSWORD_BYTES} bytes"),
-            ));
-        }
+        let current = violations.check(PresentedPassword::parse(
+            "current_password",
+            request.current_password,
+            MAX_CURRENT_PASSWORD_BYTES,
+        ));
         let context = [caller.claims.email.as_str(), caller.claims.name.as_str()];
         let new_password =
             violations.check(self.policy.check("new_password", &request.new_password, &context));
-        let new_password = violations.finish(new_password).map_err(AppError::from)?;
-        let current = PresentedPassword::new(request.current_password);
+        let (current, new_password) = violations.finish(current.zip(new_password)).map_err(AppError::from)?;
         self.identity.change_password(&caller, &current, &new_password).await?;
         Ok(Response::new(ChangePasswordResponse {}))
     }

@@ -1,11 +1,10 @@
-//! Signup, login, the current user and password changes.
-
-use uuid::Uuid;
+//! Signup, login, the current user and password changes. Callers get a [`User`]; the stored
+//! hash (in the store's `UserRecord`) is read here and goes no further.
 
 use super::Identity;
 use crate::metrics::{LOCKOUTS, LOGINS};
 use crate::{
-    domain::{Email, FullName, Password, PresentedPassword, normalize_email},
+    domain::{Email, FullName, NormalizedEmail, Password, PresentedPassword, User, UserId},
     error::AppError,
     passwords::HashError,
     store::{NewUser, PasswordChange, StoreError, UserRecord},
@@ -19,15 +18,13 @@ pub struct SignupInput {
 }
 
 impl Identity {
-    pub async fn signup(&self, input: SignupInput) -> Result<UserRecord, AppError> {
+    pub async fn signup(&self, input: SignupInput) -> Result<User, AppError> {
         let hash = self.hasher.hash(&input.password).await?;
-        let email_lower = input.email.normalized();
         let user = NewUser {
-            id: Uuid::new_v4(),
-            email: input.email.as_str(),
-            email_lower: &email_lower,
-            full_name: input.full_name.as_str(),
-            password_hash: hash.expose(),
+            id: UserId::new(),
+            email: &input.email,
+            full_name: &input.full_name,
+            password_hash: &hash,
             now: self.clock.now(),
         };
         match self.store.insert_user(&user).await {
@@ -44,10 +41,10 @@ impl Identity {
     /// `InvalidCredentials`, and costs the same bcrypt work whether or not the account exists.
     pub async fn login(
         &self,
-        email: &str,
+        email: &Email,
         password: &PresentedPassword,
-    ) -> Result<(UserRecord, super::SessionTokens), AppError> {
-        let email_lower = normalize_email(email);
+    ) -> Result<(User, super::SessionTokens), AppError> {
+        let email_lower = email.normalized();
         let counted = self.count_attempt(&email_lower).await?;
         let user = self.store.find_user_by_email(&email_lower).await?;
         let verified = match self.hasher.verify(password, user.as_ref().map(|u| &u.password_hash)).await {
@@ -62,8 +59,8 @@ impl Identity {
             }
         };
         let user = match user {
-            Some(user) if verified && user.is_active => user,
-            Some(user) => {
+            Some(record) if verified && record.user.is_active => record,
+            Some(UserRecord { user, .. }) => {
                 let (reason, outcome) = if verified {
                     ("account deactivated", "deactivated")
                 } else {
@@ -85,6 +82,7 @@ impl Identity {
             self.store.clear_login_attempts(&email_lower).await?;
         }
         self.rehash_if_weaker(&user, password).await;
+        let UserRecord { user, .. } = user;
         let tokens = self.start_session(&user).await?;
         metrics::counter!(LOGINS, "outcome" => "success").increment(1);
         tracing::info!(target: "audit", event = "login", user_id = %user.id, session_id = %tokens.session_id);
@@ -94,7 +92,7 @@ impl Identity {
     /// Counts this attempt against the email's window (whether or not an account exists, so the
     /// lockout reveals nothing), and refuses it when the window already holds the maximum.
     /// Returns the attempts now counted in the window, this one included (0 without lockout).
-    async fn count_attempt(&self, email_lower: &str) -> Result<i64, AppError> {
+    async fn count_attempt(&self, email_lower: &NormalizedEmail) -> Result<i64, AppError> {
         let Some(lockout) = &self.lockout else { return Ok(0) };
         let now = self.clock.now();
         let window = self.store.count_login_attempt(email_lower, now, now - lockout.window).await?;
@@ -126,8 +124,9 @@ impl Identity {
     /// Raising `IDENTITY_BCRYPT_COST` upgrades each user at their next successful login, the
     /// only time the service holds the plain password. Best effort: a failure here does not
     /// fail the login.
-    async fn rehash_if_weaker(&self, user: &UserRecord, password: &PresentedPassword) {
-        if !self.hasher.needs_rehash(&user.password_hash) {
+    async fn rehash_if_weaker(&self, record: &UserRecord, password: &PresentedPassword) {
+        let user = &record.user;
+        if !self.hasher.needs_rehash(&record.password_hash) {
             return;
         }
         let stronger = match self.hasher.hash_presented(password).await {
@@ -138,8 +137,7 @@ impl Identity {
                 return;
             }
         };
-        match self.store.upgrade_password_hash(user.id, user.password_hash.expose(), stronger.expose()).await
-        {
+        match self.store.upgrade_password_hash(user.id, &record.password_hash, &stronger).await {
             Ok(_) => {
                 tracing::info!(user_id = %user.id, cost = self.hasher.cost(), "password rehashed at the configured cost")
             }
@@ -148,9 +146,14 @@ impl Identity {
     }
 
     /// The account behind an active token; UNAUTHENTICATED if it is gone or deactivated.
-    pub async fn current_user(&self, claims: &AccessClaims) -> Result<UserRecord, AppError> {
-        match self.store.find_user_by_id(claims.sub.into()).await? {
-            Some(user) if user.is_active => Ok(user),
+    pub async fn current_user(&self, claims: &AccessClaims) -> Result<User, AppError> {
+        Ok(self.active_account(claims).await?.user)
+    }
+
+    /// The active account behind `claims`, with its password hash.
+    async fn active_account(&self, claims: &AccessClaims) -> Result<UserRecord, AppError> {
+        match self.store.find_user_by_id(claims.sub).await? {
+            Some(record) if record.user.is_active => Ok(record),
             _ => Err(AppError::Unauthenticated("the account no longer exists or is deactivated")),
         }
     }
@@ -163,8 +166,8 @@ impl Identity {
         current: &PresentedPassword,
         new: &Password,
     ) -> Result<(), AppError> {
-        let user = self.current_user(&caller.claims).await?;
-        if !self.hasher.verify(current, Some(&user.password_hash)).await? {
+        let UserRecord { user, password_hash } = self.active_account(&caller.claims).await?;
+        if !self.hasher.verify(current, Some(&password_hash)).await? {
             tracing::info!(target: "audit", event = "password_change_failed", user_id = %user.id, reason = "wrong current password");
             return Err(AppError::Unauthenticated("the current password is incorrect"));
         }
@@ -172,13 +175,7 @@ impl Identity {
         let now = self.clock.now();
         let change = self
             .store
-            .change_password(
-                user.id,
-                user.password_hash.expose(),
-                new_hash.expose(),
-                Some(caller.claims.sid.into()),
-                now,
-            )
+            .change_password(user.id, &password_hash, &new_hash, Some(caller.claims.sid), now)
             .await?;
         let revoked = match change {
             PasswordChange::Changed(revocation) => revocation,

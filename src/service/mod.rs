@@ -1,7 +1,10 @@
-//! The identity logic behind the RPCs: accounts, sessions and token checks. It speaks in domain
-//! types and `AppError`; the `rpc` layer converts to and from protobuf.
+//! The identity logic behind the RPCs and the operator CLI: accounts, sessions, token checks
+//! and operator actions on accounts. It speaks in domain types and `AppError`, uses `store`,
+//! `tokens` and `passwords`, and knows nothing of tonic; the `rpc` layer and `cli` convert to
+//! and from their own forms.
 
 mod accounts;
+mod admin;
 mod background;
 mod sessions;
 
@@ -10,6 +13,7 @@ use std::{sync::Arc, time::Duration};
 use chrono::{DateTime, TimeDelta, Utc};
 
 pub use accounts::SignupInput;
+pub use admin::{AccountAction, AccountActionOutcome, AccountAdmin};
 pub use background::{keep_revocations_in_sync, purge_periodically};
 pub use sessions::SessionTokens;
 
@@ -108,19 +112,24 @@ impl Identity {
                 verified
             }
         };
-        if self.revocations.is_revoked(&verified.claims.sid.into()) {
+        if self.revocations.is_revoked(&verified.claims.sid) {
             return Err(TokenRejected::Revoked);
         }
         Ok(verified)
     }
 
+    /// Operator actions on accounts, on this service's store and revocation set.
+    pub fn admin(&self) -> AccountAdmin {
+        AccountAdmin::new(self.store.clone(), self.clock.clone(), Some(Arc::clone(&self.revocations)))
+    }
+
     /// Records revocations made by this process, so they take effect here at once (other
     /// replicas learn of them by notification).
     fn revoked_here(&self, revocation: &Revocation) {
-        self.revocations.revoke(
-            revocation.session_ids.iter().copied(),
-            revocation.revoked_at,
-            revocation.cursor,
-        );
+        record_revocation(&self.revocations, revocation);
     }
+}
+
+fn record_revocation(revocations: &RevocationSet, revocation: &Revocation) {
+    revocations.revoke(revocation.session_ids.iter().copied(), revocation.revoked_at, revocation.cursor);
 }

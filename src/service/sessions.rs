@@ -1,19 +1,19 @@
 //! Sessions: start one at login, rotate its refresh token, end it.
 
 use chrono::{DateTime, Utc};
-use uuid::Uuid;
 
 use super::Identity;
 use crate::{
+    domain::{SessionId, User},
     error::AppError,
-    store::{NewSession, Rotation, UserRecord},
+    store::{NewSession, Rotation},
     tokens::{AccessTokenSubject, IssuedAccessToken, RefreshToken},
 };
 
 /// The tokens of one session, as handed to the client once.
 #[derive(Debug)]
 pub struct SessionTokens {
-    pub session_id: Uuid,
+    pub session_id: SessionId,
     pub access: IssuedAccessToken,
     pub refresh: RefreshToken,
     pub refresh_expires_at: DateTime<Utc>,
@@ -23,11 +23,11 @@ pub struct SessionTokens {
 const INVALID_REFRESH_TOKEN: &str = "invalid or expired refresh token";
 
 impl Identity {
-    pub(super) async fn start_session(&self, user: &UserRecord) -> Result<SessionTokens, AppError> {
+    pub(super) async fn start_session(&self, user: &User) -> Result<SessionTokens, AppError> {
         let now = self.clock.now();
         let refresh = RefreshToken::generate();
         let session = NewSession {
-            id: Uuid::new_v4(),
+            id: SessionId::new(),
             user_id: user.id,
             refresh_token_digest: &refresh.digest(),
             created_at: now,
@@ -46,16 +46,16 @@ impl Identity {
 
     fn issue_access_token(
         &self,
-        user: &UserRecord,
-        session_id: Uuid,
+        user: &User,
+        session_id: SessionId,
         session_expires_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<IssuedAccessToken, AppError> {
         let subject = AccessTokenSubject {
-            user_id: user.id.into(),
+            user_id: user.id,
             email: &user.email,
             full_name: &user.full_name,
-            session_id: session_id.into(),
+            session_id,
             session_expires_at,
         };
         self.tokens.issue(&subject, now).map_err(AppError::internal)

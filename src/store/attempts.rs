@@ -1,8 +1,10 @@
-//! The failed-login counter behind brute-force lockout.
+//! The `login_attempts` table: the failed-login counter behind brute-force lockout, keyed by
+//! normalized email whether or not an account has it.
 
 use chrono::{DateTime, Utc};
 
 use super::{Store, StoreError, with_pool};
+use crate::domain::NormalizedEmail;
 
 /// The state of an email's login window after counting one more attempt.
 #[derive(Debug, Clone, Copy, sqlx::FromRow)]
@@ -13,12 +15,12 @@ pub struct AttemptWindow {
 }
 
 impl Store {
-    /// Counts a login attempt for `email_lower` in one atomic upsert, before the password is
+    /// Counts a login attempt for `email` in one atomic upsert, before the password is
     /// checked, so that parallel guesses cannot slip past the limit. A window older than
     /// `window_start_cutoff` starts over.
     pub async fn count_login_attempt(
         &self,
-        email_lower: &str,
+        email: &NormalizedEmail,
         now: DateTime<Utc>,
         window_start_cutoff: DateTime<Utc>,
     ) -> Result<AttemptWindow, StoreError> {
@@ -31,7 +33,7 @@ impl Store {
                                           ELSE login_attempts.window_started_at END
              RETURNING failures, window_started_at";
         let window = with_pool!(self, pool => sqlx::query_as::<_, AttemptWindow>(SQL)
-            .bind(email_lower)
+            .bind(email.as_str())
             .bind(now)
             .bind(window_start_cutoff)
             .fetch_one(pool)
@@ -40,17 +42,17 @@ impl Store {
     }
 
     /// A successful login clears the count.
-    pub async fn clear_login_attempts(&self, email_lower: &str) -> Result<(), StoreError> {
+    pub async fn clear_login_attempts(&self, email: &NormalizedEmail) -> Result<(), StoreError> {
         const SQL: &str = "DELETE FROM login_attempts WHERE email_lower = $1";
-        with_pool!(self, pool => sqlx::query(SQL).bind(email_lower).execute(pool).await.map(drop))?;
+        with_pool!(self, pool => sqlx::query(SQL).bind(email.as_str()).execute(pool).await.map(drop))?;
         Ok(())
     }
 
     /// Takes back one counted attempt whose password was never checked (the hash pool shed it).
-    pub async fn uncount_login_attempt(&self, email_lower: &str) -> Result<(), StoreError> {
+    pub async fn uncount_login_attempt(&self, email: &NormalizedEmail) -> Result<(), StoreError> {
         const SQL: &str =
             "UPDATE login_attempts SET failures = failures - 1 WHERE email_lower = $1 AND failures > 0";
-        with_pool!(self, pool => sqlx::query(SQL).bind(email_lower).execute(pool).await.map(drop))?;
+        with_pool!(self, pool => sqlx::query(SQL).bind(email.as_str()).execute(pool).await.map(drop))?;
         Ok(())
     }
 

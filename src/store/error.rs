@@ -1,3 +1,6 @@
+//! The store's one error type, sorted by what a caller should do about it (retry, report a
+//! conflict, or treat as a bug), and the classification of database error codes behind it.
+
 /// What went wrong in the database, sorted by what the caller should hear.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -1,6 +1,7 @@
-//! The Postgres end of revocation propagation: a LISTEN on its own connection.
+//! The Postgres end of revocation propagation: a LISTEN on its own connection, turning each
+//! announcement on [`REVOCATION_CHANNEL`] back into a [`Revocation`].
 
-use super::{REVOCATION_CHANNEL, Revocation, Store, StoreError};
+use super::{Pool, REVOCATION_CHANNEL, Revocation, Store, StoreError};
 use sqlx::postgres::{PgListener, PgPoolOptions};
 
 /// Marks the listener's connection in `pg_stat_activity`, for operators (and tests) to find it.
@@ -16,7 +17,7 @@ impl Store {
     /// database and learns of every revocation in process. The LISTEN is in place when this
     /// returns, so a reload done afterwards misses nothing.
     pub async fn listen_for_revocations(&self) -> Result<Option<RevocationListener>, StoreError> {
-        let Self::Postgres(pool) = self else { return Ok(None) };
+        let Pool::Postgres(pool) = &self.pool else { return Ok(None) };
         // A pool of its own: the listener holds its connection for good, and a pooler in
         // transaction mode would break LISTEN, so it must be a direct session.
         let options = (*pool.connect_options()).clone().application_name(LISTENER_APPLICATION_NAME);

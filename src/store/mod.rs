@@ -1,12 +1,18 @@
-//! Users and sessions in Postgres or SQLite, behind one type. The SQL is written once: both
-//! databases take `$N` placeholders, `RETURNING` and `ON CONFLICT`, and every timestamp is bound
-//! by the service (from its clock) rather than taken from the database's `now()`. No business
-//! rules live here.
+//! Users and sessions in Postgres or SQLite, behind one sealed type: callers see [`Store`]'s
+//! methods, which take and return domain types, never a pool or SQL. The SQL is written once
+//! (both databases take `$N` placeholders, `RETURNING` and `ON CONFLICT`, and every timestamp is
+//! bound by the service from its clock rather than taken from the database's `now()`) and
+//! type-checked per backend by [`with_pool!`]. One file per table family: `users`, `sessions`,
+//! `attempts`, the revocation `listener`, and a test-only API in `testing`. No business rules
+//! live here.
 
 mod attempts;
 mod error;
 mod listener;
 mod sessions;
+#[cfg(any(test, feature = "test-helpers"))]
+mod testing;
+mod users;
 
 use std::{str::FromStr, time::Duration};
 
@@ -16,53 +22,22 @@ use sqlx::{
     postgres::PgPoolOptions,
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
-use uuid::Uuid;
 
 pub use attempts::AttemptWindow;
 pub use error::StoreError;
 pub use listener::{LISTENER_APPLICATION_NAME, RevocationListener};
-pub use sessions::{PasswordChange, REVOCATION_CHANNEL, Revocation, RevokedSession, Rotation};
+pub use sessions::{NewSession, REVOCATION_CHANNEL, Revocation, RevokedSession, Rotation};
+pub use users::{NewUser, PasswordChange, UserRecord, UserUpdate};
 
-use crate::tokens::RefreshTokenDigest;
-
-/// A user row. `password_hash` is only read by the login path.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct UserRecord {
-    pub id: Uuid,
-    pub email: String,
-    pub full_name: String,
-    #[sqlx(try_from = "String")]
-    pub password_hash: crate::passwords::PasswordHash,
-    pub is_active: bool,
-    pub created_at: DateTime<Utc>,
-}
-
-impl From<String> for crate::passwords::PasswordHash {
-    fn from(hash: String) -> Self {
-        Self::new(hash)
-    }
-}
-
-pub struct NewUser<'a> {
-    pub id: Uuid,
-    pub email: &'a str,
-    pub email_lower: &'a str,
-    pub full_name: &'a str,
-    pub password_hash: &'a str,
-    pub now: DateTime<Utc>,
-}
-
-pub struct NewSession<'a> {
-    pub id: Uuid,
-    pub user_id: Uuid,
-    pub refresh_token_digest: &'a RefreshTokenDigest,
-    pub created_at: DateTime<Utc>,
-    pub expires_at: DateTime<Utc>,
-}
-
-/// The connection pool of whichever database `IDENTITY_DATABASE_URL` names.
+/// The connection pool of whichever database `IDENTITY_DATABASE_URL` names. Sealed: the pools
+/// are reachable only from this module's files.
 #[derive(Debug, Clone)]
-pub enum Store {
+pub struct Store {
+    pool: Pool,
+}
+
+#[derive(Debug, Clone)]
+enum Pool {
     Postgres(PgPool),
     Sqlite(SqlitePool),
 }
@@ -72,15 +47,15 @@ pub enum Store {
 /// evaluates to a `Result<_, sqlx::Error>`.
 macro_rules! with_pool {
     ($store:expr, $pool:ident => $body:expr) => {
-        match $store {
-            Store::Postgres(pool) => match $crate::store::acquire(pool).await {
+        match &$store.pool {
+            $crate::store::Pool::Postgres(pool) => match $crate::store::acquire(pool).await {
                 Ok(mut connection) => {
                     let $pool = &mut *connection;
                     $body
                 }
                 Err(error) => Err(error),
             },
-            Store::Sqlite(pool) => match $crate::store::acquire(pool).await {
+            $crate::store::Pool::Sqlite(pool) => match $crate::store::acquire(pool).await {
                 Ok(mut connection) => {
                     let $pool = &mut *connection;
                     $body
@@ -90,10 +65,10 @@ macro_rules! with_pool {
         }
     };
 }
-pub(crate) use with_pool;
+use with_pool;
 
 /// Takes a connection from the pool, recording how long that waited.
-pub(crate) async fn acquire<DB: sqlx::Database>(
+async fn acquire<DB: sqlx::Database>(
     pool: &sqlx::Pool<DB>,
 ) -> Result<sqlx::pool::PoolConnection<DB>, sqlx::Error> {
     let started = std::time::Instant::now();
@@ -104,14 +79,6 @@ pub(crate) async fn acquire<DB: sqlx::Database>(
 
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-
-/// The columns `UserRecord` reads, in one place for every query that returns users.
-macro_rules! user_columns {
-    () => {
-        "id, email, full_name, password_hash, is_active, created_at"
-    };
-}
-pub(crate) use user_columns;
 
 impl Store {
     /// Opens a pool. Postgres connects lazily, so a database that is down at start is reported
@@ -127,7 +94,7 @@ impl Store {
                 .acquire_timeout(acquire_timeout)
                 .connect_lazy(url)
                 .map_err(StoreError::from)?;
-            return Ok(Self::Postgres(pool));
+            return Ok(Self { pool: Pool::Postgres(pool) });
         }
         let options = SqliteConnectOptions::from_str(url)
             .map_err(StoreError::from)?
@@ -149,21 +116,21 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(StoreError::from)?;
-        Ok(Self::Sqlite(pool))
+        Ok(Self { pool: Pool::Sqlite(pool) })
     }
 
     /// Applies pending migrations. sqlx takes a lock first, so replicas starting together are safe.
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
-        match self {
-            Self::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await,
-            Self::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await,
+        match &self.pool {
+            Pool::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await,
+            Pool::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await,
         }
     }
 
     pub fn backend(&self) -> &'static str {
-        match self {
-            Self::Postgres(_) => "postgres",
-            Self::Sqlite(_) => "sqlite",
+        match &self.pool {
+            Pool::Postgres(_) => "postgres",
+            Pool::Sqlite(_) => "sqlite",
         }
     }
 
@@ -184,72 +151,17 @@ impl Store {
     }
 
     pub async fn close(&self) {
-        match self {
-            Self::Postgres(pool) => pool.close().await,
-            Self::Sqlite(pool) => pool.close().await,
+        match &self.pool {
+            Pool::Postgres(pool) => pool.close().await,
+            Pool::Sqlite(pool) => pool.close().await,
         }
     }
 
     /// Connections open in the pool, and how many of them are idle.
     pub fn pool_stats(&self) -> (u32, usize) {
-        match self {
-            Self::Postgres(pool) => (pool.size(), pool.num_idle()),
-            Self::Sqlite(pool) => (pool.size(), pool.num_idle()),
+        match &self.pool {
+            Pool::Postgres(pool) => (pool.size(), pool.num_idle()),
+            Pool::Sqlite(pool) => (pool.size(), pool.num_idle()),
         }
-    }
-
-    /// Inserts a user; `StoreError::UniqueViolation` when the lower-cased email is taken.
-    pub async fn insert_user(&self, user: &NewUser<'_>) -> Result<UserRecord, StoreError> {
-        const SQL: &str = concat!("INSERT INTO users (id, email, email_lower, full_name, password_hash, is_active, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, TRUE, $6, $6)
-             RETURNING ", user_columns!());
-        let row = with_pool!(self, pool => sqlx::query_as::<_, UserRecord>(SQL)
-            .bind(user.id)
-            .bind(user.email)
-            .bind(user.email_lower)
-            .bind(user.full_name)
-            .bind(user.password_hash)
-            .bind(user.now)
-            .fetch_one(pool)
-            .await)?;
-        Ok(row)
-    }
-
-    pub async fn find_user_by_email(&self, email_lower: &str) -> Result<Option<UserRecord>, StoreError> {
-        const SQL: &str = concat!("SELECT ", user_columns!(), " FROM users WHERE email_lower = $1");
-        let row = with_pool!(self, pool => sqlx::query_as::<_, UserRecord>(SQL)
-            .bind(email_lower)
-            .fetch_optional(pool)
-            .await)?;
-        Ok(row)
-    }
-
-    pub async fn find_user_by_id(&self, id: Uuid) -> Result<Option<UserRecord>, StoreError> {
-        const SQL: &str = concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1");
-        let row = with_pool!(self, pool => sqlx::query_as::<_, UserRecord>(SQL)
-            .bind(id)
-            .fetch_optional(pool)
-            .await)?;
-        Ok(row)
-    }
-}
-
-impl Store {
-    /// Activates or deactivates an account by email; false when there is no such account.
-    pub async fn set_user_active(
-        &self,
-        email_lower: &str,
-        active: bool,
-        now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        const SQL: &str = "UPDATE users SET is_active = $1, updated_at = $2 WHERE email_lower = $3";
-        let updated = with_pool!(self, pool => sqlx::query(SQL)
-            .bind(active)
-            .bind(now)
-            .bind(email_lower)
-            .execute(pool)
-            .await
-            .map(|done| done.rows_affected()))?;
-        Ok(updated > 0)
     }
 }

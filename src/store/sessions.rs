@@ -1,12 +1,22 @@
-//! Session rows: creation, refresh-token rotation with reuse detection, revocation, purge.
-//! Every revocation also tells the other replicas (Postgres NOTIFY, in the same transaction).
+//! The `sessions` table family (sessions, retired refresh tokens, the revocation cursor):
+//! creation, refresh-token rotation with reuse detection, revocation, purge. Every revocation
+//! also tells the other replicas (Postgres NOTIFY, in the same transaction); other families
+//! revoke inside their own transactions through [`RevokeInTransaction`].
 
 use chrono::{DateTime, Utc};
 use sqlx::{Connection, PgConnection, SqliteConnection};
 use uuid::Uuid;
 
-use super::{NewSession, Store, StoreError, UserRecord, with_pool};
-use crate::tokens::RefreshTokenDigest;
+use super::{Store, StoreError, UserRecord, users::UserRow, with_pool};
+use crate::domain::{RefreshTokenDigest, SessionId, User, UserId};
+
+pub struct NewSession<'a> {
+    pub id: SessionId,
+    pub user_id: UserId,
+    pub refresh_token_digest: &'a RefreshTokenDigest,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
 
 /// The Postgres channel revocations are announced on; see [`Revocation::payload`].
 pub const REVOCATION_CHANNEL: &str = "identity_session_revoked";
@@ -17,10 +27,10 @@ const IDS_PER_NOTIFICATION: usize = 200;
 #[derive(Debug)]
 pub enum Rotation {
     /// The token was current: it is now retired and the session carries the new digest.
-    Rotated { session_id: Uuid, expires_at: DateTime<Utc>, user: UserRecord },
+    Rotated { session_id: SessionId, expires_at: DateTime<Utc>, user: User },
     /// The token had already been rotated away: someone replayed it, and the session must be
     /// revoked (RFC 9700 §4.14.2), which the caller does in a transaction of its own.
-    Reused { session_id: Uuid },
+    Reused { session_id: SessionId },
     /// Unknown, expired or already revoked.
     Refused,
 }
@@ -31,14 +41,14 @@ pub enum Rotation {
 pub struct Revocation {
     pub cursor: u64,
     pub revoked_at: DateTime<Utc>,
-    pub session_ids: Vec<Uuid>,
+    pub session_ids: Vec<SessionId>,
 }
 
 impl Revocation {
     /// `cursor;revoked_at in µs;id,id,...`, one NOTIFY per chunk of ids.
     fn payloads(&self) -> impl Iterator<Item = String> + '_ {
         self.session_ids.chunks(IDS_PER_NOTIFICATION).map(|chunk| {
-            let ids = chunk.iter().map(Uuid::to_string).collect::<Vec<_>>().join(",");
+            let ids = chunk.iter().map(SessionId::to_string).collect::<Vec<_>>().join(",");
             format!("{};{};{ids}", self.cursor, self.revoked_at.timestamp_micros())
         })
     }
@@ -53,15 +63,6 @@ impl Revocation {
     }
 }
 
-/// How a password change went.
-#[derive(Debug)]
-pub enum PasswordChange {
-    /// Set; the other sessions were revoked (if there were any).
-    Changed(Option<Revocation>),
-    /// The stored hash was no longer the one checked: a concurrent change won.
-    Conflict,
-}
-
 #[derive(sqlx::FromRow)]
 struct RotatedRow {
     id: Uuid,
@@ -71,7 +72,8 @@ struct RotatedRow {
 
 #[derive(Debug, Clone, Copy, sqlx::FromRow)]
 pub struct RevokedSession {
-    pub id: Uuid,
+    #[sqlx(try_from = "Uuid")]
+    pub id: SessionId,
     pub revoked_at: DateTime<Utc>,
     /// `None` for sessions revoked before cursors existed.
     pub revocation_seq: Option<i64>,
@@ -84,14 +86,14 @@ impl RevokedSession {
 }
 
 /// Which sessions a revocation ends.
-enum Target<'a> {
-    Session(Uuid),
+pub(super) enum Target<'a> {
+    Session(SessionId),
     /// The session of a refresh token, current or already rotated away.
     RefreshToken(&'a RefreshTokenDigest),
     /// Every session of a user, but `except`.
     User {
-        user_id: Uuid,
-        except: Option<Uuid>,
+        user_id: UserId,
+        except: Option<SessionId>,
     },
 }
 
@@ -107,7 +109,7 @@ const REVOKE_USER: &str = "UPDATE sessions SET revoked_at = $1, revocation_seq =
 
 /// Revoking inside a transaction: take the next cursor, mark the sessions, and tell the other
 /// processes (a NOTIFY on Postgres, delivered at commit; nothing on SQLite, whose servers poll).
-trait RevokeInTransaction {
+pub(super) trait RevokeInTransaction {
     async fn revoke(
         &mut self,
         target: Target<'_>,
@@ -126,15 +128,21 @@ macro_rules! revoke_in_transaction {
             ) -> Result<Option<Revocation>, sqlx::Error> {
                 let cursor: i64 = sqlx::query_scalar(NEXT_CURSOR).fetch_one(&mut *self).await?;
                 let query = match target {
-                    Target::Session(id) => sqlx::query_scalar(REVOKE_SESSION).bind(now).bind(cursor).bind(id),
-                    Target::RefreshToken(digest) => {
-                        sqlx::query_scalar(REVOKE_BY_REFRESH_TOKEN).bind(now).bind(cursor).bind(&digest.0[..])
+                    Target::Session(id) => {
+                        sqlx::query_scalar(REVOKE_SESSION).bind(now).bind(cursor).bind(id.into_uuid())
                     }
-                    Target::User { user_id, except } => {
-                        sqlx::query_scalar(REVOKE_USER).bind(now).bind(cursor).bind(user_id).bind(except)
-                    }
+                    Target::RefreshToken(digest) => sqlx::query_scalar(REVOKE_BY_REFRESH_TOKEN)
+                        .bind(now)
+                        .bind(cursor)
+                        .bind(digest.as_bytes()),
+                    Target::User { user_id, except } => sqlx::query_scalar(REVOKE_USER)
+                        .bind(now)
+                        .bind(cursor)
+                        .bind(user_id.into_uuid())
+                        .bind(except.map(SessionId::into_uuid)),
                 };
                 let session_ids: Vec<Uuid> = query.fetch_all(&mut *self).await?;
+                let session_ids: Vec<SessionId> = session_ids.into_iter().map(SessionId::from_uuid).collect();
                 if session_ids.is_empty() {
                     // The cursor value is spent; gaps are harmless.
                     return Ok(None);
@@ -170,9 +178,9 @@ impl Store {
             "INSERT INTO sessions (id, user_id, refresh_token_digest, created_at, expires_at, last_used_at)
              VALUES ($1, $2, $3, $4, $5, $4)";
         with_pool!(self, pool => sqlx::query(SQL)
-            .bind(session.id)
-            .bind(session.user_id)
-            .bind(&session.refresh_token_digest.0[..])
+            .bind(session.id.into_uuid())
+            .bind(session.user_id.into_uuid())
+            .bind(session.refresh_token_digest.as_bytes())
             .bind(session.created_at)
             .bind(session.expires_at)
             .execute(pool)
@@ -195,31 +203,35 @@ impl Store {
              RETURNING id, user_id, expires_at";
         const RETIRE: &str =
             "INSERT INTO retired_refresh_tokens (token_digest, session_id, retired_at) VALUES ($1, $2, $3)";
-        const USER: &str = concat!("SELECT ", super::user_columns!(), " FROM users WHERE id = $1");
+        const USER: &str = concat!("SELECT ", super::users::user_columns!(), " FROM users WHERE id = $1");
         const RETIRED: &str = "SELECT session_id FROM retired_refresh_tokens WHERE token_digest = $1";
         let outcome = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let rotated: Option<RotatedRow> = sqlx::query_as(ROTATE)
-                .bind(&new.0[..])
+                .bind(new.as_bytes())
                 .bind(now)
-                .bind(&old.0[..])
+                .bind(old.as_bytes())
                 .fetch_optional(&mut *tx)
                 .await?;
             let outcome = match rotated {
                 Some(row) => {
-                    sqlx::query(RETIRE).bind(&old.0[..]).bind(row.id).bind(now).execute(&mut *tx).await?;
-                    let user: UserRecord = sqlx::query_as(USER).bind(row.user_id).fetch_one(&mut *tx).await?;
-                    Rotation::Rotated { session_id: row.id, expires_at: row.expires_at, user }
+                    sqlx::query(RETIRE).bind(old.as_bytes()).bind(row.id).bind(now).execute(&mut *tx).await?;
+                    let user: UserRow = sqlx::query_as(USER).bind(row.user_id).fetch_one(&mut *tx).await?;
+                    Rotation::Rotated {
+                        session_id: SessionId::from_uuid(row.id),
+                        expires_at: row.expires_at,
+                        user: UserRecord::from(user).user,
+                    }
                 }
                 None => {
                     let retired: Option<Uuid> =
-                        sqlx::query_scalar(RETIRED).bind(&old.0[..]).fetch_optional(&mut *tx).await?;
+                        sqlx::query_scalar(RETIRED).bind(old.as_bytes()).fetch_optional(&mut *tx).await?;
                     match retired {
                         // Not revoked here: a losing UPDATE above may hold the session's row lock
                         // (Postgres locks the row it re-checks), and revoking takes the cursor
                         // lock first, so doing it in this transaction can deadlock with another
                         // loser. The caller revokes in a new transaction, in the usual order.
-                        Some(session_id) => Rotation::Reused { session_id },
+                        Some(session_id) => Rotation::Reused { session_id: SessionId::from_uuid(session_id) },
                         None => Rotation::Refused,
                     }
                 }
@@ -243,19 +255,10 @@ impl Store {
     /// Revokes one session by id (a deactivated owner found at refresh).
     pub async fn revoke_session(
         &self,
-        session_id: Uuid,
+        session_id: SessionId,
         now: DateTime<Utc>,
     ) -> Result<Option<Revocation>, StoreError> {
         self.revoke(Target::Session(session_id), now).await
-    }
-
-    /// Revokes every live session of a user (operator action, deactivation).
-    pub async fn revoke_sessions_of_user(
-        &self,
-        user_id: Uuid,
-        now: DateTime<Utc>,
-    ) -> Result<Option<Revocation>, StoreError> {
-        self.revoke(Target::User { user_id, except: None }, now).await
     }
 
     async fn revoke(&self, target: Target<'_>, now: DateTime<Utc>) -> Result<Option<Revocation>, StoreError> {
@@ -266,57 +269,6 @@ impl Store {
             Ok::<_, sqlx::Error>(revocation)
         })?;
         Ok(revocation)
-    }
-
-    /// Sets a new password hash (only if the stored one is still `expected_hash`, so a
-    /// concurrent change is not overwritten) and revokes every session of the user except
-    /// `keep`, in one transaction.
-    pub async fn change_password(
-        &self,
-        user_id: Uuid,
-        expected_hash: &str,
-        new_hash: &str,
-        keep: Option<Uuid>,
-        now: DateTime<Utc>,
-    ) -> Result<PasswordChange, StoreError> {
-        const UPDATE: &str =
-            "UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3 AND password_hash = $4";
-        let change = with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let updated = sqlx::query(UPDATE)
-                .bind(new_hash)
-                .bind(now)
-                .bind(user_id)
-                .bind(expected_hash)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if updated == 0 {
-                return Ok(PasswordChange::Conflict);
-            }
-            let revocation = tx.revoke(Target::User { user_id, except: keep }, now).await?;
-            tx.commit().await?;
-            Ok::<_, sqlx::Error>(PasswordChange::Changed(revocation))
-        })?;
-        Ok(change)
-    }
-
-    /// Replaces a password hash with a stronger one of the same password, unless it changed.
-    pub async fn upgrade_password_hash(
-        &self,
-        user_id: Uuid,
-        old_hash: &str,
-        new_hash: &str,
-    ) -> Result<bool, StoreError> {
-        const SQL: &str = "UPDATE users SET password_hash = $1 WHERE id = $2 AND password_hash = $3";
-        let updated = with_pool!(self, pool => sqlx::query(SQL)
-            .bind(new_hash)
-            .bind(user_id)
-            .bind(old_hash)
-            .execute(pool)
-            .await
-            .map(|done| done.rows_affected()))?;
-        Ok(updated > 0)
     }
 
     /// Sessions revoked after `since`: what a replica loads at start and after losing its

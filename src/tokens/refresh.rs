@@ -1,23 +1,16 @@
+//! Refresh tokens: opaque random strings handed to the client once, stored only as a digest.
+
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use rand::Rng;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
+pub use crate::domain::RefreshTokenDigest;
+
 /// An opaque refresh token: 256 random bits, base64url. Shown to the client once and stored
 /// only as its digest. `Debug` never prints it.
 #[derive(Debug, Clone)]
 pub struct RefreshToken(SecretString);
-
-/// SHA-256 of a refresh token: what the sessions table keeps. A database dump therefore holds
-/// nothing a client could present.
-#[derive(Clone, PartialEq, Eq)]
-pub struct RefreshTokenDigest(pub [u8; 32]);
-
-impl std::fmt::Debug for RefreshTokenDigest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RefreshTokenDigest(..)")
-    }
-}
 
 impl RefreshToken {
     pub fn generate() -> Self {
@@ -35,7 +28,7 @@ impl RefreshToken {
     }
 
     pub fn digest(&self) -> RefreshTokenDigest {
-        RefreshTokenDigest(Sha256::digest(self.expose().as_bytes()).into())
+        RefreshTokenDigest::from_bytes(Sha256::digest(self.expose().as_bytes()).into())
     }
 }
 

@@ -6,13 +6,14 @@ use std::{collections::HashMap, sync::RwLock, time::Duration};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::{broadcast, watch};
-use uuid::Uuid;
+
+use crate::domain::SessionId;
 
 /// Revocations that reached this set newly, in the order they did.
 #[derive(Debug, Clone)]
 pub struct RevocationBatch {
     pub cursor: u64,
-    pub sessions: Vec<(Uuid, DateTime<Utc>)>,
+    pub sessions: Vec<(SessionId, DateTime<Utc>)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -31,7 +32,7 @@ const RESUME_OVERLAP: TimeDelta = TimeDelta::seconds(10);
 const BROADCAST_CAPACITY: usize = 1024;
 
 pub struct RevocationSet {
-    revoked: RwLock<HashMap<Uuid, Entry>>,
+    revoked: RwLock<HashMap<SessionId, Entry>>,
     /// How long after its revocation a session can still have an unexpired access token.
     horizon: TimeDelta,
     /// Whether the set is known to hold every revocation (false while the replica's
@@ -57,7 +58,7 @@ impl RevocationSet {
         self.horizon
     }
 
-    pub fn is_revoked(&self, session_id: &Uuid) -> bool {
+    pub fn is_revoked(&self, session_id: &SessionId) -> bool {
         self.revoked.read().is_ok_and(|revoked| revoked.contains_key(session_id))
     }
 
@@ -65,7 +66,7 @@ impl RevocationSet {
     /// watchers about those it did not know yet.
     pub fn revoke(
         &self,
-        session_ids: impl IntoIterator<Item = Uuid>,
+        session_ids: impl IntoIterator<Item = SessionId>,
         revoked_at: DateTime<Utc>,
         cursor: u64,
     ) {
@@ -108,9 +109,9 @@ impl RevocationSet {
 
     /// What a watcher resuming after `since` (0: from scratch) needs, in cursor order, and the
     /// cursor to resume from after it.
-    pub fn catch_up(&self, since: u64, now: DateTime<Utc>) -> (Vec<(Uuid, DateTime<Utc>)>, u64) {
+    pub fn catch_up(&self, since: u64, now: DateTime<Utc>) -> (Vec<(SessionId, DateTime<Utc>)>, u64) {
         let Ok(revoked) = self.revoked.read() else { return (Vec::new(), since) };
-        let mut entries: Vec<(Uuid, Entry)> = revoked
+        let mut entries: Vec<(SessionId, Entry)> = revoked
             .iter()
             .filter(|(_, e)| {
                 e.until > now && (since == 0 || e.cursor > since || e.revoked_at > now - RESUME_OVERLAP)
@@ -153,10 +154,10 @@ mod tests {
     fn a_revocation_lasts_as_long_as_an_access_token_could() {
         let set = RevocationSet::new(Duration::from_secs(900));
         let now = Utc::now();
-        let session = Uuid::new_v4();
+        let session = SessionId::new();
         set.revoke([session], now, 1);
         assert!(set.is_revoked(&session));
-        assert!(!set.is_revoked(&Uuid::new_v4()));
+        assert!(!set.is_revoked(&SessionId::new()));
         set.prune(now + TimeDelta::seconds(899));
         assert!(set.is_revoked(&session));
         set.prune(now + TimeDelta::seconds(900));
@@ -168,7 +169,7 @@ mod tests {
     fn a_later_revocation_of_the_same_session_extends_it() {
         let set = RevocationSet::new(Duration::from_secs(60));
         let now = Utc::now();
-        let session = Uuid::new_v4();
+        let session = SessionId::new();
         set.revoke([session], now + TimeDelta::seconds(30), 2);
         set.revoke([session], now, 1);
         set.prune(now + TimeDelta::seconds(61));
@@ -180,7 +181,7 @@ mod tests {
         let set = RevocationSet::new(Duration::from_secs(900));
         let mut news = set.subscribe();
         let old = Utc::now() - TimeDelta::seconds(60);
-        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let (a, b) = (SessionId::new(), SessionId::new());
         set.revoke([a], old, 1);
         set.revoke([a], old, 1);
         set.revoke([b], old, 2);
@@ -195,7 +196,7 @@ mod tests {
         let (after_first, _) = set.catch_up(1, now);
         assert_eq!(after_first.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [b]);
         // Recent revocations are re-sent whatever the cursor.
-        let c = Uuid::new_v4();
+        let c = SessionId::new();
         set.revoke([c], now, 3);
         let (resumed, _) = set.catch_up(5, now);
         assert_eq!(resumed.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [c]);

@@ -14,15 +14,21 @@ on_both_backends!(
     deactivating_a_user_refuses_logins_and_ends_every_session,
     revoke_sessions_logs_a_user_out_everywhere,
     a_user_command_for_an_unknown_email_fails_clearly,
+    a_user_command_writes_its_audit_event_to_stderr_and_only_the_outcome_to_stdout,
 );
 
 fn identity(app: &TestApp, args: &[&str]) -> std::process::Output {
+    identity_logging(app, args, "warn")
+}
+
+fn identity_logging(app: &TestApp, args: &[&str], rust_log: &str) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_identity"))
         .args(args)
         .env_clear()
         .env("IDENTITY_DATABASE_URL", &app.db.url)
         .env("IDENTITY_DATA_DIR", app.data_dir())
-        .env("RUST_LOG", "warn")
+        .env("IDENTITY_LOG_FORMAT", "json")
+        .env("RUST_LOG", rust_log)
         .output()
         .expect("the identity binary runs")
 }
@@ -67,6 +73,30 @@ async fn a_user_command_for_an_unknown_email_fails_clearly(app: TestApp) {
     let output = identity(&app, &["user", "deactivate", "nobody@example.com"]);
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("no account with email nobody@example.com"));
+}
+
+async fn a_user_command_writes_its_audit_event_to_stderr_and_only_the_outcome_to_stdout(app: TestApp) {
+    let (user, _) = app.signed_in_user().await;
+    for (command, event, revoked) in [
+        ("deactivate", "user_deactivated", 1),
+        ("activate", "user_activated", 0),
+        ("revoke-sessions", "sessions_revoked", 0),
+    ] {
+        let output = identity_logging(&app, &["user", command, &user.email], "info");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(stdout.lines().count(), 1, "stdout holds the outcome alone: {stdout}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let audit: Vec<serde_json::Value> = stderr
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|line| line["target"] == "audit")
+            .collect();
+        assert_eq!(audit.len(), 1, "one audit event for `user {command}`: {stderr}");
+        assert_eq!(audit[0]["event"], event);
+        assert_eq!(audit[0]["user_id"], user.id.as_str());
+        assert_eq!(audit[0]["sessions_revoked"], revoked);
+    }
 }
 
 #[test]

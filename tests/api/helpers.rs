@@ -296,13 +296,7 @@ async fn fresh_database(backend: Backend) -> Option<TestDatabase> {
             let admin = Store::connect(&admin_url, 1, Duration::from_secs(10))
                 .await
                 .expect("test Postgres reachable");
-            let Store::Postgres(pool) = &admin else {
-                panic!("IDENTITY_TEST_POSTGRES_URL must be a postgres:// URL")
-            };
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(pool)
-                .await
-                .expect("create test database");
+            admin.create_database(&name).await.expect("create test database");
             admin.close().await;
             with_database(&admin_url, &name)
         }

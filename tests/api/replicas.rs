@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use identity::{proto::LogoutRequest, store::Store};
+use identity::{domain::SessionId, proto::LogoutRequest};
 
 use crate::helpers::{Backend, TestApp, eventually};
 
@@ -36,32 +36,19 @@ async fn a_replica_resynchronises_after_its_listener_connection_is_killed() {
     let (_, login) = a.signed_in_user().await;
     let token = login.tokens.unwrap().access_token;
     assert!(b.is_active(&token).await);
-    let Store::Postgres(pool) = &a.store else { unreachable!() };
 
     // A revocation B is never told about: written straight to the table, no NOTIFY. Only a
     // reload from the sessions table can reveal it.
-    let session_id: uuid::Uuid =
+    let session_id: SessionId =
         jsonwebtoken::dangerous::insecure_decode::<serde_json::Value>(&token).unwrap().claims["sid"]
             .as_str()
             .unwrap()
             .parse()
             .unwrap();
-    sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE id = $2")
-        .bind(a.clock.now())
-        .bind(session_id)
-        .execute(pool)
-        .await
-        .unwrap();
+    a.store.revoke_session_unannounced(session_id, a.clock.now()).await.unwrap();
     assert!(b.is_active(&token).await, "B has no way to know yet");
 
-    let killed: Vec<bool> = sqlx::query_scalar(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-         WHERE application_name = $1 AND datname = current_database()",
-    )
-    .bind(identity::store::LISTENER_APPLICATION_NAME)
-    .fetch_all(pool)
-    .await
-    .unwrap();
+    let killed = a.store.terminate_revocation_listeners().await.unwrap();
     assert_eq!(killed, [true, true], "one listener per replica");
 
     let resynced = eventually(Duration::from_secs(15), || async { !b.is_active(&token).await }).await;

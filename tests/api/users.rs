@@ -1,3 +1,5 @@
+//! UserService: the current user behind a bearer token, and what a bad or stale token gets.
+
 use identity::proto::GetCurrentUserRequest;
 use tonic::Code;
 
@@ -46,7 +48,9 @@ async fn get_current_user_refuses_missing_malformed_and_inactive_bearers(app: Te
 async fn a_deactivated_user_is_refused_even_with_a_live_token(app: TestApp) {
     let (user, login) = app.signed_in_user().await;
     let token = login.tokens.unwrap().access_token;
-    app.store.set_user_active(&user.email.to_lowercase(), false, app.clock.now()).await.unwrap();
+    let email = identity::domain::Email::parse("email", &user.email).unwrap().normalized();
+    let deactivate = identity::store::UserUpdate { active: Some(false), revoke_sessions: false };
+    app.store.update_user(&email, deactivate, app.clock.now()).await.unwrap();
     assert_code(
         app.users().get_current_user(bearer(GetCurrentUserRequest {}, &token)).await,
         Code::Unauthenticated,

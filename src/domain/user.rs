@@ -1,0 +1,16 @@
+//! An account as the service hands it to callers: never with its password hash, which stays
+//! between the store and the login path.
+
+use chrono::{DateTime, Utc};
+
+use super::UserId;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: UserId,
+    /// As the user typed it at signup (trimmed); matching uses its normalized form.
+    pub email: String,
+    pub full_name: String,
+    pub is_active: bool,
+    pub created_at: DateTime<Utc>,
+}

@@ -1,0 +1,206 @@
+//! The `users` table: accounts, their password hashes and their active flag. Writes that also
+//! end sessions (a password change, a deactivation) do both in one transaction, revoking
+//! through the sessions family's in-transaction revocation.
+
+use chrono::{DateTime, Utc};
+use sqlx::Connection;
+use uuid::Uuid;
+
+use super::{
+    Store, StoreError,
+    sessions::{Revocation, RevokeInTransaction, Target},
+    with_pool,
+};
+use crate::domain::{Email, FullName, NormalizedEmail, PasswordHash, SessionId, User, UserId};
+
+/// A user with the hash of their password: what the login and password-change paths read.
+/// It stays in the service; callers get the [`User`] alone.
+#[derive(Debug, Clone)]
+pub struct UserRecord {
+    pub user: User,
+    pub password_hash: PasswordHash,
+}
+
+/// A `users` row as selected by [`USER_COLUMNS`].
+#[derive(sqlx::FromRow)]
+pub(super) struct UserRow {
+    id: Uuid,
+    email: String,
+    full_name: String,
+    password_hash: String,
+    is_active: bool,
+    created_at: DateTime<Utc>,
+}
+
+impl From<UserRow> for UserRecord {
+    fn from(row: UserRow) -> Self {
+        Self {
+            user: User {
+                id: UserId::from_uuid(row.id),
+                email: row.email,
+                full_name: row.full_name,
+                is_active: row.is_active,
+                created_at: row.created_at,
+            },
+            password_hash: PasswordHash::new(row.password_hash),
+        }
+    }
+}
+
+/// The columns [`UserRow`] reads, in one place for every query that returns users.
+macro_rules! user_columns {
+    () => {
+        "id, email, full_name, password_hash, is_active, created_at"
+    };
+}
+pub(super) use user_columns;
+
+pub struct NewUser<'a> {
+    pub id: UserId,
+    pub email: &'a Email,
+    pub full_name: &'a FullName,
+    pub password_hash: &'a PasswordHash,
+    pub now: DateTime<Utc>,
+}
+
+/// An operator's change to one account, applied in one transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserUpdate {
+    /// Set the active flag, or leave it.
+    pub active: Option<bool>,
+    /// End every live session of the user.
+    pub revoke_sessions: bool,
+}
+
+/// How a password change went.
+#[derive(Debug)]
+pub enum PasswordChange {
+    /// Set; the other sessions were revoked (if there were any).
+    Changed(Option<Revocation>),
+    /// The stored hash was no longer the one checked: a concurrent change won.
+    Conflict,
+}
+
+impl Store {
+    /// Inserts a user; `StoreError::UniqueViolation` when the normalized email is taken.
+    pub async fn insert_user(&self, user: &NewUser<'_>) -> Result<User, StoreError> {
+        const SQL: &str = concat!("INSERT INTO users (id, email, email_lower, full_name, password_hash, is_active, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, TRUE, $6, $6)
+             RETURNING ", user_columns!());
+        let row = with_pool!(self, pool => sqlx::query_as::<_, UserRow>(SQL)
+            .bind(user.id.into_uuid())
+            .bind(user.email.as_str())
+            .bind(user.email.normalized().as_str())
+            .bind(user.full_name.as_str())
+            .bind(user.password_hash.expose())
+            .bind(user.now)
+            .fetch_one(pool)
+            .await)?;
+        Ok(UserRecord::from(row).user)
+    }
+
+    pub async fn find_user_by_email(
+        &self,
+        email: &NormalizedEmail,
+    ) -> Result<Option<UserRecord>, StoreError> {
+        const SQL: &str = concat!("SELECT ", user_columns!(), " FROM users WHERE email_lower = $1");
+        let row = with_pool!(self, pool => sqlx::query_as::<_, UserRow>(SQL)
+            .bind(email.as_str())
+            .fetch_optional(pool)
+            .await)?;
+        Ok(row.map(UserRecord::from))
+    }
+
+    pub async fn find_user_by_id(&self, id: UserId) -> Result<Option<UserRecord>, StoreError> {
+        const SQL: &str = concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1");
+        let row = with_pool!(self, pool => sqlx::query_as::<_, UserRow>(SQL)
+            .bind(id.into_uuid())
+            .fetch_optional(pool)
+            .await)?;
+        Ok(row.map(UserRecord::from))
+    }
+
+    /// Applies `update` to the account with this email in one transaction; `None` when there is
+    /// no such account. The first statement writes (even when only sessions are revoked), so
+    /// SQLite takes its write lock up front and waits in its busy handler rather than failing a
+    /// read-to-write upgrade.
+    pub async fn update_user(
+        &self,
+        email: &NormalizedEmail,
+        update: UserUpdate,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(UserId, Option<Revocation>)>, StoreError> {
+        const SQL: &str = "UPDATE users SET is_active = COALESCE($1, is_active),
+                 updated_at = CASE WHEN $1 IS NULL THEN updated_at ELSE $2 END
+             WHERE email_lower = $3 RETURNING id";
+        let outcome = with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let id: Option<Uuid> = sqlx::query_scalar(SQL)
+                .bind(update.active)
+                .bind(now)
+                .bind(email.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(id) = id.map(UserId::from_uuid) else { return Ok(None) };
+            let revocation = if update.revoke_sessions {
+                tx.revoke(Target::User { user_id: id, except: None }, now).await?
+            } else {
+                None
+            };
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(Some((id, revocation)))
+        })?;
+        Ok(outcome)
+    }
+
+    /// Sets a new password hash (only if the stored one is still `expected`, so a concurrent
+    /// change is not overwritten) and revokes every session of the user except `keep`, in one
+    /// transaction.
+    pub async fn change_password(
+        &self,
+        user_id: UserId,
+        expected: &PasswordHash,
+        new: &PasswordHash,
+        keep: Option<SessionId>,
+        now: DateTime<Utc>,
+    ) -> Result<PasswordChange, StoreError> {
+        const UPDATE: &str =
+            "UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3 AND password_hash = $4";
+        let change = with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let updated = sqlx::query(UPDATE)
+                .bind(new.expose())
+                .bind(now)
+                .bind(user_id.into_uuid())
+                .bind(expected.expose())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if updated == 0 {
+                return Ok(PasswordChange::Conflict);
+            }
+            let revocation = tx.revoke(Target::User { user_id, except: keep }, now).await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(PasswordChange::Changed(revocation))
+        })?;
+        Ok(change)
+    }
+
+    /// Replaces a password hash with a stronger one of the same password, unless it changed.
+    pub async fn upgrade_password_hash(
+        &self,
+        user_id: UserId,
+        old: &PasswordHash,
+        new: &PasswordHash,
+    ) -> Result<bool, StoreError> {
+        const SQL: &str = "UPDATE users SET password_hash = $1 WHERE id = $2 AND password_hash = $3";
+        let updated = with_pool!(self, pool => sqlx::query(SQL)
+            .bind(new.expose())
+            .bind(user_id.into_uuid())
+            .bind(old.expose())
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected()))?;
+        Ok(updated > 0)
+    }
+}
