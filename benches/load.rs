@@ -19,7 +19,6 @@ use std::{
 use clap::Parser;
 use hdrhistogram::Histogram;
 use identity::{
-    clock::Clock,
     config::Config,
     proto::{
         Claims, GetJwksRequest, GetJwksResponse, LoginRequest, RefreshTokenRequest, SignupRequest,
@@ -29,7 +28,7 @@ use identity::{
         token_service_server::{TokenService, TokenServiceServer},
     },
     service::Identity,
-    startup::App,
+    testing::TestServer,
     tokens::AccessTokenSubject,
 };
 use tonic::{Code, Request, Response, Status, transport::Channel};
@@ -522,18 +521,14 @@ struct Server {
     config: Config,
     identity: Arc<Identity>,
     addr: SocketAddr,
+    _server: TestServer,
     _data_dir: tempfile::TempDir,
-    _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 impl Server {
     async fn start(args: &Args, cost: u32) -> Self {
         let data_dir = tempfile::tempdir().expect("temp dir");
-        let mut vars = vec![
-            ("IDENTITY_LISTEN_ADDR".to_string(), "127.0.0.1:0".to_string()),
-            ("IDENTITY_DATA_DIR".into(), data_dir.path().display().to_string()),
-            ("IDENTITY_BCRYPT_COST".into(), cost.to_string()),
-        ];
+        let mut vars = vec![("IDENTITY_BCRYPT_COST".to_string(), cost.to_string())];
         if let Some(url) = &args.database_url {
             vars.push(("IDENTITY_DATABASE_URL".into(), url.clone()));
         }
@@ -541,15 +536,15 @@ impl Server {
             let (k, v) = pair.split_once('=').expect("--env NAME=VALUE");
             vars.push((k.into(), v.into()));
         }
-        let config = Config::from_vars(vars).expect("valid configuration");
-        let app = App::build_with_clock(&config, Clock::system()).await.expect("server builds");
-        let identity = app.identity();
-        let addr = app.local_addr();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(app.run_until_stopped(async {
-            let _ = stopped.await;
-        }));
-        Self { config, identity, addr, _data_dir: data_dir, _stop: stop }
+        let config = identity::testing::config(data_dir.path(), vars).expect("valid configuration");
+        let server = TestServer::start(&config).await.expect("server serves");
+        Self {
+            config,
+            identity: server.identity(),
+            addr: server.addr(),
+            _server: server,
+            _data_dir: data_dir,
+        }
     }
 
     /// Signs up `count` users at this server's cost and returns their emails.

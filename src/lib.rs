@@ -7,6 +7,7 @@ pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod health;
 pub mod metrics;
 pub mod passwords;
 pub mod rpc;
@@ -14,6 +15,9 @@ pub mod service;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+#[cfg(feature = "test-helpers")]
+pub mod testing;
 pub mod tokens;
+pub mod transport;
 
 pub use rpc::proto;

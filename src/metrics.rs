@@ -82,3 +82,21 @@ pub async fn serve(
         tracing::warn!(%error, "metrics server stopped");
     }
 }
+
+/// Every `interval` until a stop is requested, records how many database connections are idle
+/// and in use.
+pub async fn sample_db_pool(
+    store: crate::store::Store,
+    interval: std::time::Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let (open, idle) = store.pool_stats();
+        metrics::gauge!(DB_CONNECTIONS, "state" => "idle").set(idle as f64);
+        metrics::gauge!(DB_CONNECTIONS, "state" => "in_use").set(open.saturating_sub(idle as u32) as f64);
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}

@@ -1,37 +1,35 @@
-//! Builds the whole service from a [`Config`]: store, keys, hasher, gRPC server with health and
-//! reflection, bound to its listener (port 0 in tests), and runs it until told to stop.
+//! Builds the whole service from a [`Config`] (store, keys, hasher, the gRPC services, the
+//! optional health-only and metrics listeners, all bound before anything serves: port 0 in
+//! tests) and runs it until told to stop, then stops every part it started, in order.
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use secrecy::ExposeSecret;
-use tokio::{net::TcpListener, sync::watch};
-use tonic::{
-    server::NamedService,
-    transport::{Server, ServerTlsConfig, server::TcpIncoming},
-};
-use tonic_health::{ServingStatus, server::HealthReporter};
+use tokio::{net::TcpListener, sync::watch, task::JoinSet};
+use tonic::transport::{Server, ServerTlsConfig};
 
 use crate::{
     clock::Clock,
-    config::{Config, TlsFiles},
+    config::Config,
     domain::PasswordPolicy,
+    health,
     passwords::{HashError, PasswordHasher},
     rpc::{
-        AuthApi, RpcLogLayer, TokenApi, UserApi,
+        AuthApi, TokenApi, UserApi,
         proto::{
-            self, auth_service_server::AuthServiceServer, token_service_server::TokenServiceServer,
+            auth_service_server::AuthServiceServer, token_service_server::TokenServiceServer,
             user_service_server::UserServiceServer,
         },
     },
     service::{Identity, IdentityParts, LockoutPolicy, keep_revocations_in_sync, purge_periodically},
     store::{Store, StoreError},
     tokens::{KeyError, KeyRing, RevocationSet, TokenIssuer},
+    transport::{self, MAX_REQUEST_BYTES},
 };
 
-/// Largest request a client may send: the biggest legitimate one (a signup) is well under 2 kB.
-pub const MAX_REQUEST_BYTES: usize = 16 * 1024;
-/// Upper bound on any one RPC, on top of the client's own `grpc-timeout`.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the tasks beside the API (background work, side listeners) get to finish after a
+/// stop before they are aborted.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -45,8 +43,8 @@ pub enum StartupError {
     Hasher(#[from] HashError),
     #[error("metrics: {0}")]
     Metrics(#[from] crate::metrics::MetricsError),
-    #[error("TLS: cannot read {path}: {source}")]
-    TlsFile { path: std::path::PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    TlsFile(#[from] transport::TlsFileError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("reflection: {0}")]
@@ -116,17 +114,13 @@ impl App {
                     .unwrap_or(chrono::TimeDelta::MAX),
             }),
         }));
-        let listener = TcpListener::bind(config.listen_addr)
-            .await
-            .map_err(|source| StartupError::Bind { addr: config.listen_addr, source })?;
+        let listener = bind(config.listen_addr).await?;
         let local_addr = listener
             .local_addr()
             .map_err(|source| StartupError::Bind { addr: config.listen_addr, source })?;
-        let tls = config.tls.as_ref().map(tls_config).transpose()?;
+        let tls = config.tls.as_ref().map(transport::tls_config).transpose()?;
         let health_listener = match config.health_listen_addr {
-            Some(addr) => {
-                Some(TcpListener::bind(addr).await.map_err(|source| StartupError::Bind { addr, source })?)
-            }
+            Some(addr) => Some(bind(addr).await?),
             None => None,
         };
         Ok(Self {
@@ -165,87 +159,99 @@ impl App {
     }
 
     /// Serves until `shutdown` completes; then every health entry goes NOT_SERVING, in-flight
-    /// RPCs finish, and the database pool closes.
+    /// RPCs finish, the background tasks and side listeners stop (aborted if they take longer
+    /// than [`STOP_GRACE`]), and the database pool closes.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), StartupError> {
         let (health, health_service) = tonic_health::server::health_reporter();
         let (stopping, stop_requested) = watch::channel(false);
-        let stop_for_extras = stop_requested.clone();
         let revocations = Arc::clone(self.identity.revocations());
-        let initially =
-            if revocations.is_synced() { ServingStatus::Serving } else { ServingStatus::NotServing };
-        set_api_status(&health, initially).await;
-        let background = [
-            tokio::spawn(watch_health(
+        health::set_api_status(&health, health::initial_status(&revocations)).await;
+
+        // Everything that runs beside the API, joined on the way out.
+        let mut beside = JoinSet::new();
+        beside.spawn(health::watch(
+            self.store.clone(),
+            self.health_check_interval,
+            Arc::clone(&revocations),
+            health.clone(),
+            stop_requested.clone(),
+        ));
+        beside.spawn(keep_revocations_in_sync(
+            self.store.clone(),
+            Arc::clone(&revocations),
+            self.clock.clone(),
+            stop_requested.clone(),
+        ));
+        beside.spawn(purge_periodically(
+            Arc::clone(&self.identity),
+            self.purge_interval,
+            stop_requested.clone(),
+        ));
+        if let Some(listener) = self.health_listener {
+            let health_only = Server::builder()
+                .add_service(health_service.clone())
+                .serve_with_incoming_shutdown(transport::incoming(listener), stopped(stop_requested.clone()));
+            beside.spawn(async move {
+                if let Err(error) = health_only.await {
+                    tracing::warn!(%error, "health listener stopped");
+                }
+            });
+        }
+        if let Some((listener, handle)) = self.metrics {
+            beside.spawn(crate::metrics::serve(listener, handle, stopped(stop_requested.clone())));
+            beside.spawn(crate::metrics::sample_db_pool(
                 self.store.clone(),
                 self.health_check_interval,
-                Arc::clone(&revocations),
-                health.clone(),
                 stop_requested.clone(),
-            )),
-            tokio::spawn(keep_revocations_in_sync(
-                self.store.clone(),
-                Arc::clone(&revocations),
-                self.clock.clone(),
-                stop_requested.clone(),
-            )),
-            tokio::spawn(purge_periodically(Arc::clone(&self.identity), self.purge_interval, stop_requested)),
-        ];
+            ));
+        }
 
-        let reflection_v1 = reflection().build_v1()?;
-        let reflection_v1alpha = reflection().build_v1alpha()?;
+        let reflection_v1 = transport::reflection().build_v1()?;
+        let reflection_v1alpha = transport::reflection().build_v1alpha()?;
         let auth = AuthServiceServer::new(AuthApi::new(Arc::clone(&self.identity), self.policy))
             .max_decoding_message_size(MAX_REQUEST_BYTES);
         let token = TokenServiceServer::new(TokenApi::new(
             Arc::clone(&self.identity),
-            stop_for_extras.clone(),
+            stop_requested.clone(),
             self.revocation_heartbeat,
         ))
         .max_decoding_message_size(MAX_REQUEST_BYTES);
         let user = UserServiceServer::new(UserApi::new(Arc::clone(&self.identity), self.policy))
             .max_decoding_message_size(MAX_REQUEST_BYTES);
 
-        let health_on_stop = health.clone();
-        let shutdown = async move {
+        let on_shutdown = async {
             shutdown.await;
             tracing::info!("shutting down: finishing in-flight requests");
-            let _ = stopping.send(true);
-            set_api_status(&health_on_stop, ServingStatus::NotServing).await;
-            health_on_stop.set_service_status("", ServingStatus::NotServing).await;
+            stopping.send_replace(true);
+            health::set_stopping(&health).await;
+        };
+        tracing::info!(addr = %self.local_addr, backend = self.store.backend(), "serving gRPC");
+        let served = match transport::api_server(self.tls) {
+            Ok(mut server) => {
+                server
+                    .add_service(health_service)
+                    .add_service(reflection_v1)
+                    .add_service(reflection_v1alpha)
+                    .add_service(auth)
+                    .add_service(token)
+                    .add_service(user)
+                    .serve_with_incoming_shutdown(transport::incoming(self.listener), on_shutdown)
+                    .await
+            }
+            Err(error) => Err(error),
         };
 
-        tracing::info!(addr = %self.local_addr, backend = self.store.backend(), "serving gRPC");
-        if let Some(listener) = self.health_listener {
-            let health_only = Server::builder()
-                .add_service(health_service.clone())
-                .serve_with_incoming_shutdown(incoming(listener), stopped(stop_for_extras.clone()));
-            tokio::spawn(health_only);
-        }
-        if let Some((listener, handle)) = self.metrics {
-            tokio::spawn(crate::metrics::serve(listener, handle, stopped(stop_for_extras.clone())));
-        }
-        let mut server = Server::builder();
-        if let Some(tls) = self.tls {
-            server = server.tls_config(tls)?;
-        }
-        let served = server
-            .timeout(REQUEST_TIMEOUT)
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-            .max_concurrent_streams(Some(256))
-            .layer(RpcLogLayer)
-            .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(auth)
-            .add_service(token)
-            .add_service(user)
-            .serve_with_incoming_shutdown(incoming(self.listener), shutdown)
-            .await;
-        for task in background {
-            task.abort();
+        // Also when serving failed before a shutdown was asked for.
+        stopping.send_replace(true);
+        if tokio::time::timeout(STOP_GRACE, async { while beside.join_next().await.is_some() {} })
+            .await
+            .is_err()
+        {
+            tracing::warn!(grace = ?STOP_GRACE, remaining = beside.len(), "aborting tasks that did not stop");
+            beside.shutdown().await;
         }
         self.store.close().await;
         tracing::info!("stopped");
@@ -253,29 +259,13 @@ impl App {
     }
 }
 
-/// Accepted connections with Nagle's algorithm off (small gRPC frames must not wait for the
-/// peer's delayed ACK, 40 ms on Linux) and TCP keepalive on, to notice dead peers.
-fn incoming(listener: TcpListener) -> TcpIncoming {
-    TcpIncoming::from(listener).with_nodelay(Some(true)).with_keepalive(Some(Duration::from_secs(60)))
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartupError> {
+    TcpListener::bind(addr).await.map_err(|source| StartupError::Bind { addr, source })
 }
 
 /// Completes once a stop has been requested.
 async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopping| *stopping).await;
-}
-
-/// Reads the TLS files: a certificate chain and key to serve with and, for mutual TLS, the CA
-/// whose client certificates are let in.
-fn tls_config(files: &TlsFiles) -> Result<ServerTlsConfig, StartupError> {
-    let read = |path: &std::path::Path| {
-        std::fs::read(path).map_err(|source| StartupError::TlsFile { path: path.to_owned(), source })
-    };
-    let identity = tonic::transport::Identity::from_pem(read(&files.cert_file)?, read(&files.key_file)?);
-    let mut config = ServerTlsConfig::new().identity(identity);
-    if let Some(ca) = &files.client_ca_file {
-        config = config.client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?));
-    }
-    Ok(config)
 }
 
 /// Opens the database named by the configuration and applies pending migrations.
@@ -288,68 +278,4 @@ pub async fn connect_and_migrate(config: &Config) -> Result<Store, StartupError>
     .await?;
     store.migrate().await?;
     Ok(store)
-}
-
-/// Reflection over every service this server runs, both reflection versions included, so that
-/// `grpcurl list` shows them all whichever version it speaks.
-fn reflection() -> tonic_reflection::server::Builder<'static> {
-    tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        // google.rpc.BadRequest and RetryInfo, so that grpcurl can print error details.
-        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
-        .include_reflection_service(false)
-}
-
-const API_SERVICES: [&str; 3] = [
-    <AuthServiceServer<AuthApi> as NamedService>::NAME,
-    <TokenServiceServer<TokenApi> as NamedService>::NAME,
-    <UserServiceServer<UserApi> as NamedService>::NAME,
-];
-
-async fn set_api_status(health: &HealthReporter, status: ServingStatus) {
-    for service in API_SERVICES {
-        health.set_service_status(service, status).await;
-    }
-}
-
-/// Keeps the `identity.v1.*` health entries in step with the database and the revocation set,
-/// so readiness probes take a replica out of rotation while its database is gone or while it
-/// may be missing revocations; liveness (`""`) stays SERVING.
-async fn watch_health(
-    store: Store,
-    check_interval: Duration,
-    revocations: Arc<crate::tokens::RevocationSet>,
-    health: HealthReporter,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut synced = revocations.watch_synced();
-    let mut database_answers = true;
-    let mut serving = Some(revocations.is_synced());
-    loop {
-        let now_serving = database_answers && *synced.borrow_and_update();
-        if serving != Some(now_serving) && !*stop.borrow() {
-            match (now_serving, database_answers) {
-                (true, _) => tracing::info!("database answers and revocations are synchronised: SERVING"),
-                (false, false) => tracing::warn!("database does not answer: NOT_SERVING"),
-                (false, true) => tracing::warn!("revocation set not synchronised: NOT_SERVING"),
-            }
-            let status = if now_serving { ServingStatus::Serving } else { ServingStatus::NotServing };
-            set_api_status(&health, status).await;
-            serving = Some(now_serving);
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(check_interval) => {
-                let (open, idle) = store.pool_stats();
-                metrics::gauge!(crate::metrics::DB_CONNECTIONS, "state" => "idle").set(idle as f64);
-                metrics::gauge!(crate::metrics::DB_CONNECTIONS, "state" => "in_use").set(open.saturating_sub(idle as u32) as f64);
-                let answered = tokio::time::timeout(check_interval.max(Duration::from_secs(1)), store.ping()).await;
-                database_answers = matches!(answered, Ok(Ok(())));
-            }
-            _ = synced.changed() => {}
-            _ = stop.changed() => return,
-        }
-    }
 }

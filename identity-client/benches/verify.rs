@@ -16,14 +16,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use identity::{clock::Clock, config::Config, startup::App};
+use identity::testing::TestServer;
 use identity_client::{
     AuthConfig, IdentityAuth,
     proto::{GetJwksRequest, TokenServiceClient},
 };
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
-use tonic::transport::Channel;
 use tower::{Layer, Service};
 
 const REPEATS: usize = 200_000;
@@ -36,24 +35,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let data_dir = tempfile::tempdir()?;
-    let config = Config::from_vars([
-        ("IDENTITY_LISTEN_ADDR".to_string(), "127.0.0.1:0".to_string()),
-        (
-            "IDENTITY_DATABASE_URL".into(),
-            format!("sqlite://{}", data_dir.path().join("identity.db").display()),
-        ),
-        ("IDENTITY_DATA_DIR".into(), data_dir.path().display().to_string()),
-        ("IDENTITY_BCRYPT_COST".into(), "4".into()),
-    ])?;
-    let app = App::build_with_clock(&config, Clock::system()).await?;
-    let url = format!("http://{}", app.local_addr());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until_stopped(async {
-        let _ = stopped.await;
-    }));
+    let mut server = TestServer::start(&identity::testing::config(data_dir.path(), [])?).await?;
+    let url = server.url();
 
-    let channel = Channel::from_shared(url.clone())?.connect().await?;
-    let jwks = TokenServiceClient::new(channel).get_jwks(GetJwksRequest {}).await?.into_inner();
+    let jwks = TokenServiceClient::new(server.channel()).get_jwks(GetJwksRequest {}).await?.into_inner();
     let kid = jwks.keys.first().ok_or("no key")?.kid.clone();
     let key = EncodingKey::from_ed_pem(&std::fs::read(data_dir.path().join("signing_key.pem"))?)?;
     let sign = |_: usize| -> Result<String, jsonwebtoken::errors::Error> {
@@ -126,8 +111,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     report("layer, new token each time (signature)", started.elapsed(), NEW_TOKENS);
 
-    let _ = stop.send(());
-    server.await??;
+    server.stop().await?;
     Ok(())
 }
 

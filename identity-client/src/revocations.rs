@@ -10,6 +10,7 @@ use std::{
     time::Duration,
 };
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::{sync::watch, time::Instant};
 use tonic::transport::Channel;
 use uuid::Uuid;
@@ -21,9 +22,15 @@ use crate::{
     verify::unix_now,
 };
 
-/// First wait before reopening a broken stream; doubled after each failure up to the maximum.
-const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Waits before reopening a broken stream: from 100 ms, doubling after each failure, each
+/// stretched by a random 0-100 % so that a fleet of consumers does not reconnect in lockstep
+/// after a server restart; at most 5 s.
+const BACKOFF: ExponentialBuilder = ExponentialBuilder::new()
+    .with_min_delay(Duration::from_millis(100))
+    .with_max_delay(Duration::from_millis(2500))
+    .with_jitter()
+    .without_max_times();
+const BACKOFF_CEILING: Duration = Duration::from_secs(5);
 /// The server sends a heartbeat every 10 s when idle: a stream silent for this long is broken
 /// even if TCP has not noticed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -146,7 +153,7 @@ pub(crate) async fn keep_watching(
     rpc_timeout: Duration,
 ) {
     let mut cursor = 0_u64;
-    let mut backoff = INITIAL_BACKOFF;
+    let mut backoff = BACKOFF.build();
     let mut last_prune = Instant::now();
     loop {
         let request = tonic::Request::new(WatchRevocationsRequest { since: cursor });
@@ -154,12 +161,13 @@ pub(crate) async fn keep_watching(
         match opened {
             Ok(Ok(response)) => {
                 let mut stream = response.into_inner();
+                let mut heard_from_server = false;
                 loop {
                     match tokio::time::timeout(IDLE_TIMEOUT, stream.message()).await {
                         Ok(Ok(Some(message))) => {
                             state.received(&message);
                             cursor = message.cursor;
-                            backoff = INITIAL_BACKOFF;
+                            heard_from_server = true;
                             if last_prune.elapsed() >= PRUNE_EVERY {
                                 state.prune(unix_now());
                                 last_prune = Instant::now();
@@ -179,6 +187,10 @@ pub(crate) async fn keep_watching(
                         }
                     }
                 }
+                // A stream that worked starts the waits afresh; one that failed at once does not.
+                if heard_from_server {
+                    backoff = BACKOFF.build();
+                }
             }
             Ok(Err(status)) => {
                 tracing::warn!(code = ?status.code(), message = status.message(), "cannot open the revocation stream");
@@ -186,8 +198,7 @@ pub(crate) async fn keep_watching(
             Err(_) => tracing::warn!(timeout = ?rpc_timeout, "opening the revocation stream timed out"),
         }
         state.set_synced(false);
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        tokio::time::sleep(backoff.next().unwrap_or(BACKOFF_CEILING)).await;
     }
 }
 

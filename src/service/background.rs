@@ -3,6 +3,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::TimeDelta;
 use tokio::sync::watch;
 
@@ -13,8 +14,14 @@ use crate::{
     tokens::RevocationSet,
 };
 
-const RETRY_MIN: Duration = Duration::from_millis(100);
-const RETRY_MAX: Duration = Duration::from_secs(5);
+/// Waits between attempts to re-synchronise: from 100 ms, doubling, each stretched by a random
+/// 0-100 % so that replicas restarted together do not retry in lockstep; at most 5 s.
+const RETRY: ExponentialBuilder = ExponentialBuilder::new()
+    .with_min_delay(Duration::from_millis(100))
+    .with_max_delay(Duration::from_millis(2500))
+    .with_jitter()
+    .without_max_times();
+const RETRY_CEILING: Duration = Duration::from_secs(5);
 /// Expired and revoked sessions are kept this long (for audit and support) before deletion.
 pub const SESSION_RETENTION: TimeDelta = TimeDelta::days(1);
 
@@ -29,7 +36,7 @@ pub async fn keep_revocations_in_sync(
     clock: Clock,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut retry = RETRY_MIN;
+    let mut retries = RETRY.build();
     loop {
         let subscription = store.listen_for_revocations().await;
         let reload = match &subscription {
@@ -40,7 +47,7 @@ pub async fn keep_revocations_in_sync(
             (Ok(listener), Ok(recent)) => {
                 record(&revocations, recent);
                 revocations.set_synced(true);
-                retry = RETRY_MIN;
+                retries = RETRY.build();
                 let Some(mut listener) = listener else {
                     poll_revocations(&store, &revocations, &clock, &mut stop).await;
                     return;
@@ -65,14 +72,15 @@ pub async fn keep_revocations_in_sync(
             }
             (Err(error), _) | (_, Err(error)) => {
                 revocations.set_synced(false);
-                tracing::warn!(%error, retry_in = ?retry, "cannot synchronise the revocation set");
+                tracing::warn!(%error, "cannot synchronise the revocation set");
             }
         }
+        let retry = retries.next().unwrap_or(RETRY_CEILING);
+        tracing::debug!(retry_in = ?retry, "re-synchronising the revocation set");
         tokio::select! {
             _ = tokio::time::sleep(retry) => {}
             _ = stop.changed() => return,
         }
-        retry = (retry * 2).min(RETRY_MAX);
     }
 }
 

@@ -10,10 +10,9 @@ use identity::{
         LoginRequest, LoginResponse, SignupRequest, User, auth_service_client::AuthServiceClient,
         token_service_client::TokenServiceClient, user_service_client::UserServiceClient,
     },
-    startup::App,
     store::Store,
+    testing::TestServer,
 };
-use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::{Code, Status, transport::Channel};
 
 pub const PASSWORD: &str = "maple-orbit-tundra-42-vessel";
@@ -61,8 +60,7 @@ pub struct TestApp {
     pub db: TestDatabase,
     pub extra_env: Vec<(String, String)>,
     pub metrics_addr: Option<SocketAddr>,
-    stop: Option<oneshot::Sender<()>>,
-    server: Option<JoinHandle<()>>,
+    server: TestServer,
 }
 
 impl TestApp {
@@ -78,15 +76,12 @@ impl TestApp {
     }
 
     pub fn config(db: &TestDatabase, extra_env: &[(String, String)]) -> Config {
-        let mut vars = vec![
-            ("IDENTITY_LISTEN_ADDR".to_string(), "127.0.0.1:0".to_string()),
-            ("IDENTITY_DATABASE_URL".into(), db.url.clone()),
-            ("IDENTITY_DATA_DIR".into(), db.data_dir.path().display().to_string()),
-            ("IDENTITY_BCRYPT_COST".into(), "4".into()),
+        let vars = [
+            ("IDENTITY_DATABASE_URL".to_string(), db.url.clone()),
             ("IDENTITY_DATABASE_MAX_CONNECTIONS".into(), "5".into()),
         ];
-        vars.extend(extra_env.iter().cloned());
-        Config::from_vars(vars).expect("test configuration is valid")
+        identity::testing::config(db.data_dir.path(), vars.into_iter().chain(extra_env.iter().cloned()))
+            .expect("test configuration is valid")
     }
 
     /// A server on an existing database (one the test manages itself).
@@ -96,42 +91,23 @@ impl TestApp {
 
     async fn start(db: TestDatabase, extra_env: Vec<(String, String)>, clock: Clock) -> Self {
         let config = Self::config(&db, &extra_env);
-        let app = App::build_with_clock(&config, clock.clone()).await.expect("server builds");
-        let addr = app.local_addr();
-        let metrics_addr = app.metrics_addr();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            app.run_until_stopped(async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("server runs");
-        });
-        let channel =
-            Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.expect("client connects");
+        let server = TestServer::start_with_clock(&config, clock.clone()).await.expect("server serves");
         let store = Store::connect(&db.url, 2, Duration::from_secs(5)).await.expect("test store connects");
-        wait_until_serving(&channel).await;
         Self {
-            addr,
-            channel,
+            addr: server.addr(),
+            channel: server.channel(),
+            metrics_addr: server.metrics_addr(),
             clock,
             store,
             db,
             extra_env,
-            metrics_addr,
-            stop: Some(stop),
-            server: Some(server),
+            server,
         }
     }
 
     /// Stops the server, letting in-flight calls finish.
     pub async fn stop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(server) = self.server.take() {
-            server.await.expect("server stops cleanly");
-        }
+        self.server.stop().await.expect("server stops cleanly");
     }
 
     /// Stops this server and starts a new one on the same database and data directory.
@@ -204,37 +180,6 @@ impl TestApp {
         let request = identity::proto::ValidateTokenRequest { access_token: access_token.into() };
         self.tokens().validate_token(request).await.expect("ValidateToken never fails").into_inner().active
     }
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
-/// Waits until the API reports SERVING (on Postgres that is once the revocation listener is
-/// subscribed), polling health with a deadline.
-async fn wait_until_serving(channel: &Channel) {
-    use tonic_health::pb::{
-        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-    };
-    let last = std::sync::Mutex::new(String::from("no answer yet"));
-    let serving = eventually(Duration::from_secs(30), || async {
-        let request = HealthCheckRequest { service: "identity.v1.AuthService".into() };
-        let answer = HealthClient::new(channel.clone()).check(request).await;
-        let serving =
-            matches!(&answer, Ok(response) if response.get_ref().status() == ServingStatus::Serving);
-        *last.lock().unwrap() = format!("{answer:?}");
-        serving
-    })
-    .await;
-    assert!(
-        serving.is_some(),
-        "the server did not report SERVING within 30 s; last answer: {}",
-        last.lock().unwrap()
-    );
 }
 
 /// Polls `condition` until it holds or `within` has passed; returns how long it took.

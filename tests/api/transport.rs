@@ -3,9 +3,8 @@
 use std::{net::SocketAddr, time::Duration};
 
 use identity::{
-    clock::Clock,
     proto::{SignupRequest, auth_service_client::AuthServiceClient},
-    startup::App,
+    testing::TestServer,
 };
 use rcgen::{
     BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
@@ -116,16 +115,16 @@ impl Pki {
 }
 
 /// Starts a server with `env` (on SQLite: TLS does not depend on the store) and returns its
-/// API and health addresses.
-async fn start_tls_server(env: Vec<(String, String)>) -> (SocketAddr, SocketAddr, TestDatabase) {
+/// API and health addresses, and what keeps it running.
+async fn start_tls_server(
+    env: Vec<(String, String)>,
+) -> (SocketAddr, SocketAddr, (TestServer, TestDatabase)) {
     let data_dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", data_dir.path().join("identity.db").display());
     let db = TestDatabase { url, data_dir };
-    let config = TestApp::config(&db, &env);
-    let app = App::build_with_clock(&config, Clock::system()).await.unwrap();
-    let (addr, health_addr) = (app.local_addr(), app.health_addr().unwrap());
-    tokio::spawn(app.run_until_stopped(std::future::pending()));
-    (addr, health_addr, db)
+    let server = TestServer::start(&TestApp::config(&db, &env)).await.unwrap();
+    let (addr, health_addr) = (server.addr(), server.health_addr().unwrap());
+    (addr, health_addr, (server, db))
 }
 
 async fn tls_channel(
@@ -163,7 +162,7 @@ async fn plaintext_health(addr: SocketAddr) -> Result<ServingStatus, String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_serves_the_api_and_refuses_plaintext() {
     let pki = Pki::new();
-    let (addr, health_addr, _db) = start_tls_server(pki.server_env(false)).await;
+    let (addr, health_addr, _server) = start_tls_server(pki.server_env(false)).await;
     let channel = tls_channel(addr, &pki.ca, None).await.unwrap();
     signup_over(channel).await.expect("a TLS client gets in");
     assert!(plaintext_health(addr).await.is_err(), "plaintext on the TLS port must fail");
@@ -175,7 +174,7 @@ async fn tls_serves_the_api_and_refuses_plaintext() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_lets_in_only_clients_with_a_certificate_from_the_ca() {
     let pki = Pki::new();
-    let (addr, _, _db) = start_tls_server(pki.server_env(true)).await;
+    let (addr, _, _server) = start_tls_server(pki.server_env(true)).await;
 
     let trusted = tls_channel(addr, &pki.ca, Some(pki.client())).await.unwrap();
     signup_over(trusted).await.expect("a client with a certificate from the CA gets in");

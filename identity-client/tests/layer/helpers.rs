@@ -4,18 +4,16 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use identity::{
-    clock::Clock,
-    config::Config,
     proto::{
         GetJwksRequest, LoginRequest, LoginResponse, LogoutRequest, SignupRequest,
         auth_service_client::AuthServiceClient, token_service_client::TokenServiceClient,
     },
-    startup::App,
+    testing::TestServer,
 };
 use identity_client::{AuthConfig, IdentityAuth};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
-use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tokio::{net::TcpListener, sync::oneshot};
 use tonic::{Status, transport::Channel};
 use uuid::Uuid;
 
@@ -28,8 +26,7 @@ pub struct IdentityServer {
     pub addr: SocketAddr,
     pub data_dir: tempfile::TempDir,
     extra_env: Vec<(String, String)>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    server: TestServer,
 }
 
 impl IdentityServer {
@@ -43,38 +40,19 @@ impl IdentityServer {
         data_dir: tempfile::TempDir,
         extra_env: Vec<(String, String)>,
     ) -> Self {
-        let mut vars = vec![
-            ("IDENTITY_LISTEN_ADDR".to_string(), addr.to_string()),
-            (
-                "IDENTITY_DATABASE_URL".into(),
-                format!("sqlite://{}", data_dir.path().join("identity.db").display()),
-            ),
-            ("IDENTITY_DATA_DIR".into(), data_dir.path().display().to_string()),
-            ("IDENTITY_BCRYPT_COST".into(), "4".into()),
-        ];
-        vars.extend(extra_env.iter().cloned());
-        let config = Config::from_vars(vars).expect("test configuration is valid");
-        let app = App::build_with_clock(&config, Clock::system()).await.expect("identity server builds");
-        let addr = app.local_addr();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            app.run_until_stopped(async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("identity server runs");
-        });
-        Self { addr, data_dir, extra_env, stop: Some(stop), task: Some(task) }
+        let listen = ("IDENTITY_LISTEN_ADDR".to_string(), addr.to_string());
+        let config = identity::testing::config(
+            data_dir.path(),
+            std::iter::once(listen).chain(extra_env.iter().cloned()),
+        )
+        .expect("test configuration is valid");
+        let server = TestServer::start(&config).await.expect("identity server serves");
+        Self { addr: server.addr(), data_dir, extra_env, server }
     }
 
     /// Stops the server (streams end, in-flight calls finish); its address stays free.
     pub async fn stop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await.expect("identity server stops cleanly");
-        }
+        self.server.stop().await.expect("identity server stops cleanly");
     }
 
     /// Starts the server again on the same address and state, with `env` added.
@@ -125,14 +103,6 @@ impl IdentityServer {
     /// The key the server generated in its data dir on first start.
     pub fn signing_key_file(&self) -> PathBuf {
         self.data_dir.path().join("signing_key.pem")
-    }
-}
-
-impl Drop for IdentityServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
     }
 }
 
