@@ -1,0 +1,369 @@
+//! Configuration from `IDENTITY_*` environment variables, parsed once at start into a validated
+//! [`Config`]. Each variable is declared once, in the `variables!` list below: its name, its
+//! default, what it means, how its text is parsed (errors name the variable) and how
+//! `check-config` shows it. The `Config` struct, the parsing, [`Config::describe`] and
+//! [`VARIABLES`] (which the README test reads) all come from that list, so adding a variable
+//! is one entry there, plus its row in the README table and `.env.example` (a test checks).
+
+mod parse;
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use parse::{
+    Env, Parse, bounded_duration, custom, duration, in_range, optional, path_list, problem, redact_url,
+    show_addr, show_duration, show_path, socket_addr, text,
+};
+use secrecy::{ExposeSecret, SecretString};
+
+pub const ENV_PREFIX: &str = "IDENTITY_";
+
+/// Where the SQLite file and a generated key live when `IDENTITY_DATA_DIR` is not set; the
+/// default database URL is derived from it.
+const DEFAULT_DATA_DIR: &str = "./data";
+
+/// One environment variable, for `check-config` and the documentation test.
+pub struct Variable {
+    pub name: &'static str,
+    /// The default as documented (`""`: unset).
+    pub default: &'static str,
+    pub about: &'static str,
+    /// The effective value as `check-config` prints it (secrets redacted).
+    show: fn(&Config) -> String,
+}
+
+/// Declares the variables: for each `Config` field, its type, how it is parsed, and the one or
+/// more variables it is read from (name, documented default, description, how it is shown).
+macro_rules! variables {
+    ($(
+        $(#[doc = $doc:literal])*
+        $field:ident: $ty:ty = $parser:expr, [
+            $($name:literal, $default:literal, $about:literal, $show:expr;)+
+        ]
+    )*) => {
+        /// What the process runs with. Secrets (the database URL may hold a password) are
+        /// `SecretString`.
+        #[derive(Debug, Clone)]
+        pub struct Config {
+            $($(#[doc = $doc])* pub $field: $ty,)*
+        }
+
+        /// Every variable, in the order `check-config` prints them.
+        pub const VARIABLES: &[Variable] = &[
+            $($(Variable { name: $name, default: $default, about: $about, show: $show },)+)*
+        ];
+
+        impl Config {
+            fn parse(env: &Env) -> Result<Self, ConfigError> {
+                Ok(Self {
+                    $($field: Parse::<$ty>::parse(&$parser, env, first!($($name, $default;)+))?,)*
+                })
+            }
+        }
+    };
+}
+
+/// The first `(name, default)` of a field's variables: the one a single-variable parser reads.
+macro_rules! first {
+    ($name:literal, $default:literal; $($rest:tt)*) => {
+        ($name, $default)
+    };
+}
+
+variables! {
+    listen_addr: SocketAddr = text(socket_addr), [
+        "IDENTITY_LISTEN_ADDR", "127.0.0.1:50051", "address to serve gRPC on", |c| c.listen_addr.to_string();
+    ]
+    database_url: SecretString = custom(database_url), [
+        "IDENTITY_DATABASE_URL", "sqlite://<DATA_DIR>/identity.db", "postgres://… or sqlite://…; the scheme picks the backend",
+            |c| redact_url(c.database_url.expose_secret());
+    ]
+    database_max_connections: u32 = text(|s| in_range(s, 1, 1000)), [
+        "IDENTITY_DATABASE_MAX_CONNECTIONS", "10", "Postgres connection pool size per process",
+            |c| c.database_max_connections.to_string();
+    ]
+    database_acquire_timeout: Duration = text(duration), [
+        "IDENTITY_DATABASE_ACQUIRE_TIMEOUT", "5s", "how long a request waits for a pooled connection",
+            |c| show_duration(c.database_acquire_timeout);
+    ]
+    data_dir: PathBuf = text(|s| Ok(PathBuf::from(s))), [
+        "IDENTITY_DATA_DIR", "./data", "where the SQLite file and a generated signing key live",
+            |c| c.data_dir.display().to_string();
+    ]
+    signing_key_file: Option<PathBuf> = optional(|s| Ok(PathBuf::from(s))), [
+        "IDENTITY_SIGNING_KEY_FILE", "", "PKCS#8 PEM Ed25519 key that signs access tokens",
+            |c| show_path(c.signing_key_file.as_ref());
+    ]
+    verify_key_files: Vec<PathBuf> = text(|s| Ok(path_list(s))), [
+        "IDENTITY_VERIFY_KEY_FILES", "", "comma-separated PEM keys that still verify tokens but no longer sign",
+            |c| c.verify_key_files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(",");
+    ]
+    issuer: String = text(|s| Ok(s.to_owned())), [
+        "IDENTITY_ISSUER", "identity", "`iss` of issued tokens, required on validation", |c| c.issuer.clone();
+    ]
+    audience: String = text(|s| Ok(s.to_owned())), [
+        "IDENTITY_AUDIENCE", "identity", "`aud` of issued tokens, required on validation", |c| c.audience.clone();
+    ]
+    access_token_ttl: Duration = text(|s| bounded_duration(s, Duration::from_secs(1), Duration::from_secs(24 * 3600))), [
+        "IDENTITY_ACCESS_TOKEN_TTL", "15m", "access token lifetime", |c| show_duration(c.access_token_ttl);
+    ]
+    refresh_token_ttl: Duration = text(|s| {
+        bounded_duration(s, Duration::from_secs(1), Duration::from_secs(365 * 24 * 3600))
+    }), [
+        "IDENTITY_REFRESH_TOKEN_TTL", "30d", "session (refresh token) lifetime", |c| show_duration(c.refresh_token_ttl);
+    ]
+    bcrypt_cost: u32 = text(|s| in_range(s, 4, 31)), [
+        "IDENTITY_BCRYPT_COST", "12", "bcrypt cost", |c| c.bcrypt_cost.to_string();
+    ]
+    // 64 leaves room under bcrypt's 71-byte ceiling even for one-byte characters.
+    password_min_length: usize = text(|s| in_range(s, 8, 64)), [
+        "IDENTITY_PASSWORD_MIN_LENGTH", "15", "minimum password length in characters",
+            |c| c.password_min_length.to_string();
+    ]
+    hash_threads: usize = custom(|env| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        env.parse("IDENTITY_HASH_THREADS", &cores.to_string(), |s| in_range(s, 1, 256))
+    }), [
+        "IDENTITY_HASH_THREADS", "number of cores", "threads that run bcrypt", |c| c.hash_threads.to_string();
+    ]
+    /// `None`: sized from the measured cost of one hash (see `passwords::TARGET_MAX_WAIT`).
+    hash_queue: Option<usize> = optional(|s| in_range(s, 0, 100_000)), [
+        "IDENTITY_HASH_QUEUE", "auto", "bcrypt jobs that may wait before requests are shed",
+            |c| c.hash_queue.map_or("auto (1.5 s of work)".into(), |q| q.to_string());
+    ]
+    token_cache_size: usize = text(|s| in_range(s, 0, 10_000_000)), [
+        "IDENTITY_TOKEN_CACHE_SIZE", "10000", "verified access tokens remembered", |c| c.token_cache_size.to_string();
+    ]
+    session_purge_interval: Duration = text(|s| {
+        bounded_duration(s, Duration::from_millis(100), Duration::from_secs(7 * 24 * 3600))
+    }), [
+        "IDENTITY_SESSION_PURGE_INTERVAL", "1h", "how often old sessions are deleted",
+            |c| show_duration(c.session_purge_interval);
+    ]
+    max_failed_logins: u32 = text(|s| in_range(s, 0, 1000)), [
+        "IDENTITY_MAX_FAILED_LOGINS", "5", "failed logins per email within the window before lockout; 0: off",
+            |c| c.max_failed_logins.to_string();
+    ]
+    lockout_duration: Duration = text(|s| {
+        bounded_duration(s, Duration::from_secs(1), Duration::from_secs(7 * 24 * 3600))
+    }), [
+        "IDENTITY_LOCKOUT_DURATION", "15m", "the lockout window", |c| show_duration(c.lockout_duration);
+    ]
+    tls: Option<TlsFiles> = custom(tls_files), [
+        "IDENTITY_TLS_CERT_FILE", "", "PEM certificate chain: serve TLS",
+            |c| show_path(c.tls.as_ref().map(|t| &t.cert_file));
+        "IDENTITY_TLS_KEY_FILE", "", "PEM private key for the certificate",
+            |c| show_path(c.tls.as_ref().map(|t| &t.key_file));
+        "IDENTITY_TLS_CLIENT_CA_FILE", "", "PEM CA: mutual TLS",
+            |c| show_path(c.tls.as_ref().and_then(|t| t.client_ca_file.as_ref()));
+    ]
+    health_listen_addr: Option<SocketAddr> = optional(socket_addr), [
+        "IDENTITY_HEALTH_LISTEN_ADDR", "", "extra plaintext listener serving only grpc.health.v1",
+            |c| show_addr(c.health_listen_addr);
+    ]
+    health_check_interval: Duration = text(|s| {
+        bounded_duration(s, Duration::from_millis(100), Duration::from_secs(3600))
+    }), [
+        "IDENTITY_HEALTH_CHECK_INTERVAL", "5s", "how often the database is pinged for health",
+            |c| show_duration(c.health_check_interval);
+    ]
+    metrics_addr: Option<SocketAddr> = optional(socket_addr), [
+        "IDENTITY_METRICS_ADDR", "", "serve Prometheus metrics at http://ADDR/metrics", |c| show_addr(c.metrics_addr);
+    ]
+    // Well under the idle timeouts of common proxies and load balancers (60 s and up).
+    revocation_heartbeat: Duration = text(|s| {
+        bounded_duration(s, Duration::from_millis(100), Duration::from_secs(300))
+    }), [
+        "IDENTITY_REVOCATION_HEARTBEAT", "10s", "how often an idle WatchRevocations stream gets a heartbeat",
+            |c| show_duration(c.revocation_heartbeat);
+    ]
+    log_format: LogFormat = text(|s| match s {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err("must be `text` or `json`".into()),
+    }), [
+        "IDENTITY_LOG_FORMAT", "text", "`text` or `json`", |c| format!("{:?}", c.log_format).to_lowercase();
+    ]
+}
+
+/// PEM files for serving TLS; with `client_ca_file`, only clients presenting a certificate
+/// issued by that CA get in (mutual TLS).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub client_ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A variable that is set but cannot be used. Its `Display` is the one line printed at start.
+#[derive(Debug, thiserror::Error)]
+#[error("{variable}: {problem}")]
+pub struct ConfigError {
+    pub variable: String,
+    pub problem: String,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// Reads the given `(name, value)` pairs as if they were the environment.
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        Self::parse(&Env::new(vars))
+    }
+
+    /// Every setting by its variable name with its effective value, for `identity
+    /// check-config`. The database URL's password is redacted; key files are named, never read.
+    pub fn describe(&self) -> Vec<(&'static str, String)> {
+        VARIABLES.iter().map(|variable| (variable.name, (variable.show)(self))).collect()
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.database_url.expose_secret().starts_with("postgres")
+    }
+}
+
+fn database_url(env: &Env) -> Result<SecretString, ConfigError> {
+    let url = match env.get("IDENTITY_DATABASE_URL")? {
+        Some(url)
+            if url.starts_with("postgres://")
+                || url.starts_with("postgresql://")
+                || url.starts_with("sqlite:") =>
+        {
+            url.to_owned()
+        }
+        Some(_) => {
+            return Err(problem(
+                "IDENTITY_DATABASE_URL",
+                "must start with postgres://, postgresql:// or sqlite://",
+            ));
+        }
+        None => {
+            let data_dir = PathBuf::from(env.get("IDENTITY_DATA_DIR")?.unwrap_or(DEFAULT_DATA_DIR));
+            format!("sqlite://{}", data_dir.join("identity.db").display())
+        }
+    };
+    Ok(SecretString::from(url))
+}
+
+fn tls_files(env: &Env) -> Result<Option<TlsFiles>, ConfigError> {
+    let cert = env.get("IDENTITY_TLS_CERT_FILE")?.map(PathBuf::from);
+    let key = env.get("IDENTITY_TLS_KEY_FILE")?.map(PathBuf::from);
+    let client_ca_file = env.get("IDENTITY_TLS_CLIENT_CA_FILE")?.map(PathBuf::from);
+    match (cert, key) {
+        (Some(cert_file), Some(key_file)) => Ok(Some(TlsFiles { cert_file, key_file, client_ca_file })),
+        (Some(_), None) => {
+            Err(problem("IDENTITY_TLS_KEY_FILE", "must be set when IDENTITY_TLS_CERT_FILE is"))
+        }
+        (None, Some(_)) => {
+            Err(problem("IDENTITY_TLS_CERT_FILE", "must be set when IDENTITY_TLS_KEY_FILE is"))
+        }
+        (None, None) if client_ca_file.is_some() => Err(problem(
+            "IDENTITY_TLS_CLIENT_CA_FILE",
+            "needs IDENTITY_TLS_CERT_FILE and IDENTITY_TLS_KEY_FILE",
+        )),
+        (None, None) => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn defaults_serve_sqlite_in_the_data_dir() {
+        let config = config(&[]).unwrap();
+        assert_eq!(config.listen_addr.to_string(), "127.0.0.1:50051");
+        assert!(!config.is_postgres());
+        assert_eq!(config.access_token_ttl, Duration::from_secs(900));
+        assert_eq!(config.refresh_token_ttl, Duration::from_secs(30 * 24 * 3600));
+        assert_eq!(config.bcrypt_cost, 12);
+        assert_eq!(config.password_min_length, 15);
+        assert_eq!(config.issuer, "identity");
+    }
+
+    #[test]
+    fn human_durations_are_understood() {
+        let config =
+            config(&[("IDENTITY_ACCESS_TOKEN_TTL", "90s"), ("IDENTITY_REFRESH_TOKEN_TTL", "7d")]).unwrap();
+        assert_eq!(config.access_token_ttl, Duration::from_secs(90));
+        assert_eq!(config.refresh_token_ttl, Duration::from_secs(7 * 24 * 3600));
+    }
+
+    #[test]
+    fn an_invalid_value_names_its_variable() {
+        let error = config(&[("IDENTITY_BCRYPT_COST", "3")]).unwrap_err();
+        assert_eq!(error.variable, "IDENTITY_BCRYPT_COST");
+        assert!(error.to_string().contains("between 4 and 31"), "{error}");
+
+        let error = config(&[("IDENTITY_ACCESS_TOKEN_TTL", "soon")]).unwrap_err();
+        assert_eq!(error.variable, "IDENTITY_ACCESS_TOKEN_TTL");
+
+        let error = config(&[("IDENTITY_PASSWORD_MIN_LENGTH", "7")]).unwrap_err();
+        assert_eq!(error.variable, "IDENTITY_PASSWORD_MIN_LENGTH");
+
+        let error = config(&[("IDENTITY_DATABASE_URL", "mysql://x")]).unwrap_err();
+        assert_eq!(error.variable, "IDENTITY_DATABASE_URL");
+
+        let error = config(&[("IDENTITY_LOG_FORMAT", "xml")]).unwrap_err();
+        assert_eq!(error.variable, "IDENTITY_LOG_FORMAT");
+
+        let error = config(&[("IDENTITY_TLS_CERT_FILE", "cert.pem")]).unwrap_err();
+        assert_eq!(error.variable, "IDENTITY_TLS_KEY_FILE");
+
+        let error = config(&[("IDENTITY_TLS_CLIENT_CA_FILE", "ca.pem")]).unwrap_err();
+        assert_eq!(error.variable, "IDENTITY_TLS_CLIENT_CA_FILE");
+    }
+
+    #[test]
+    fn described_urls_hide_their_passwords() {
+        assert_eq!(redact_url("postgres://u:hunter2@db:5432/identity"), "postgres://u:***@db:5432/identity");
+        assert_eq!(
+            redact_url("postgres://u@db/identity?password=hunter2&sslmode=require"),
+            "postgres://u@db/identity?password=***&sslmode=require"
+        );
+        assert_eq!(redact_url("sqlite://./data/identity.db"), "sqlite://./data/identity.db");
+        let config = config(&[("IDENTITY_DATABASE_URL", "postgres://u:hunter2@db/identity")]).unwrap();
+        let described = format!("{:?}", config.describe());
+        assert!(!described.contains("hunter2"));
+    }
+
+    #[test]
+    fn every_declared_variable_is_read_and_named_in_its_errors() {
+        let mut seen = std::collections::HashSet::new();
+        for variable in VARIABLES {
+            assert!(seen.insert(variable.name), "{} is declared twice", variable.name);
+            assert!(variable.name.starts_with(ENV_PREFIX), "{}", variable.name);
+            // A blank value is refused by whichever parser reads the variable: this fails for a
+            // declared name the parsing never looks at.
+            let error = config(&[(variable.name, "   ")]).unwrap_err();
+            assert_eq!(error.variable, variable.name);
+        }
+        let config = config(&[]).unwrap();
+        assert_eq!(config.describe().len(), VARIABLES.len(), "one line per variable");
+    }
+
+    #[test]
+    fn variable_names_are_matched_without_regard_to_case_after_the_prefix() {
+        let config = config(&[("IDENTITY_bcrypt_Cost", "10")]).unwrap();
+        assert_eq!(config.bcrypt_cost, 10);
+    }
+
+    #[test]
+    fn the_database_url_is_redacted_in_debug_output() {
+        let config = config(&[("IDENTITY_DATABASE_URL", "postgres://u:hunter2@db/identity")]).unwrap();
+        assert!(config.is_postgres());
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+}
