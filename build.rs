@@ -17,6 +17,9 @@ fn main() -> Result<(), Box<dyn Error>> {
     let file_descriptors = protox::compile(PROTOS, ["proto"])?;
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     fs::write(out_dir.join("identity_descriptor.bin"), file_descriptors.encode_to_vec())?;
-    tonic_prost_build::configure().compile_fds(file_descriptors)?;
+    // Requests that do not decode are the caller's fault: see src/rpc/codec.rs.
+    tonic_prost_build::configure()
+        .codec_path("crate::rpc::codec::StrictCodec")
+        .compile_fds(file_descriptors)?;
     Ok(())
 }

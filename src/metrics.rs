@@ -15,6 +15,12 @@
 //! | `identity_revocation_watchers` | gauge | open WatchRevocations streams |
 //! | `identity_db_connections` | gauge | `state`: idle, in_use |
 //! | `identity_db_acquire_seconds` | histogram | |
+//! | `identity_connections_open` | gauge | `listener`: api, health |
+//! | `identity_connections_refused_total` | counter | `listener`; `reason`: max_connections, max_per_client |
+//! | `identity_connections_handshake_timeouts_total` | counter | `listener` |
+//! | `identity_accept_errors_total` | counter | `listener` (the process is out of descriptors or memory) |
+//!
+//! `method` is the full path of a served method, or `other` for any path a caller invents.
 
 use std::{net::SocketAddr, sync::OnceLock};
 
@@ -34,6 +40,10 @@ pub const REVOCATIONS_SYNCHRONISED: &str = "identity_revocations_synchronised";
 pub const REVOCATION_WATCHERS: &str = "identity_revocation_watchers";
 pub const DB_CONNECTIONS: &str = "identity_db_connections";
 pub const DB_ACQUIRE: &str = "identity_db_acquire_seconds";
+pub const CONNECTIONS_OPEN: &str = "identity_connections_open";
+pub const CONNECTIONS_REFUSED: &str = "identity_connections_refused_total";
+pub const HANDSHAKE_TIMEOUTS: &str = "identity_connections_handshake_timeouts_total";
+pub const ACCEPT_ERRORS: &str = "identity_accept_errors_total";
 
 /// Latency buckets from 100 µs (a cached ValidateToken) to 10 s (a login stuck in a queue).
 const SECONDS_BUCKETS: &[f64] =

@@ -11,6 +11,7 @@ use tonic::transport::{Server, ServerTlsConfig};
 use crate::{
     clock::Clock,
     config::Config,
+    connections::{ConnectionLimits, Handshake},
     domain::PasswordPolicy,
     health,
     passwords::{HashError, PasswordHasher},
@@ -65,6 +66,8 @@ pub struct App {
     health_check_interval: Duration,
     revocation_heartbeat: Duration,
     tls: Option<ServerTlsConfig>,
+    connection_limits: ConnectionLimits,
+    reflection: bool,
     /// A plaintext listener serving only grpc.health.v1, for probes that cannot speak TLS.
     health_listener: Option<TcpListener>,
     metrics: Option<(TcpListener, metrics_exporter_prometheus::PrometheusHandle)>,
@@ -125,6 +128,8 @@ impl App {
         };
         Ok(Self {
             tls,
+            connection_limits: config.connection_limits(),
+            reflection: config.reflection,
             health_listener,
             metrics,
             listener,
@@ -193,7 +198,10 @@ impl App {
         if let Some(listener) = self.health_listener {
             let health_only = Server::builder()
                 .add_service(health_service.clone())
-                .serve_with_incoming_shutdown(transport::incoming(listener), stopped(stop_requested.clone()));
+                .serve_with_incoming_shutdown(
+                    transport::incoming(listener, self.connection_limits, Handshake::Plaintext, "health"),
+                    stopped(stop_requested.clone()),
+                );
             beside.spawn(async move {
                 if let Err(error) = health_only.await {
                     tracing::warn!(%error, "health listener stopped");
@@ -209,8 +217,11 @@ impl App {
             ));
         }
 
-        let reflection_v1 = transport::reflection().build_v1()?;
-        let reflection_v1alpha = transport::reflection().build_v1alpha()?;
+        let (reflection_v1, reflection_v1alpha) = if self.reflection {
+            (Some(transport::reflection().build_v1()?), Some(transport::reflection().build_v1alpha()?))
+        } else {
+            (None, None)
+        };
         let auth = AuthServiceServer::new(AuthApi::new(Arc::clone(&self.identity), self.policy))
             .max_decoding_message_size(MAX_REQUEST_BYTES);
         let token = TokenServiceServer::new(TokenApi::new(
@@ -229,16 +240,18 @@ impl App {
             health::set_stopping(&health).await;
         };
         tracing::info!(addr = %self.local_addr, backend = self.store.backend(), "serving gRPC");
+        let handshake = if self.tls.is_some() { Handshake::Tls } else { Handshake::Plaintext };
+        let incoming = transport::incoming(self.listener, self.connection_limits, handshake, "api");
         let served = match transport::api_server(self.tls) {
             Ok(mut server) => {
                 server
                     .add_service(health_service)
-                    .add_service(reflection_v1)
-                    .add_service(reflection_v1alpha)
+                    .add_optional_service(reflection_v1)
+                    .add_optional_service(reflection_v1alpha)
                     .add_service(auth)
                     .add_service(token)
                     .add_service(user)
-                    .serve_with_incoming_shutdown(transport::incoming(self.listener), on_shutdown)
+                    .serve_with_incoming_shutdown(incoming, on_shutdown)
                     .await
             }
             Err(error) => Err(error),

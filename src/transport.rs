@@ -1,5 +1,5 @@
-//! How the gRPC server meets the network: TLS from files, accepted connections (no Nagle,
-//! TCP keepalive), reflection, and the server-wide limits (request size, per-RPC timeout,
+//! How the gRPC server meets the network: TLS from files, accepted connections (bounded and
+//! timed by `connections`), reflection, and the server-wide limits (request size, per-RPC timeout,
 //! HTTP/2 keepalive pings, concurrent streams). Which services run lives in `startup`.
 
 use std::{
@@ -8,10 +8,14 @@ use std::{
 };
 
 use tokio::net::TcpListener;
-use tonic::transport::{Server, ServerTlsConfig, server::TcpIncoming};
+use tonic::transport::{Server, ServerTlsConfig};
 use tower::layer::util::{Identity, Stack};
 
-use crate::{config::TlsFiles, rpc::RpcLogLayer, rpc::proto};
+use crate::{
+    config::TlsFiles,
+    connections::{ConnectionLimits, Handshake, Incoming},
+    rpc::{RpcLogLayer, proto},
+};
 
 /// Largest request a client may send: the biggest legitimate one (a signup) is well under 2 kB.
 pub const MAX_REQUEST_BYTES: usize = 16 * 1024;
@@ -39,10 +43,16 @@ pub fn tls_config(files: &TlsFiles) -> Result<ServerTlsConfig, TlsFileError> {
     Ok(config)
 }
 
-/// Accepted connections with Nagle's algorithm off (small gRPC frames must not wait for the
-/// peer's delayed ACK, 40 ms on Linux) and TCP keepalive on, to notice dead peers.
-pub fn incoming(listener: TcpListener) -> TcpIncoming {
-    TcpIncoming::from(listener).with_nodelay(Some(true)).with_keepalive(Some(Duration::from_secs(60)))
+/// Accepted connections within `limits` (handshake deadline, caps in total and per client, a
+/// back-off on accept errors), with Nagle's algorithm off and TCP keepalive on: see
+/// [`crate::connections`]. `name` labels the listener's metrics.
+pub fn incoming(
+    listener: TcpListener,
+    limits: ConnectionLimits,
+    handshake: Handshake,
+    name: &'static str,
+) -> Incoming {
+    Incoming::new(listener, limits, handshake, name)
 }
 
 /// The API server's builder: TLS when configured, the per-RPC timeout, HTTP/2 keepalive pings,

@@ -15,6 +15,8 @@ use parse::{
 };
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::connections::ConnectionLimits;
+
 pub const ENV_PREFIX: &str = "IDENTITY_";
 
 /// Where the SQLite file and a generated key live when `IDENTITY_DATA_DIR` is not set; the
@@ -176,6 +178,28 @@ variables! {
         "IDENTITY_REVOCATION_HEARTBEAT", "10s", "how often an idle WatchRevocations stream gets a heartbeat",
             |c| show_duration(c.revocation_heartbeat);
     ]
+    handshake_timeout: Duration = text(|s| {
+        bounded_duration(s, Duration::from_millis(100), Duration::from_secs(300))
+    }), [
+        "IDENTITY_HANDSHAKE_TIMEOUT", "5s", "a new connection silent past this (no HTTP/2 preface or TLS handshake) is closed",
+            |c| show_duration(c.handshake_timeout);
+    ]
+    // About 17 KiB each when idle: 1000 fit a 128 MiB pod with room for the rest.
+    max_connections: usize = text(|s| in_range(s, 1, 1_000_000)), [
+        "IDENTITY_MAX_CONNECTIONS", "1000", "open connections per listener; more are closed at once",
+            |c| c.max_connections.to_string();
+    ]
+    max_connections_per_client: usize = text(|s| in_range(s, 1, 1_000_000)), [
+        "IDENTITY_MAX_CONNECTIONS_PER_CLIENT", "100", "open connections per client address; more are closed at once",
+            |c| c.max_connections_per_client.to_string();
+    ]
+    reflection: bool = text(|s| match s {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err("must be `true` or `false`".into()),
+    }), [
+        "IDENTITY_REFLECTION", "true", "serve gRPC server reflection", |c| c.reflection.to_string();
+    ]
     log_format: LogFormat = text(|s| match s {
         "text" => Ok(LogFormat::Text),
         "json" => Ok(LogFormat::Json),
@@ -192,6 +216,17 @@ pub struct TlsFiles {
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
     pub client_ca_file: Option<PathBuf>,
+}
+
+impl Config {
+    /// The handshake deadline and connection caps each listener enforces.
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            handshake_timeout: self.handshake_timeout,
+            max_connections: self.max_connections,
+            max_per_client: self.max_connections_per_client,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

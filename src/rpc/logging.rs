@@ -93,11 +93,9 @@ where
 }
 
 fn record(method: &str, code: Code, seconds: f64) {
-    // Known services only: a client must not be able to mint label values with random paths.
-    let known =
-        ["/identity.v1.", "/grpc.health.v1.", "/grpc.reflection."].iter().any(|p| method.starts_with(p));
-    let method = if known { method.to_owned() } else { "other".to_owned() };
-    metrics::counter!(crate::metrics::RPC_REQUESTS, "method" => method.clone(), "code" => code_name(code))
+    // Served methods only: a caller must not be able to mint label values with invented paths.
+    let method = super::methods::label(method);
+    metrics::counter!(crate::metrics::RPC_REQUESTS, "method" => method, "code" => code_name(code))
         .increment(1);
     metrics::histogram!(crate::metrics::RPC_DURATION, "method" => method).record(seconds);
 }

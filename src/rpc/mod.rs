@@ -2,7 +2,9 @@
 //! (naming the field that fails), calls [`crate::service::Identity`], and converts back.
 
 mod auth;
+pub mod codec;
 mod logging;
+pub mod methods;
 mod token;
 mod user;
 

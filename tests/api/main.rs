@@ -5,8 +5,10 @@ mod helpers;
 
 mod audit;
 mod cli;
+mod connections;
 mod lockout;
 mod login;
+mod malformed;
 mod metrics;
 mod outage;
 mod overload;

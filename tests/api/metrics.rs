@@ -1,13 +1,20 @@
-//! The Prometheus endpoint: scraped before and after a few calls, its counters must move.
+//! The Prometheus endpoint: scraped before and after a few calls, its counters must move, and
+//! no caller can add series to it by inventing request paths.
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use tonic::Code;
+
 use crate::{
     helpers::{PASSWORD, TestApp},
+    malformed::call_raw,
     on_both_backends,
 };
 
-on_both_backends!(metrics_count_rpcs_logins_and_pool_activity);
+on_both_backends!(
+    metrics_count_rpcs_logins_and_pool_activity,
+    invented_paths_are_unimplemented_and_counted_under_one_label,
+);
 
 async fn scrape(app: &TestApp) -> String {
     let addr = app.metrics_addr.expect("metrics are on");
@@ -51,4 +58,33 @@ async fn metrics_count_rpcs_logins_and_pool_activity(app: TestApp) {
         assert!(after.contains(&format!("# TYPE {gauge} gauge")), "{gauge} is missing");
     }
     assert!(!after.contains(PASSWORD));
+}
+
+async fn invented_paths_are_unimplemented_and_counted_under_one_label(app: TestApp) {
+    let app = app.restart_with(&[("IDENTITY_METRICS_ADDR", "127.0.0.1:0")]).await;
+    let before = scrape(&app).await;
+    let invented = 300;
+    for i in 0..invented {
+        let path = match i % 3 {
+            0 => format!("/grpc.health.v1.Health/Invented{i}"),
+            1 => format!("/identity.v1.AuthService/Invented{i}"),
+            _ => format!("/invented{i}.Service/Method"),
+        };
+        let status = call_raw(&app, &path, Vec::new()).await.expect_err("an invented method");
+        assert_eq!(status.code(), Code::Unimplemented, "{path}: {status:?}");
+    }
+    let after = scrape(&app).await;
+    assert!(!after.contains("Invented") && !after.contains("invented"), "a path became a label");
+    let other = [("method", "other"), ("code", "UNIMPLEMENTED")];
+    let counted = sample(&after, "identity_rpc_requests_total", &other)
+        - sample(&before, "identity_rpc_requests_total", &other);
+    assert!(counted >= f64::from(invented), "{counted} of {invented} counted as other");
+    // Whatever else runs in this process, the label can only take the served methods' names
+    // (fourteen of them) and `other`.
+    let methods: std::collections::HashSet<&str> = after
+        .lines()
+        .filter(|line| line.starts_with("identity_rpc_requests_total{"))
+        .filter_map(|line| line.split("method=\"").nth(1)?.split('"').next())
+        .collect();
+    assert!(methods.len() <= 15, "{methods:?}");
 }

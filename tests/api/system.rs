@@ -11,6 +11,7 @@ use crate::{helpers::TestApp, on_both_backends};
 on_both_backends!(
     reflection_lists_every_service,
     reflection_describes_the_identity_services_and_health,
+    reflection_can_be_turned_off,
     health_reports_the_server_and_each_api_service_serving,
     shutdown_turns_every_health_entry_not_serving,
 );
@@ -40,6 +41,33 @@ async fn reflection_lists_every_service(app: TestApp) {
     let mut names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
     names.sort();
     assert_eq!(names, EXPECTED_SERVICES);
+}
+
+async fn reflection_can_be_turned_off(app: TestApp) {
+    let app = app.restart_with(&[("IDENTITY_REFLECTION", "false")]).await;
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let status = ServerReflectionClient::new(app.channel.clone())
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect_err("reflection is off");
+    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+    let mut old = tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient::new(
+        app.channel.clone(),
+    );
+    let request = tonic_reflection::pb::v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest::ListServices(
+                String::new(),
+            ),
+        ),
+    };
+    let status = old.server_reflection_info(tokio_stream::iter([request])).await.expect_err("v1alpha is off");
+    assert_eq!(status.code(), tonic::Code::Unimplemented);
+    assert!(app.signed_in_user().await.1.tokens.is_some(), "the API is served without reflection");
 }
 
 async fn reflection_describes_the_identity_services_and_health(app: TestApp) {

@@ -1,4 +1,5 @@
-//! What crosses the wire: TLS and mutual TLS, request size limits, request ids.
+//! What crosses the wire: TLS and mutual TLS, handshake deadlines under TLS, request size limits,
+//! request ids.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -9,6 +10,7 @@ use identity::{
 use rcgen::{
     BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
+use tokio::{io::AsyncWriteExt, net::TcpStream};
 use tonic::{
     Code,
     transport::{Certificate, Channel, ClientTlsConfig, Identity as ClientIdentity},
@@ -18,6 +20,7 @@ use tonic_health::pb::{
 };
 
 use crate::{
+    connections::closed_by_server,
     helpers::{PASSWORD, TestApp, TestDatabase, assert_code},
     on_both_backends,
 };
@@ -192,4 +195,22 @@ async fn mutual_tls_lets_in_only_clients_with_a_certificate_from_the_ca() {
         Ok(channel) => signup_over(channel).await.is_err(),
     };
     assert!(refused, "a client with a certificate from another CA got in");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_to_the_tls_and_health_listeners_are_closed_and_mtls_still_works() {
+    let pki = Pki::new();
+    let mut env = pki.server_env(true);
+    env.push(("IDENTITY_HANDSHAKE_TIMEOUT".into(), "200ms".into()));
+    let (addr, health_addr, _db) = start_tls_server(env).await;
+    // One that says nothing, one that stops after its ClientHello-sized first bytes.
+    closed_by_server(TcpStream::connect(addr).await.unwrap()).await;
+    let mut stalling = TcpStream::connect(addr).await.unwrap();
+    stalling.write_all(&[0x16, 0x03, 0x01, 0x00, 0x05, 0x01]).await.unwrap();
+    closed_by_server(stalling).await;
+    closed_by_server(TcpStream::connect(health_addr).await.unwrap()).await;
+
+    let trusted = tls_channel(addr, &pki.ca, Some(pki.client())).await.unwrap();
+    signup_over(trusted).await.expect("a client with a certificate from the CA still gets in");
+    assert_eq!(plaintext_health(health_addr).await.unwrap(), ServingStatus::Serving);
 }

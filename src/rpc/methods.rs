@@ -1,0 +1,72 @@
+//! The gRPC methods this server serves, by their full path (`/package.Service/Method`), read
+//! from the same generated descriptor sets that reflection serves. Anything else a caller sends
+//! a request to is answered UNIMPLEMENTED and must not become a label, a map key or anything else
+//! that grows with the number of distinct paths a stranger can invent.
+
+use std::{collections::HashSet, sync::LazyLock};
+
+use prost::Message;
+use prost_types::FileDescriptorSet;
+
+/// The encoded descriptor sets of every service the server can run.
+pub const SERVED_DESCRIPTOR_SETS: [&[u8]; 4] = [
+    super::proto::FILE_DESCRIPTOR_SET,
+    tonic_health::pb::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+];
+
+static KNOWN: LazyLock<HashSet<String>> = LazyLock::new(|| methods_of(&SERVED_DESCRIPTOR_SETS));
+
+/// `path` itself if it names a served method, else `"other"`: a bounded label value.
+pub fn label(path: &str) -> &'static str {
+    KNOWN.get(path).map_or("other", String::as_str)
+}
+
+/// Every `/package.Service/Method` path declared in `sets`. A set that does not decode (it is
+/// compiled in, so it cannot) contributes nothing, and its methods are labelled `other`.
+fn methods_of(sets: &[&[u8]]) -> HashSet<String> {
+    let mut methods = HashSet::new();
+    for set in sets {
+        let Ok(set) = FileDescriptorSet::decode(*set) else {
+            tracing::error!("a compiled-in descriptor set does not decode");
+            continue;
+        };
+        for file in &set.file {
+            let package = file.package();
+            for service in &file.service {
+                let service_name = match package {
+                    "" => service.name().to_owned(),
+                    package => format!("{package}.{}", service.name()),
+                };
+                for method in &service.method {
+                    methods.insert(format!("/{service_name}/{}", method.name()));
+                }
+            }
+        }
+    }
+    methods
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn served_methods_are_their_own_label_and_anything_else_is_other() {
+        for path in [
+            "/identity.v1.AuthService/Login",
+            "/identity.v1.TokenService/WatchRevocations",
+            "/identity.v1.UserService/GetCurrentUser",
+            "/grpc.health.v1.Health/Check",
+            "/grpc.health.v1.Health/Watch",
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        ] {
+            assert_eq!(label(path), path);
+        }
+        for path in ["/grpc.health.v1.Health/Nope", "/identity.v1.AuthService/", "/x", "", "/grpc."] {
+            assert_eq!(label(path), "other", "{path}");
+        }
+    }
+}
