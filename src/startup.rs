@@ -196,9 +196,8 @@ impl App {
             stop_requested.clone(),
         ));
         if let Some(listener) = self.health_listener {
-            let health_only = Server::builder()
-                .add_service(health_service.clone())
-                .serve_with_incoming_shutdown(
+            let health_only =
+                Server::builder().add_service(health_service.clone()).serve_with_incoming_shutdown(
                     transport::incoming(listener, self.connection_limits, Handshake::Plaintext, "health"),
                     stopped(stop_requested.clone()),
                 );
