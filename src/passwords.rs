@@ -137,7 +137,9 @@ impl PasswordHasher {
     }
 
     /// Checks `password` against `hash`, or against the dummy hash when there is no account, so
-    /// both cases cost the same. A password bcrypt cannot check in full never matches.
+    /// both cases cost the same. A password bcrypt cannot check in full never matches. A hash
+    /// made before passwords were normalized is checked against the text as sent, any other
+    /// against its NFKC form: one verify either way, both forms computed when it was parsed.
     pub async fn verify(
         &self,
         password: &PresentedPassword,
@@ -145,15 +147,16 @@ impl PasswordHasher {
     ) -> Result<bool, HashError> {
         let found = hash.is_some();
         let hash = hash.cloned().unwrap_or_else(|| (*self.dummy_hash).clone());
-        let password = SecretString::from(password.expose());
+        let password = SecretString::from(password.text_for(&hash));
         let matches =
             self.run(move || bcrypt::non_truncating_verify(password.expose_secret(), hash.expose())).await?;
         Ok(found && matches.unwrap_or(false))
     }
 
-    /// True when a stored hash was made at a lower cost than the one configured now.
+    /// True when a stored hash was made at a lower cost than the one configured now, or of the
+    /// password as typed rather than of its normalized form.
     pub fn needs_rehash(&self, hash: &PasswordHash) -> bool {
-        hash.cost().is_some_and(|cost| cost < self.cost)
+        !hash.is_of_normalized_text() || hash.cost().is_some_and(|cost| cost < self.cost)
     }
 
     /// Queues `work` on the pool and waits for its result.

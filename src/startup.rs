@@ -280,7 +280,9 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopping| *stopping).await;
 }
 
-/// Opens the database named by the configuration and applies pending migrations.
+/// Opens the database named by the configuration, applies pending migrations, and gives rows
+/// written before emails were normalized their normalized form (see
+/// [`Store::backfill_email_keys`]).
 pub async fn connect_and_migrate(config: &Config) -> Result<Store, StartupError> {
     let store = Store::connect(
         config.database_url.expose_secret(),
@@ -289,5 +291,9 @@ pub async fn connect_and_migrate(config: &Config) -> Result<Store, StartupError>
     )
     .await?;
     store.migrate().await?;
+    let backfilled = store.backfill_email_keys().await?;
+    if backfilled > 0 {
+        tracing::info!(accounts = backfilled, "normalized emails and confusable keys filled in");
+    }
     Ok(store)
 }

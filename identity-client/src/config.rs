@@ -23,8 +23,12 @@ pub struct AuthConfig {
     pub issuer: String,
     /// Required `aud` (the server's `IDENTITY_AUDIENCE`). Default `identity`.
     pub audience: String,
-    /// Clock skew allowed on `exp` and `nbf`. Default 0.
+    /// Clock skew allowed on `exp`, `nbf` and `iat`. Default 0.
     pub leeway: Duration,
+    /// Longest lifetime (`exp - iat`) a token may have; longer ones are refused as forged or
+    /// misissued. Set it to the server's `IDENTITY_ACCESS_TOKEN_TTL` for the tightest check.
+    /// Default 24 h, the longest TTL the server can be configured with.
+    pub max_token_lifetime: Duration,
     /// When a token names a key id the cached key set lacks, the set is fetched again, but at
     /// most once per this interval (and one fetch at a time), so that a flood of made-up key
     /// ids cannot turn into a flood of GetJwks calls. Default 5 s.
@@ -47,6 +51,7 @@ impl Default for AuthConfig {
             issuer: "identity".into(),
             audience: "identity".into(),
             leeway: Duration::ZERO,
+            max_token_lifetime: identity_contract::MAX_ACCESS_TOKEN_LIFETIME,
             jwks_refresh_interval: Duration::from_secs(5),
             jwks_max_age: Duration::from_secs(300),
             token_cache_size: 10_000,

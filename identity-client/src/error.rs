@@ -38,6 +38,10 @@ pub enum Rejection {
     Expired,
     #[error("token not yet valid")]
     NotYetValid,
+    #[error("token issued in the future")]
+    IssuedInFuture,
+    #[error("token lifetime too long")]
+    LifetimeTooLong,
     #[error("session revoked")]
     Revoked,
     #[error("revocation status unavailable")]
@@ -57,6 +61,8 @@ impl From<identity_contract::Rejected> for Rejection {
             Rejected::WrongAudience => Self::WrongAudience,
             Rejected::Expired => Self::Expired,
             Rejected::NotYetValid => Self::NotYetValid,
+            Rejected::IssuedInFuture => Self::IssuedInFuture,
+            Rejected::LifetimeTooLong => Self::LifetimeTooLong,
         }
     }
 }
@@ -91,6 +97,8 @@ mod tests {
             Rejected::WrongAudience,
             Rejected::Expired,
             Rejected::NotYetValid,
+            Rejected::IssuedInFuture,
+            Rejected::LifetimeTooLong,
         ] {
             assert_eq!(Rejection::from(rejected).to_string(), rejected.to_string());
         }

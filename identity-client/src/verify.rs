@@ -25,7 +25,12 @@ impl Verifier {
         Self {
             keys,
             cache: (config.token_cache_size > 0).then(|| Cache::new(config.token_cache_size)),
-            rules: AccessTokenRules::new(&config.issuer, &config.audience, config.leeway),
+            rules: AccessTokenRules::new(
+                &config.issuer,
+                &config.audience,
+                config.leeway,
+                config.max_token_lifetime,
+            ),
         }
     }
 

@@ -15,4 +15,6 @@ pub use ids::{SessionId, TokenId, UserId};
 /// The JWT library both sides use, so that keys and errors are the same types.
 pub use jsonwebtoken;
 pub use jwk::PublicJwk;
-pub use rules::{ACCESS_TOKEN_TYPE, ALGORITHM, AccessTokenRules, Rejected, header, key_id, sign};
+pub use rules::{
+    ACCESS_TOKEN_TYPE, ALGORITHM, AccessTokenRules, MAX_ACCESS_TOKEN_LIFETIME, Rejected, header, key_id, sign,
+};

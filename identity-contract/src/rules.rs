@@ -1,8 +1,10 @@
 //! How an access token is signed and checked, for both sides: the header (EdDSA, `typ: at+jwt`,
 //! a `kid`), the `jsonwebtoken::Validation` (issuer, audience, required claims, EdDSA only) and
-//! the validity window (expired from the `exp` second on, not valid before `nbf`, with a leeway
-//! the server sets to zero and a consumer may configure). Each side looks keys up its own way
-//! between [`key_id`] and [`AccessTokenRules::decode`]; everything else is here.
+//! the validity window (expired from the `exp` second on, not valid before `nbf`, not issued in
+//! the future, with a leeway the server sets to zero and a consumer may configure), and a
+//! ceiling on the lifetime `exp - iat` (the server's access-token TTL; a consumer's own
+//! setting). Each side looks keys up its own way between [`key_id`] and
+//! [`AccessTokenRules::decode`]; everything else is here.
 
 use std::time::Duration;
 
@@ -42,6 +44,14 @@ pub enum Rejected {
     Expired,
     #[error("token not yet valid")]
     NotYetValid,
+    /// `iat` is later than now (plus the leeway): nobody issues tokens in the future, so it
+    /// was forged or minted on a clock that is wrong.
+    #[error("token issued in the future")]
+    IssuedInFuture,
+    /// `exp - iat` is longer than the longest lifetime the issuer gives: a token minted with a
+    /// stolen key to last for years, or by a misconfigured issuer.
+    #[error("token lifetime too long")]
+    LifetimeTooLong,
 }
 
 /// The header of every access token.
@@ -72,17 +82,27 @@ pub fn key_id(token: &str) -> Result<String, Rejected> {
     header.kid.ok_or(Rejected::Header)
 }
 
+/// The longest access-token lifetime the server can be configured to give
+/// (`IDENTITY_ACCESS_TOKEN_TTL` at most 24 h): the ceiling a consumer that does not know the
+/// server's TTL can safely assume.
+pub const MAX_ACCESS_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
 /// The checks for one issuer and audience.
 #[derive(Debug, Clone)]
 pub struct AccessTokenRules {
     validation: Validation,
     leeway: i64,
+    /// Longest `exp - iat` accepted, in seconds.
+    max_lifetime: i64,
 }
 
 impl AccessTokenRules {
     /// Rules for tokens from `issuer` to `audience`, with `leeway` on both ends of the validity
-    /// window for clocks that disagree (the server, on its own clock, uses zero).
-    pub fn new(issuer: &str, audience: &str, leeway: Duration) -> Self {
+    /// window for clocks that disagree (the server, on its own clock, uses zero), accepting
+    /// lifetimes (`exp - iat`) up to `max_lifetime` (the server: its access-token TTL; a
+    /// consumer: that TTL if it knows it, else [`MAX_ACCESS_TOKEN_LIFETIME`]). The leeway does
+    /// not stretch the lifetime: the issuer stamps both ends from one clock reading.
+    pub fn new(issuer: &str, audience: &str, leeway: Duration, max_lifetime: Duration) -> Self {
         let mut validation = Validation::new(ALGORITHM);
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[audience]);
@@ -92,12 +112,24 @@ impl AccessTokenRules {
         validation.validate_exp = false;
         validation.validate_nbf = false;
         validation.leeway = 0;
-        Self { validation, leeway: i64::try_from(leeway.as_secs()).unwrap_or(i64::MAX) }
+        let seconds = |duration: Duration| i64::try_from(duration.as_secs()).unwrap_or(i64::MAX);
+        // A TTL with a fraction of a second still allows its whole seconds' worth of `exp`.
+        let max_lifetime = seconds(max_lifetime) + i64::from(max_lifetime.subsec_nanos() > 0);
+        Self { validation, leeway: seconds(leeway), max_lifetime }
     }
 
-    /// Verifies the signature with `key` and checks issuer, audience and claims (the header must
-    /// have passed [`key_id`]). The window is not checked: see [`AccessTokenRules::check_window`].
+    /// Verifies the signature with `key` and checks issuer, audience, claims and lifetime (the
+    /// header must have passed [`key_id`]). The window is not checked: see
+    /// [`AccessTokenRules::check_window`].
     pub fn decode(&self, token: &str, key: &DecodingKey) -> Result<AccessClaims, Rejected> {
+        let claims = self.decode_claims(token, key)?;
+        if claims.exp.saturating_sub(claims.iat) > self.max_lifetime {
+            return Err(Rejected::LifetimeTooLong);
+        }
+        Ok(claims)
+    }
+
+    fn decode_claims(&self, token: &str, key: &DecodingKey) -> Result<AccessClaims, Rejected> {
         jsonwebtoken::decode::<AccessClaims>(token, key, &self.validation).map(|data| data.claims).map_err(
             |error| match error.kind() {
                 ErrorKind::InvalidSignature => Rejected::BadSignature,
@@ -111,14 +143,17 @@ impl AccessTokenRules {
     }
 
     /// Whether `claims` are inside their validity window at `now` (seconds since the Unix
-    /// epoch): expired from the `exp` second on, not valid before `nbf`, each widened by the
-    /// leeway.
+    /// epoch): expired from the `exp` second on, not valid before `nbf`, not issued after now,
+    /// each widened by the leeway.
     pub fn check_window(&self, claims: &AccessClaims, now: i64) -> Result<(), Rejected> {
         if now >= claims.exp.saturating_add(self.leeway) {
             return Err(Rejected::Expired);
         }
         if now.saturating_add(self.leeway) < claims.nbf {
             return Err(Rejected::NotYetValid);
+        }
+        if now.saturating_add(self.leeway) < claims.iat {
+            return Err(Rejected::IssuedInFuture);
         }
         Ok(())
     }

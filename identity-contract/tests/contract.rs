@@ -3,15 +3,18 @@
 //! server does, and every forgery below fails on both sides with the same reason.
 //!
 //! The two sides are composed exactly as the server (`tokens::TokenIssuer`: keys in a map,
-//! [`AccessTokenRules::verify`], leeway 0) and identity-client (`verify::Verifier`: [`key_id`],
-//! its own key lookup, [`AccessTokenRules::decode`], then [`AccessTokenRules::check_window`]
-//! on every call, leeway from its configuration) use the contract.
+//! [`AccessTokenRules::verify`], leeway 0, its access-token TTL as the longest lifetime) and
+//! identity-client (`verify::Verifier`: [`key_id`], its own key lookup,
+//! [`AccessTokenRules::decode`], then [`AccessTokenRules::check_window`] on every call, leeway
+//! and longest lifetime from its configuration, by default [`MAX_ACCESS_TOKEN_LIFETIME`]) use
+//! the contract.
 
 use std::{collections::HashMap, time::Duration};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use identity_contract::{
-    AccessClaims, AccessTokenRules, PublicJwk, Rejected, SessionId, TokenId, UserId,
+    AccessClaims, AccessTokenRules, MAX_ACCESS_TOKEN_LIFETIME, PublicJwk, Rejected, SessionId, TokenId,
+    UserId,
     jsonwebtoken::{self, Algorithm, DecodingKey, EncodingKey, Header, jwk::Jwk},
     key_id, sign,
 };
@@ -20,6 +23,8 @@ use serde_json::{Value, json};
 const ISSUER: &str = "identity";
 const AUDIENCE: &str = "identity";
 const NOW: i64 = 1_800_000_000;
+/// The server's access-token TTL in these tests (its default, 15 minutes).
+const TTL: i64 = 900;
 
 /// An Ed25519 key pair from a 32-byte seed: PKCS#8 v1 DER around the seed.
 struct KeyPair {
@@ -45,7 +50,7 @@ impl KeyPair {
     }
 }
 
-/// The server's side: its key ring as a map from kid to key, no leeway, its own clock.
+/// The server's side: its key ring as a map from kid to key, no leeway, its own clock, its TTL.
 struct Server {
     keys: HashMap<String, DecodingKey>,
     rules: AccessTokenRules,
@@ -54,7 +59,8 @@ struct Server {
 impl Server {
     fn new(published: &[&PublicJwk]) -> Self {
         let keys = published.iter().map(|jwk| (jwk.kid.clone(), jwk.decoding_key().unwrap())).collect();
-        Self { keys, rules: AccessTokenRules::new(ISSUER, AUDIENCE, Duration::ZERO) }
+        let ttl = Duration::from_secs(TTL as u64);
+        Self { keys, rules: AccessTokenRules::new(ISSUER, AUDIENCE, Duration::ZERO, ttl) }
     }
 
     fn verify(&self, token: &str, now: i64) -> Result<AccessClaims, Rejected> {
@@ -70,6 +76,10 @@ struct Client {
 
 impl Client {
     fn new(published: &[&PublicJwk], leeway: Duration) -> Self {
+        Self::with_max_lifetime(published, leeway, MAX_ACCESS_TOKEN_LIFETIME)
+    }
+
+    fn with_max_lifetime(published: &[&PublicJwk], leeway: Duration, max_lifetime: Duration) -> Self {
         let keys = published
             .iter()
             .filter_map(|jwk| {
@@ -84,7 +94,7 @@ impl Client {
             })
             .map(|jwk| (jwk.kid.clone(), jwk.decoding_key().unwrap()))
             .collect();
-        Self { keys, rules: AccessTokenRules::new(ISSUER, AUDIENCE, leeway) }
+        Self { keys, rules: AccessTokenRules::new(ISSUER, AUDIENCE, leeway, max_lifetime) }
     }
 
     fn verify(&self, token: &str, now: i64) -> Result<AccessClaims, Rejected> {
@@ -109,7 +119,7 @@ fn claims() -> AccessClaims {
         iss: ISSUER.into(),
         sub: UserId::new(),
         aud: AUDIENCE.into(),
-        exp: NOW + 900,
+        exp: NOW + TTL,
         iat: NOW,
         nbf: NOW,
         jti: TokenId::new(),
@@ -291,4 +301,70 @@ fn a_retired_key_still_verifies_on_both_sides_once_published() {
     assert_eq!(server.verify(&old, NOW), Ok(claims.clone()));
     assert_eq!(client.verify(&old, NOW), Ok(claims));
     assert_ne!(active.public.kid, retired.public.kid);
+}
+
+#[test]
+fn a_token_issued_in_the_future_fails_on_both_sides() {
+    let key = ours();
+    let (server, client) = (Server::new(&[&key.public]), Client::new(&[&key.public], Duration::ZERO));
+    let kid = key.public.kid.clone();
+    // nbf now, so only iat is wrong: a forger who knows the window rule but stamps iat late.
+    let future = by_hand(
+        &key.encoding,
+        documented_header(&kid),
+        &serde_json::to_value(AccessClaims { iat: NOW + 60, ..claims() }).unwrap(),
+    );
+    assert_both_reject(&server, &client, &future, NOW, Rejected::IssuedInFuture, "iat a minute ahead");
+    assert!(server.verify(&future, NOW + 60).is_ok() && client.verify(&future, NOW + 60).is_ok());
+    // The consumer's leeway covers a clock that is behind, as for nbf, and no more.
+    let lenient = Client::new(&[&key.public], Duration::from_secs(30));
+    assert_eq!(lenient.verify(&future, NOW + 29).map(|_| ()), Err(Rejected::IssuedInFuture));
+    assert!(lenient.verify(&future, NOW + 30).is_ok());
+}
+
+#[test]
+fn a_lifetime_longer_than_the_ttl_fails_on_both_sides() {
+    let key = ours();
+    let server = Server::new(&[&key.public]);
+    let sign_with = |claims: AccessClaims| {
+        by_hand(&key.encoding, documented_header(&key.public.kid), &serde_json::to_value(claims).unwrap())
+    };
+    // Exactly the TTL passes the server; one second more does not, wherever the window is.
+    let full = sign_with(AccessClaims { exp: NOW + TTL, ..claims() });
+    assert!(server.verify(&full, NOW).is_ok());
+    let too_long = sign_with(AccessClaims { exp: NOW + TTL + 1, ..claims() });
+    assert_eq!(server.verify(&too_long, NOW).map(|_| ()), Err(Rejected::LifetimeTooLong));
+    // A client configured with the server's TTL agrees exactly.
+    let strict = Client::with_max_lifetime(&[&key.public], Duration::ZERO, Duration::from_secs(TTL as u64));
+    assert!(strict.verify(&full, NOW).is_ok());
+    assert_eq!(strict.verify(&too_long, NOW).map(|_| ()), Err(Rejected::LifetimeTooLong));
+    // A client on the default accepts up to the server's largest possible TTL, 24 h; a token
+    // minted to last a year (a stolen key's favourite) fails both sides, leeway or not.
+    let client = Client::new(&[&key.public], Duration::from_secs(300));
+    let day = MAX_ACCESS_TOKEN_LIFETIME.as_secs() as i64;
+    assert!(client.verify(&sign_with(AccessClaims { exp: NOW + day, ..claims() }), NOW).is_ok());
+    let year = sign_with(AccessClaims { exp: NOW + 365 * day, ..claims() });
+    assert_both_reject(
+        &server,
+        &Client::new(&[&key.public], Duration::ZERO),
+        &year,
+        NOW,
+        Rejected::LifetimeTooLong,
+        "a year",
+    );
+    assert_eq!(client.verify(&year, NOW).map(|_| ()), Err(Rejected::LifetimeTooLong));
+    let day_and_a_second = sign_with(AccessClaims { exp: NOW + day + 1, ..claims() });
+    assert_eq!(client.verify(&day_and_a_second, NOW).map(|_| ()), Err(Rejected::LifetimeTooLong));
+}
+
+#[test]
+fn a_ttl_with_a_fraction_of_a_second_allows_its_whole_seconds() {
+    let rules = AccessTokenRules::new(ISSUER, AUDIENCE, Duration::ZERO, Duration::from_millis(1500));
+    let key = ours();
+    let decoding = key.public.decoding_key().unwrap();
+    for (lifetime, accepted) in [(1, true), (2, true), (3, false)] {
+        let token =
+            sign(&AccessClaims { exp: NOW + lifetime, ..claims() }, &key.public.kid, &key.encoding).unwrap();
+        assert_eq!(rules.decode(&token, &decoding).is_ok(), accepted, "lifetime {lifetime}");
+    }
 }

@@ -105,7 +105,7 @@ variables! {
     audience: String = text(|s| Ok(s.to_owned())), [
         "IDENTITY_AUDIENCE", "identity", "`aud` of issued tokens, required on validation", |c| c.audience.clone();
     ]
-    access_token_ttl: Duration = text(|s| bounded_duration(s, Duration::from_secs(1), Duration::from_secs(24 * 3600))), [
+    access_token_ttl: Duration = text(|s| bounded_duration(s, Duration::from_secs(1), identity_contract::MAX_ACCESS_TOKEN_LIFETIME)), [
         "IDENTITY_ACCESS_TOKEN_TTL", "15m", "access token lifetime", |c| show_duration(c.access_token_ttl);
     ]
     refresh_token_ttl: Duration = text(|s| {

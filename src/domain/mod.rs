@@ -12,7 +12,7 @@ mod presented;
 mod stored;
 mod user;
 
-pub use email::{Email, NormalizedEmail};
+pub use email::{ConfusableKey, Email, NormalizedEmail};
 pub use full_name::FullName;
 pub use identity_contract::{SessionId, TokenId, UserId};
 pub use password::{Password, PasswordPolicy, PresentedPassword};
@@ -68,4 +68,85 @@ impl Violations {
 
 pub(crate) fn has_nul(text: &str) -> bool {
     text.contains('\0')
+}
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+    use unicode_normalization::UnicodeNormalization;
+
+    use super::*;
+
+    /// Text mixing ASCII with the characters normalization and look-alikes are about:
+    /// combining marks, precomposed letters, fullwidth and compatibility forms, Cyrillic and
+    /// Greek look-alikes, ligatures, joiners, bidi controls.
+    fn tricky() -> impl Strategy<Value = String> {
+        let pieces = prop_oneof![
+            "[a-z0-9.@_-]{1,4}",
+            Just("e\u{301}".to_owned()),
+            Just("\u{e9}".to_owned()),
+            Just("\u{ff41}".to_owned()),
+            Just("\u{ff20}".to_owned()),
+            Just("\u{430}".to_owned()),
+            Just("\u{3bf}".to_owned()),
+            Just("\u{fb03}".to_owned()),
+            Just("\u{fdfa}".to_owned()),
+            Just("\u{130}".to_owned()),
+            Just("\u{200d}".to_owned()),
+            Just("\u{202e}".to_owned()),
+            Just("\u{fe52}".to_owned()),
+        ];
+        prop_oneof![proptest::collection::vec(pieces, 0..24).prop_map(|p| p.concat()), any::<String>()]
+    }
+
+    const POLICY: PasswordPolicy = PasswordPolicy { min_length: 15 };
+
+    proptest! {
+        /// A parsed email's normalized form is a valid address of at most 254 bytes, is a fixed
+        /// point, and is the same for the NFC and NFD spellings of the input.
+        #[test]
+        fn email_normalization_is_stable_and_spelling_blind(text in tricky()) {
+            if let Ok(email) = Email::parse("email", &text) {
+                let normalized = email.normalized();
+                prop_assert!(normalized.as_str().len() <= 254);
+                let again = Email::parse("email", normalized.as_str());
+                prop_assert_eq!(again.map(|e| e.normalized()), Ok(normalized.clone()));
+                for spelling in [text.nfc().collect::<String>(), text.nfd().collect()] {
+                    let other = Email::parse("email", &spelling).map(|e| e.normalized());
+                    prop_assert_eq!(other, Ok(normalized.clone()));
+                }
+                let key = normalized.confusable_key();
+                prop_assert_eq!(key.clone(), normalized.confusable_key());
+            }
+        }
+
+        /// An accepted password is kept in NFKC within bcrypt's ceiling and the length floor,
+        /// and its NFC and NFD spellings get the same verdict and the same text.
+        #[test]
+        fn the_password_policy_judges_the_normalized_form(text in tricky()) {
+            let verdict = |candidate: &str| POLICY.check("password", candidate, &[]).map(|p| p.expose().to_owned());
+            let accepted = verdict(&text);
+            if let Ok(kept) = &accepted {
+                prop_assert!(kept.len() <= password::MAX_PASSWORD_BYTES);
+                prop_assert!(kept.chars().count() >= 15);
+                prop_assert_eq!(kept.nfkc().collect::<String>(), kept.clone());
+            }
+            for spelling in [text.nfc().collect::<String>(), text.nfd().collect()] {
+                let other = verdict(&spelling);
+                prop_assert_eq!(other.as_ref().ok(), accepted.as_ref().ok());
+            }
+        }
+
+        /// An accepted name holds no bidi control or other format character but the joiners.
+        #[test]
+        fn an_accepted_name_has_no_hidden_formatting(text in tricky()) {
+            use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+            if let Ok(name) = FullName::parse("full_name", &text) {
+                let hidden = name.as_str().chars().any(|c| {
+                    c.general_category() == GeneralCategory::Format && c != '\u{200c}' && c != '\u{200d}'
+                });
+                prop_assert!(!hidden);
+            }
+        }
+    }
 }

@@ -1,19 +1,32 @@
 //! Passwords in the two forms a request carries them: a new [`Password`] that met the policy, and
 //! a [`PresentedPassword`] to be checked against a stored hash. Neither ever prints itself.
+//!
+//! Passwords are compared in NFKC (NIST SP 800-63B-4 section 3.1.1.2): the same password typed
+//! as NFC or NFD, or with fullwidth characters, is the same password. The policy measures the
+//! normalized form and new hashes are made of it; hashes made before normalization was
+//! introduced are of the text as typed, and are checked against that until the next successful
+//! login rehashes them (see [`PasswordHash`]).
 
 use secrecy::{ExposeSecret, SecretString};
+use unicode_normalization::UnicodeNormalization;
 
-use super::{FieldViolation, has_nul};
+use super::{FieldViolation, PasswordHash, has_nul};
+
+/// The form a password is measured, hashed and verified in.
+fn normalize(text: &str) -> String {
+    text.nfkc().collect()
+}
 
 /// bcrypt reads at most 72 bytes, and the crate's non-truncating API refuses 72 or more, so the
 /// longest password that is checked in full is 71 bytes.
 pub const MAX_PASSWORD_BYTES: usize = 71;
 
-/// A password that met the policy. `Debug` never prints it.
+/// A password that met the policy, in NFKC. `Debug` never prints it.
 #[derive(Debug, Clone)]
 pub struct Password(SecretString);
 
 impl Password {
+    /// The normalized text: what is hashed.
     pub fn expose(&self) -> &str {
         self.0.expose_secret()
     }
@@ -28,7 +41,8 @@ pub struct PasswordPolicy {
 
 impl PasswordPolicy {
     /// Checks `candidate` for the account identified by `context` (email, name), which an
-    /// attacker would try first.
+    /// attacker would try first. Everything is measured on the NFKC form, which is what will
+    /// be hashed: length in its code points, bcrypt's ceiling on its bytes.
     pub fn check(
         &self,
         field: &'static str,
@@ -39,6 +53,8 @@ impl PasswordPolicy {
         if has_nul(candidate) {
             return refuse("must not contain a NUL character".into());
         }
+        let candidate = normalize(candidate);
+        let candidate = candidate.as_str();
         if candidate.chars().count() < self.min_length {
             return refuse(format!("must be at least {} characters", self.min_length));
         }
@@ -71,13 +87,18 @@ fn context_words<'a>(context: &[&'a str]) -> Vec<&'a str> {
 }
 
 /// A password as the client sent it, for login and for checking a current password: never
-/// refused for its form, since the policy may have changed since it was set.
+/// refused for its form, since the policy may have changed since it was set. Holds the text as
+/// sent and its NFKC form, both computed at parsing, so that checking either costs the same.
 #[derive(Debug, Clone)]
-pub struct PresentedPassword(SecretString);
+pub struct PresentedPassword {
+    as_sent: SecretString,
+    normalized: SecretString,
+}
 
 impl PresentedPassword {
     pub fn new(raw: String) -> Self {
-        Self(SecretString::from(raw))
+        let normalized = SecretString::from(normalize(&raw));
+        Self { as_sent: SecretString::from(raw), normalized }
     }
 
     /// A password presented in `field`, within the limits every presented value shares (see
@@ -86,8 +107,15 @@ impl PresentedPassword {
         super::Presented::parse(field, raw, max_bytes).map(|text| Self::new(text.into_inner()))
     }
 
+    /// The normalized text: what a new hash is made of (a rehash at login).
     pub fn expose(&self) -> &str {
-        self.0.expose_secret()
+        self.normalized.expose_secret()
+    }
+
+    /// The text to check against `hash`: the normalized form, or for a hash made before
+    /// passwords were normalized, the text as sent (as it was hashed then).
+    pub fn text_for(&self, hash: &PasswordHash) -> &str {
+        if hash.is_of_normalized_text() { self.expose() } else { self.as_sent.expose_secret() }
     }
 }
 
@@ -127,6 +155,37 @@ mod tests {
         assert!(check("aaaaaaaaaaaaaaaaaaaa").is_err());
         assert!(check("alice.smith@example.com").is_err());
         assert!(check("AliceSmithAliceSmith").is_err());
+    }
+
+    #[test]
+    fn the_policy_measures_and_keeps_the_nfkc_form() {
+        // "ﬃ" is one code point and NFKC makes it "ffi": 14 code points as typed, 16 measured.
+        let with_ligature = "\u{fb03}-tundra-orbi7";
+        assert_eq!(with_ligature.chars().count(), 14);
+        assert!(check(with_ligature).is_ok());
+        // NFD and NFC of one password are one password.
+        let nfd = check("cafe\u{301}-maple-orbit-tundra-42").unwrap();
+        let nfc = check("caf\u{e9}-maple-orbit-tundra-42").unwrap();
+        assert_eq!(nfd.expose(), nfc.expose());
+        // Fullwidth letters are the ASCII ones.
+        assert_eq!(
+            check("\u{ff4d}aple-orbit-tundra-42-vessel").unwrap().expose(),
+            "maple-orbit-tundra-42-vessel"
+        );
+        // U+FDFA is 3 bytes but 33 once normalized: the ceiling applies to what is hashed.
+        let expanding = format!("{}-maple-orbit-42", "\u{fdfa}".repeat(3));
+        assert!(expanding.len() <= MAX_PASSWORD_BYTES);
+        assert!(check(&expanding).unwrap_err().description.contains("at most 71 bytes"));
+    }
+
+    #[test]
+    fn a_presented_password_is_checked_as_sent_against_a_hash_of_the_text_as_typed() {
+        let presented = PresentedPassword::new("cafe\u{301}-maple".into());
+        let legacy = PasswordHash::from_stored("$2b$04$x".into(), false);
+        let current = PasswordHash::new("$2b$04$x".into());
+        assert_eq!(presented.text_for(&legacy), "cafe\u{301}-maple");
+        assert_eq!(presented.text_for(&current), "caf\u{e9}-maple");
+        assert_eq!(presented.expose(), "caf\u{e9}-maple");
     }
 
     #[test]

@@ -4,17 +4,35 @@
 
 use secrecy::{ExposeSecret, SecretString};
 
-/// A bcrypt hash as stored. Treated as a secret: it never reaches a log line.
+/// A bcrypt hash as stored, and what text it was made of. Treated as a secret: it never
+/// reaches a log line.
 #[derive(Debug, Clone)]
-pub struct PasswordHash(SecretString);
+pub struct PasswordHash {
+    hash: SecretString,
+    /// Made of the NFKC form of the password (every hash made now), rather than of the text as
+    /// typed (hashes made before passwords were normalized: the `password_normalized` column
+    /// is false for them until a successful login rehashes them).
+    of_normalized_text: bool,
+}
 
 impl PasswordHash {
+    /// A hash made now, of a normalized password.
     pub fn new(hash: String) -> Self {
-        Self(SecretString::from(hash))
+        Self { hash: SecretString::from(hash), of_normalized_text: true }
+    }
+
+    /// A hash as the database holds it, with its `password_normalized` flag.
+    pub fn from_stored(hash: String, of_normalized_text: bool) -> Self {
+        Self { hash: SecretString::from(hash), of_normalized_text }
     }
 
     pub fn expose(&self) -> &str {
-        self.0.expose_secret()
+        self.hash.expose_secret()
+    }
+
+    /// False for a hash of the password as typed, made before passwords were normalized.
+    pub fn is_of_normalized_text(&self) -> bool {
+        self.of_normalized_text
     }
 
     /// The cost the hash was made with, if it is a bcrypt hash at all.

@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{LISTENER_APPLICATION_NAME, Pool, Store, StoreError, with_pool};
-use crate::domain::{SessionId, UserId};
+use crate::domain::{PasswordHash, SessionId, UserId};
 
 fn misuse(what: &str) -> StoreError {
     StoreError::Internal(sqlx::Error::Configuration(what.to_owned().into()))
@@ -70,5 +70,57 @@ impl Store {
              WHERE application_name = $1 AND datname = current_database()";
         let Pool::Postgres(pool) = &self.pool else { return Ok(Vec::new()) };
         Ok(sqlx::query_scalar(SQL).bind(LISTENER_APPLICATION_NAME).fetch_all(pool).await?)
+    }
+
+    /// Puts `hash` in place as a hash made before passwords were normalized (of the text as
+    /// typed), as the migration leaves every older account.
+    pub async fn set_password_hash_as_before(
+        &self,
+        user: UserId,
+        hash: &PasswordHash,
+    ) -> Result<(), StoreError> {
+        const SQL: &str = "UPDATE users SET password_hash = $1, password_normalized = FALSE WHERE id = $2";
+        with_pool!(self, pool => sqlx::query(SQL)
+            .bind(hash.expose())
+            .bind(user.into_uuid())
+            .execute(pool)
+            .await
+            .map(drop))?;
+        Ok(())
+    }
+
+    /// The stored password hash of `user` and whether it is of the normalized text.
+    pub async fn password_hash_of(&self, user: UserId) -> Result<(String, bool), StoreError> {
+        const SQL: &str = "SELECT password_hash, password_normalized FROM users WHERE id = $1";
+        let row = with_pool!(self, pool => sqlx::query_as(SQL)
+            .bind(user.into_uuid())
+            .fetch_one(pool)
+            .await)?;
+        Ok(row)
+    }
+
+    /// Rewrites an account as code from before email normalization would have stored it: the
+    /// email `email`, matched on its plain lower-case, with no confusable key.
+    pub async fn set_email_as_before(&self, user: UserId, email: &str) -> Result<(), StoreError> {
+        const SQL: &str =
+            "UPDATE users SET email = $1, email_lower = $2, email_skeleton = NULL WHERE id = $3";
+        with_pool!(self, pool => sqlx::query(SQL)
+            .bind(email)
+            .bind(email.to_lowercase())
+            .bind(user.into_uuid())
+            .execute(pool)
+            .await
+            .map(drop))?;
+        Ok(())
+    }
+
+    /// The normalized email and confusable key of `user`, as stored.
+    pub async fn email_keys_of(&self, user: UserId) -> Result<(String, Option<String>), StoreError> {
+        const SQL: &str = "SELECT email_lower, email_skeleton FROM users WHERE id = $1";
+        let row = with_pool!(self, pool => sqlx::query_as(SQL)
+            .bind(user.into_uuid())
+            .fetch_one(pool)
+            .await)?;
+        Ok(row)
     }
 }

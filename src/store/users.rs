@@ -1,6 +1,9 @@
 //! The `users` table: accounts, their password hashes and their active flag. Writes that also
 //! end sessions (a password change, a deactivation) do both in one transaction, revoking
-//! through the sessions family's in-transaction revocation.
+//! through the sessions family's in-transaction revocation. Each account also keeps the
+//! confusable key of its address (unique: no two accounts with look-alike addresses) and whether
+//! its hash is of the normalized password; [`Store::backfill_email_keys`] brings rows written
+//! before either existed up to date.
 
 use chrono::{DateTime, Utc};
 use sqlx::Connection;
@@ -12,6 +15,9 @@ use super::{
     with_pool,
 };
 use crate::domain::{Email, FullName, NormalizedEmail, PasswordHash, SessionId, User, UserId};
+
+/// Rows read per round trip by [`Store::backfill_email_keys`].
+const BACKFILL_BATCH: i64 = 500;
 
 /// A user with the hash of their password: what the login and password-change paths read.
 /// It stays in the service; callers get the [`User`] alone.
@@ -28,6 +34,7 @@ pub(super) struct UserRow {
     email: String,
     full_name: String,
     password_hash: String,
+    password_normalized: bool,
     is_active: bool,
     created_at: DateTime<Utc>,
 }
@@ -42,7 +49,7 @@ impl From<UserRow> for UserRecord {
                 is_active: row.is_active,
                 created_at: row.created_at,
             },
-            password_hash: PasswordHash::new(row.password_hash),
+            password_hash: PasswordHash::from_stored(row.password_hash, row.password_normalized),
         }
     }
 }
@@ -50,7 +57,7 @@ impl From<UserRow> for UserRecord {
 /// The columns [`UserRow`] reads, in one place for every query that returns users.
 macro_rules! user_columns {
     () => {
-        "id, email, full_name, password_hash, is_active, created_at"
+        "id, email, full_name, password_hash, password_normalized, is_active, created_at"
     };
 }
 pub(super) use user_columns;
@@ -82,17 +89,25 @@ pub enum PasswordChange {
 }
 
 impl Store {
-    /// Inserts a user; `StoreError::UniqueViolation` when the normalized email is taken.
+    /// Inserts a user; `StoreError::UniqueViolation` when the normalized email, or an address
+    /// that looks like it (its confusable key), is taken.
     pub async fn insert_user(&self, user: &NewUser<'_>) -> Result<User, StoreError> {
-        const SQL: &str = concat!("INSERT INTO users (id, email, email_lower, full_name, password_hash, is_active, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, TRUE, $6, $6)
-             RETURNING ", user_columns!());
+        const SQL: &str = concat!(
+            "INSERT INTO users (id, email, email_lower, email_skeleton, full_name,
+                 password_hash, password_normalized, is_active, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, TRUE, $8, $8)
+             RETURNING ",
+            user_columns!()
+        );
+        let normalized = user.email.normalized();
         let row = with_pool!(self, pool => sqlx::query_as::<_, UserRow>(SQL)
             .bind(user.id.into_uuid())
             .bind(user.email.as_str())
-            .bind(user.email.normalized().as_str())
+            .bind(normalized.as_str())
+            .bind(normalized.confusable_key().as_str())
             .bind(user.full_name.as_str())
             .bind(user.password_hash.expose())
+            .bind(user.password_hash.is_of_normalized_text())
             .bind(user.now)
             .fetch_one(pool)
             .await)?;
@@ -164,8 +179,8 @@ impl Store {
         keep: Option<SessionId>,
         now: DateTime<Utc>,
     ) -> Result<PasswordChange, StoreError> {
-        const UPDATE: &str =
-            "UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3 AND password_hash = $4";
+        const UPDATE: &str = "UPDATE users SET password_hash = $1, password_normalized = $5, updated_at = $2
+             WHERE id = $3 AND password_hash = $4";
         let change = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let updated = sqlx::query(UPDATE)
@@ -173,6 +188,7 @@ impl Store {
                 .bind(now)
                 .bind(user_id.into_uuid())
                 .bind(expected.expose())
+                .bind(new.is_of_normalized_text())
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
@@ -186,21 +202,109 @@ impl Store {
         Ok(change)
     }
 
-    /// Replaces a password hash with a stronger one of the same password, unless it changed.
+    /// Replaces a password hash with a stronger one of the same password (a higher cost, or of
+    /// the normalized text), unless it changed.
     pub async fn upgrade_password_hash(
         &self,
         user_id: UserId,
         old: &PasswordHash,
         new: &PasswordHash,
     ) -> Result<bool, StoreError> {
-        const SQL: &str = "UPDATE users SET password_hash = $1 WHERE id = $2 AND password_hash = $3";
+        const SQL: &str = "UPDATE users SET password_hash = $1, password_normalized = $4
+             WHERE id = $2 AND password_hash = $3";
         let updated = with_pool!(self, pool => sqlx::query(SQL)
             .bind(new.expose())
             .bind(user_id.into_uuid())
             .bind(old.expose())
+            .bind(new.is_of_normalized_text())
             .execute(pool)
             .await
             .map(|done| done.rows_affected()))?;
         Ok(updated > 0)
+    }
+
+    /// Gives accounts written before emails were normalized (or by a replica still running older
+    /// code) their normalized email and confusable key: the rows whose key is NULL, oldest
+    /// first, so that when two old accounts collide under the new rules the older one keeps its
+    /// address. The newer one keeps its old `email_lower` (the address as lower-cased before)
+    /// and a NULL key, is logged with both ids for an operator to resolve, and is tried again
+    /// at the next start. SQL cannot compute NFKC or TS #39 skeletons on both backends, hence
+    /// Rust, at startup right after the migrations; idempotent, so replicas starting together
+    /// are safe. Returns the rows updated.
+    pub async fn backfill_email_keys(&self) -> Result<u64, StoreError> {
+        const PENDING: &str = "SELECT id, email, created_at FROM users
+             WHERE email_skeleton IS NULL AND (created_at > $1 OR (created_at = $1 AND id > $2))
+             ORDER BY created_at, id LIMIT $3";
+        const BOTH: &str = "UPDATE users SET email_lower = $1, email_skeleton = $2 WHERE id = $3";
+        const LOWER_ONLY: &str = "UPDATE users SET email_lower = $1 WHERE id = $2";
+        let mut after = (DateTime::<Utc>::UNIX_EPOCH, Uuid::nil());
+        let mut updated = 0;
+        loop {
+            let batch: Vec<(Uuid, String, DateTime<Utc>)> = with_pool!(self, pool => sqlx::query_as(PENDING)
+                .bind(after.0)
+                .bind(after.1)
+                .bind(BACKFILL_BATCH)
+                .fetch_all(pool)
+                .await)?;
+            let Some(last) = batch.last() else { return Ok(updated) };
+            after = (last.2, last.0);
+            for (id, email, _) in batch {
+                let Ok(email) = Email::parse("email", &email) else {
+                    tracing::warn!(user_id = %id, "an account's stored email no longer parses: left as it is");
+                    continue;
+                };
+                let normalized = email.normalized();
+                let key = normalized.confusable_key();
+                let both = with_pool!(self, pool => sqlx::query(BOTH)
+                    .bind(normalized.as_str())
+                    .bind(key.as_str())
+                    .bind(id)
+                    .execute(pool)
+                    .await
+                    .map(drop));
+                match both.map_err(StoreError::from) {
+                    Ok(()) => updated += 1,
+                    Err(StoreError::UniqueViolation) => {
+                        let lower_only = with_pool!(self, pool => sqlx::query(LOWER_ONLY)
+                            .bind(normalized.as_str())
+                            .bind(id)
+                            .execute(pool)
+                            .await
+                            .map(drop));
+                        let kept = match lower_only.map_err(StoreError::from) {
+                            Ok(()) => "its normalized email, but not its confusable key",
+                            Err(StoreError::UniqueViolation) => {
+                                "neither its normalized email nor its confusable key"
+                            }
+                            Err(error) => return Err(error),
+                        };
+                        let other = self.account_holding(&normalized, key.as_str(), id).await?;
+                        tracing::warn!(user_id = %id, conflicts_with = ?other, kept,
+                            "an older account has the same or a look-alike email under the normalization \
+                             rules; deactivate one of the two (`identity user deactivate`)");
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
+        }
+    }
+
+    /// The id of another account whose normalized email or confusable key is these, for the
+    /// backfill's report.
+    async fn account_holding(
+        &self,
+        normalized: &NormalizedEmail,
+        key: &str,
+        except: Uuid,
+    ) -> Result<Option<Uuid>, StoreError> {
+        const SQL: &str =
+            "SELECT id FROM users WHERE (email_lower = $1 OR email_skeleton = $2) AND id <> $3 LIMIT 1";
+        let id = with_pool!(self, pool => sqlx::query_scalar(SQL)
+            .bind(normalized.as_str())
+            .bind(key)
+            .bind(except)
+            .fetch_optional(pool)
+            .await)?;
+        Ok(id)
     }
 }

@@ -55,7 +55,8 @@ impl From<Rejected> for TokenRejected {
             | Rejected::WrongIssuer
             | Rejected::WrongAudience => Self::Invalid,
             Rejected::Expired => Self::Expired,
-            Rejected::NotYetValid => Self::NotYetValid,
+            Rejected::NotYetValid | Rejected::IssuedInFuture => Self::NotYetValid,
+            Rejected::LifetimeTooLong => Self::Invalid,
         }
     }
 }
@@ -76,13 +77,14 @@ pub struct TokenIssuer {
     issuer: String,
     audience: String,
     ttl: Duration,
-    /// No leeway: these are tokens this service signed itself, checked on its own clock.
+    /// No leeway: these are tokens this service signed itself, checked on its own clock. No
+    /// lifetime beyond the configured TTL: lowering it also cuts short the tokens issued before.
     rules: AccessTokenRules,
 }
 
 impl TokenIssuer {
     pub fn new(keys: Arc<KeyRing>, issuer: String, audience: String, ttl: Duration) -> Self {
-        let rules = AccessTokenRules::new(&issuer, &audience, Duration::ZERO);
+        let rules = AccessTokenRules::new(&issuer, &audience, Duration::ZERO, ttl);
         Self { keys, issuer, audience, ttl, rules }
     }
 

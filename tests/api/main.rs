@@ -18,5 +18,6 @@ mod signup;
 mod system;
 mod tokens;
 mod transport;
+mod tricky_text;
 mod users;
 mod watch;
