@@ -15,6 +15,7 @@ pub mod rpc;
 pub mod service;
 pub mod startup;
 pub mod store;
+pub mod supervisor;
 pub mod telemetry;
 #[cfg(feature = "test-helpers")]
 pub mod testing;

@@ -19,6 +19,7 @@
 //! | `identity_connections_refused_total` | counter | `listener`; `reason`: max_connections, max_per_client |
 //! | `identity_connections_handshake_timeouts_total` | counter | `listener` |
 //! | `identity_accept_errors_total` | counter | `listener` (the process is out of descriptors or memory) |
+//! | `identity_task_restarts_total` | counter | `task`: revocation_sync, health_watcher, purge, pool_sampler |
 //!
 //! `method` is the full path of a served method, or `other` for any path a caller invents.
 
@@ -44,6 +45,7 @@ pub const CONNECTIONS_OPEN: &str = "identity_connections_open";
 pub const CONNECTIONS_REFUSED: &str = "identity_connections_refused_total";
 pub const HANDSHAKE_TIMEOUTS: &str = "identity_connections_handshake_timeouts_total";
 pub const ACCEPT_ERRORS: &str = "identity_accept_errors_total";
+pub const TASK_RESTARTS: &str = "identity_task_restarts_total";
 
 /// Latency buckets from 100 µs (a cached ValidateToken) to 10 s (a login stuck in a queue).
 const SECONDS_BUCKETS: &[f64] =
@@ -95,18 +97,29 @@ pub async fn serve(
 
 /// Every `interval` until a stop is requested, records how many database connections are idle
 /// and in use.
-pub async fn sample_db_pool(
-    store: crate::store::Store,
-    interval: std::time::Duration,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    loop {
-        let (open, idle) = store.pool_stats();
-        metrics::gauge!(DB_CONNECTIONS, "state" => "idle").set(idle as f64);
-        metrics::gauge!(DB_CONNECTIONS, "state" => "in_use").set(open.saturating_sub(idle as u32) as f64);
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = stop.changed() => return,
+pub struct PoolSampler {
+    pub store: crate::store::Store,
+    pub interval: std::time::Duration,
+}
+
+impl crate::supervisor::Supervised for PoolSampler {
+    fn name(&self) -> crate::supervisor::TaskName {
+        crate::supervisor::TaskName::PoolSampler
+    }
+
+    fn run(&self, mut stop: tokio::sync::watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
+        let (store, interval) = (self.store.clone(), self.interval);
+        async move {
+            loop {
+                let (open, idle) = store.pool_stats();
+                metrics::gauge!(DB_CONNECTIONS, "state" => "idle").set(idle as f64);
+                metrics::gauge!(DB_CONNECTIONS, "state" => "in_use")
+                    .set(open.saturating_sub(idle as u32) as f64);
+                tokio::select! {
+                    _ = tokio::time::sleep(interval) => {}
+                    _ = stop.changed() => return,
+                }
+            }
         }
     }
 }

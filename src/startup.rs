@@ -22,8 +22,9 @@ use crate::{
             user_service_server::UserServiceServer,
         },
     },
-    service::{Identity, IdentityParts, LockoutPolicy, keep_revocations_in_sync, purge_periodically},
+    service::{Identity, IdentityParts, LockoutPolicy, Purge, RevocationSync},
     store::{Store, StoreError},
+    supervisor::Supervisor,
     tokens::{KeyError, KeyRing, RevocationSet, TokenIssuer},
     transport::{self, MAX_REQUEST_BYTES},
 };
@@ -71,6 +72,8 @@ pub struct App {
     /// A plaintext listener serving only grpc.health.v1, for probes that cannot speak TLS.
     health_listener: Option<TcpListener>,
     metrics: Option<(TcpListener, metrics_exporter_prometheus::PrometheusHandle)>,
+    #[cfg(feature = "test-helpers")]
+    faults: crate::supervisor::Faults,
 }
 
 impl App {
@@ -141,7 +144,15 @@ impl App {
             purge_interval: config.session_purge_interval,
             health_check_interval: config.health_check_interval,
             revocation_heartbeat: config.revocation_heartbeat,
+            #[cfg(feature = "test-helpers")]
+            faults: crate::supervisor::Faults::default(),
         })
+    }
+
+    /// Makes the background tasks fail on demand (tests only).
+    #[cfg(feature = "test-helpers")]
+    pub fn faults(&self) -> crate::supervisor::Faults {
+        self.faults.clone()
     }
 
     /// The service logic, for in-process callers (benchmarks).
@@ -173,28 +184,36 @@ impl App {
         let (health, health_service) = tonic_health::server::health_reporter();
         let (stopping, stop_requested) = watch::channel(false);
         let revocations = Arc::clone(self.identity.revocations());
-        health::set_api_status(&health, health::initial_status(&revocations)).await;
+        let readiness = health::Readiness::new(health).await;
+
+        // Background work, restarted when it fails; readiness follows the tasks it depends on.
+        let mut supervisor = Supervisor::new(
+            stop_requested.clone(),
+            #[cfg(feature = "test-helpers")]
+            self.faults.clone(),
+        );
+        supervisor.spawn(health::HealthWatcher {
+            store: self.store.clone(),
+            check_interval: self.health_check_interval,
+            revocations: Arc::clone(&revocations),
+            readiness: readiness.clone(),
+        });
+        supervisor.spawn(RevocationSync {
+            store: self.store.clone(),
+            revocations: Arc::clone(&revocations),
+            clock: self.clock.clone(),
+        });
+        supervisor.spawn(Purge { identity: Arc::clone(&self.identity), interval: self.purge_interval });
+        if self.metrics.is_some() {
+            supervisor.spawn(crate::metrics::PoolSampler {
+                store: self.store.clone(),
+                interval: self.health_check_interval,
+            });
+        }
 
         // Everything that runs beside the API, joined on the way out.
         let mut beside = JoinSet::new();
-        beside.spawn(health::watch(
-            self.store.clone(),
-            self.health_check_interval,
-            Arc::clone(&revocations),
-            health.clone(),
-            stop_requested.clone(),
-        ));
-        beside.spawn(keep_revocations_in_sync(
-            self.store.clone(),
-            Arc::clone(&revocations),
-            self.clock.clone(),
-            stop_requested.clone(),
-        ));
-        beside.spawn(purge_periodically(
-            Arc::clone(&self.identity),
-            self.purge_interval,
-            stop_requested.clone(),
-        ));
+        beside.spawn(supervisor.join());
         if let Some(listener) = self.health_listener {
             let health_only =
                 Server::builder().add_service(health_service.clone()).serve_with_incoming_shutdown(
@@ -209,11 +228,6 @@ impl App {
         }
         if let Some((listener, handle)) = self.metrics {
             beside.spawn(crate::metrics::serve(listener, handle, stopped(stop_requested.clone())));
-            beside.spawn(crate::metrics::sample_db_pool(
-                self.store.clone(),
-                self.health_check_interval,
-                stop_requested.clone(),
-            ));
         }
 
         let (reflection_v1, reflection_v1alpha) = if self.reflection {
@@ -236,7 +250,7 @@ impl App {
             shutdown.await;
             tracing::info!("shutting down: finishing in-flight requests");
             stopping.send_replace(true);
-            health::set_stopping(&health).await;
+            readiness.stopping().await;
         };
         tracing::info!(addr = %self.local_addr, backend = self.store.backend(), "serving gRPC");
         let handshake = if self.tls.is_some() { Handshake::Tls } else { Handshake::Plaintext };

@@ -17,6 +17,7 @@ use crate::{
     health::API_SERVICES,
     service::Identity,
     startup::{App, StartupError},
+    supervisor::Faults,
 };
 
 /// How long a server may take to report SERVING (on Postgres: until the revocation listener is
@@ -58,6 +59,7 @@ pub struct TestServer {
     health_addr: Option<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
     identity: Arc<Identity>,
+    faults: Faults,
     channel: Channel,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), StartupError>>>,
@@ -74,13 +76,22 @@ impl TestServer {
         let app = App::build_with_clock(config, clock).await?;
         let (addr, health_addr, metrics_addr) = (app.local_addr(), app.health_addr(), app.metrics_addr());
         let identity = app.identity();
+        let faults = app.faults();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until_stopped(async {
             let _ = stopped.await;
         }));
         let channel = plaintext_channel(addr)?;
-        let mut server =
-            Self { addr, health_addr, metrics_addr, identity, channel, stop: Some(stop), task: Some(task) };
+        let mut server = Self {
+            addr,
+            health_addr,
+            metrics_addr,
+            identity,
+            faults,
+            channel,
+            stop: Some(stop),
+            task: Some(task),
+        };
         // A TLS server's API port does not speak plaintext: ask its health-only listener.
         let probe = match (config.tls.is_some(), health_addr) {
             (false, _) => server.channel.clone(),
@@ -124,6 +135,11 @@ impl TestServer {
     /// The service logic, for in-process callers.
     pub fn identity(&self) -> Arc<Identity> {
         Arc::clone(&self.identity)
+    }
+
+    /// Makes this server's background tasks fail on demand.
+    pub fn faults(&self) -> Faults {
+        self.faults.clone()
     }
 
     /// Stops the server as a signal would (in-flight calls finish, streams end) and waits until

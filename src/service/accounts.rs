@@ -104,7 +104,12 @@ impl Identity {
         // concurrent logins (right passwords included) would keep the email locked for the
         // whole window after the burst.
         self.store.uncount_login_attempt(email_lower).await?;
-        let retry_after = (window.window_started_at + lockout.window - now).to_std().unwrap_or_default();
+        // `window_started_at` comes from a database row: checked, not trusted to be sane.
+        let retry_after = window
+            .window_started_at
+            .checked_add_signed(lockout.window)
+            .and_then(|ends| (ends - now).to_std().ok())
+            .unwrap_or_default();
         metrics::counter!(LOGINS, "outcome" => "locked_out").increment(1);
         tracing::info!(target: "audit", event = "login_locked_out", retry_after_s = retry_after.as_secs());
         Err(AppError::LockedOut { retry_after })

@@ -1,16 +1,17 @@
-//! Work that runs beside the RPCs: following revocations made by other replicas, and purging
-//! sessions nobody can use any more.
+//! Work that runs beside the RPCs, as supervised tasks: following revocations made by other
+//! replicas and processes, and purging sessions nobody can use any more.
 
-use std::{sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use chrono::TimeDelta;
+use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::watch;
 
 use super::Identity;
 use crate::{
     clock::Clock,
-    store::{RevokedSession, Store},
+    store::{RevocationListener, RevocationPosition, RevokedSession, Store, StoreError},
+    supervisor::{Supervised, TaskName},
     tokens::RevocationSet,
 };
 
@@ -24,13 +25,41 @@ const RETRY: ExponentialBuilder = ExponentialBuilder::new()
 const RETRY_CEILING: Duration = Duration::from_secs(5);
 /// Expired and revoked sessions are kept this long (for audit and support) before deletion.
 pub const SESSION_RETENTION: TimeDelta = TimeDelta::days(1);
+/// Revocations read per query when catching up by cursor.
+const CATCH_UP_PAGE: u32 = 1000;
+/// How often a SQLite server looks for revocations written by another process (the operator
+/// CLI); SQLite has no NOTIFY.
+const SQLITE_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Keeps `revocations` complete: subscribe to announcements first, then reload recent
-/// revocations from the sessions table, then follow the announcements. When the subscription
-/// drops, the set is marked unsynchronised (health says so) until the cycle has run again.
-/// On SQLite there is nothing to subscribe to: one reload, then a light poll of the sessions
-/// table for revocations written by other processes.
-pub async fn keep_revocations_in_sync(
+/// Keeps the revocation set complete. The sessions table is the authority: subscribe to hints
+/// first (a LISTEN on Postgres), then load recent revocations from the table and note the
+/// revocation cursor, then on every hint read what lies past the cursor. A hint carries nothing
+/// that is believed, so a forged or malformed NOTIFY costs one indexed read and no more. On
+/// SQLite the hint is a timer. While the set may be missing revocations (at start, after a lost
+/// connection or a failed read, after this task failed) it is marked unsynchronised, and
+/// health says NOT_SERVING.
+pub struct RevocationSync {
+    pub store: Store,
+    pub revocations: Arc<RevocationSet>,
+    pub clock: Clock,
+}
+
+impl Supervised for RevocationSync {
+    fn name(&self) -> TaskName {
+        TaskName::RevocationSync
+    }
+
+    fn run(&self, stop: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
+        keep_in_sync(self.store.clone(), Arc::clone(&self.revocations), self.clock.clone(), stop)
+    }
+
+    /// Whatever happened while the task was down, the set cannot vouch for it.
+    async fn failed(&self) {
+        self.revocations.set_synced(false);
+    }
+}
+
+async fn keep_in_sync(
     store: Store,
     revocations: Arc<RevocationSet>,
     clock: Clock,
@@ -38,39 +67,22 @@ pub async fn keep_revocations_in_sync(
 ) {
     let mut retries = RETRY.build();
     loop {
-        let subscription = store.listen_for_revocations().await;
-        let reload = match &subscription {
-            Ok(_) => store.sessions_revoked_since(clock.now() - revocations.horizon()).await,
-            Err(_) => Ok(Vec::new()),
-        };
-        match (subscription, reload) {
-            (Ok(listener), Ok(recent)) => {
-                record(&revocations, recent);
+        match subscribe_and_reload(&store, &revocations, &clock).await {
+            Ok((hints, position)) => {
                 revocations.set_synced(true);
                 retries = RETRY.build();
-                let Some(mut listener) = listener else {
-                    poll_revocations(&store, &revocations, &clock, &mut stop).await;
-                    return;
-                };
                 tracing::info!(
                     revoked = revocations.len(),
-                    "revocation set synchronised; following announcements"
+                    cursor = position.cursor,
+                    "revocation set synchronised; following the sessions table"
                 );
-                loop {
-                    tokio::select! {
-                        next = listener.next() => match next {
-                            Ok(Some(revocation)) => {
-                                revocations.revoke(revocation.session_ids, revocation.revoked_at, revocation.cursor);
-                            }
-                            Ok(None) | Err(_) => break,
-                        },
-                        _ = stop.changed() => return,
-                    }
-                }
+                let Some(reason) = follow(&store, &revocations, hints, position, &mut stop).await else {
+                    return;
+                };
                 revocations.set_synced(false);
-                tracing::warn!("lost the revocation notification connection: re-synchronising");
+                tracing::warn!(%reason, "revocation set may be missing revocations: re-synchronising");
             }
-            (Err(error), _) | (_, Err(error)) => {
+            Err(error) => {
                 revocations.set_synced(false);
                 tracing::warn!(%error, "cannot synchronise the revocation set");
             }
@@ -84,51 +96,117 @@ pub async fn keep_revocations_in_sync(
     }
 }
 
-fn record(revocations: &RevocationSet, recent: Vec<RevokedSession>) {
-    for session in recent {
+/// What tells the task to look at the table again.
+enum Hints {
+    Notifications(RevocationListener),
+    Timer,
+}
+
+impl Hints {
+    /// Ok when it is time to look; an error when hints may have been missed.
+    async fn next(&mut self) -> Result<(), String> {
+        match self {
+            Self::Notifications(listener) => match listener.next_hint().await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err("lost the notification connection".to_owned()),
+                Err(error) => Err(error.to_string()),
+            },
+            Self::Timer => {
+                tokio::time::sleep(SQLITE_POLL_INTERVAL).await;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Subscribes, then loads the revocations that can still affect a token and the cursor to
+/// follow from. The cursor is read before the load: cursors are taken in commit order, so
+/// everything up to it is in the load, and anything after it is read on the next hint.
+async fn subscribe_and_reload(
+    store: &Store,
+    revocations: &RevocationSet,
+    clock: &Clock,
+) -> Result<(Hints, RevocationPosition), StoreError> {
+    let hints = match store.listen_for_revocations().await? {
+        Some(listener) => Hints::Notifications(listener),
+        None => Hints::Timer,
+    };
+    let cursor = store.revocation_cursor().await?;
+    let since = clock.now().checked_sub_signed(revocations.horizon()).unwrap_or(DateTime::<Utc>::MIN_UTC);
+    let recent = store.sessions_revoked_since(since).await?;
+    let cursor = recent.iter().map(RevokedSession::cursor).fold(cursor, u64::max);
+    record(revocations, &recent);
+    Ok((hints, RevocationPosition { cursor, session: None }))
+}
+
+/// Follows hints until a stop (`None`) or until revocations may have been missed (the reason).
+async fn follow(
+    store: &Store,
+    revocations: &RevocationSet,
+    mut hints: Hints,
+    mut position: RevocationPosition,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<String> {
+    loop {
+        tokio::select! {
+            hint = hints.next() => if let Err(reason) = hint { return Some(reason) },
+            _ = stop.changed() => return None,
+        }
+        match catch_up(store, revocations, position).await {
+            Ok(reached) => position = reached,
+            Err(error) => return Some(format!("cannot read new revocations: {error}")),
+        }
+    }
+}
+
+/// Reads and records every revocation past `position`; returns the position reached.
+async fn catch_up(
+    store: &Store,
+    revocations: &RevocationSet,
+    mut position: RevocationPosition,
+) -> Result<RevocationPosition, StoreError> {
+    loop {
+        let page = store.revocations_after(position, CATCH_UP_PAGE).await?;
+        record(revocations, &page);
+        match page.last() {
+            Some(last) => position = last.position(),
+            None => return Ok(position),
+        }
+        if page.len() < CATCH_UP_PAGE as usize {
+            return Ok(position);
+        }
+    }
+}
+
+fn record(revocations: &RevocationSet, rows: &[RevokedSession]) {
+    for session in rows {
         revocations.revoke([session.id], session.revoked_at, session.cursor());
     }
 }
 
-/// How often a SQLite server looks for revocations written by another process (the operator
-/// CLI), and how far back each look reaches, to cover writes committed late with an earlier
-/// timestamp.
-const SQLITE_POLL_INTERVAL: Duration = Duration::from_secs(1);
-const SQLITE_POLL_OVERLAP: TimeDelta = TimeDelta::seconds(10);
-
-/// SQLite has no NOTIFY. This process records its own revocations as it makes them; this
-/// picks up those of other processes on the same file, such as `identity user deactivate`.
-async fn poll_revocations(
-    store: &Store,
-    revocations: &RevocationSet,
-    clock: &Clock,
-    stop: &mut watch::Receiver<bool>,
-) {
-    loop {
-        let since = clock.now() - SQLITE_POLL_OVERLAP;
-        tokio::select! {
-            _ = tokio::time::sleep(SQLITE_POLL_INTERVAL) => {}
-            _ = stop.changed() => return,
-        }
-        match store.sessions_revoked_since(since).await {
-            Ok(recent) => record(revocations, recent),
-            Err(error) => tracing::warn!(%error, "cannot read recent revocations"),
-        }
-    }
+/// Every `interval`, forgets what nobody can use any more: see [`Identity::purge`]. Nothing
+/// depends on it for readiness: a failure is logged and counted, and the task restarted.
+pub struct Purge {
+    pub identity: Arc<Identity>,
+    pub interval: Duration,
 }
 
-/// Every `interval`, forgets what nobody can use any more: see [`Identity::purge`].
-pub async fn purge_periodically(
-    identity: Arc<Identity>,
-    interval: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = stop.changed() => return,
+impl Supervised for Purge {
+    fn name(&self) -> TaskName {
+        TaskName::Purge
+    }
+
+    fn run(&self, mut stop: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
+        let (identity, interval) = (Arc::clone(&self.identity), self.interval);
+        async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(interval) => {}
+                    _ = stop.changed() => return,
+                }
+                identity.purge().await;
+            }
         }
-        identity.purge().await;
     }
 }
 

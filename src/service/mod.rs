@@ -14,7 +14,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 pub use accounts::SignupInput;
 pub use admin::{AccountAction, AccountActionOutcome, AccountAdmin};
-pub use background::{keep_revocations_in_sync, purge_periodically};
+pub use background::{Purge, RevocationSync};
 pub use sessions::SessionTokens;
 
 use crate::{

@@ -1,7 +1,8 @@
-//! The Postgres end of revocation propagation: a LISTEN on its own connection, turning each
-//! announcement on [`REVOCATION_CHANNEL`] back into a [`Revocation`].
+//! The Postgres end of revocation propagation: a LISTEN on its own connection. A notification
+//! on [`REVOCATION_CHANNEL`] is only a hint that the sessions table has news: any role that can
+//! connect can NOTIFY, so its payload is never read, and the caller reads the table instead.
 
-use super::{Pool, REVOCATION_CHANNEL, Revocation, Store, StoreError};
+use super::{Pool, REVOCATION_CHANNEL, Store, StoreError};
 use sqlx::postgres::{PgListener, PgPoolOptions};
 
 /// Marks the listener's connection in `pg_stat_activity`, for operators (and tests) to find it.
@@ -32,15 +33,14 @@ impl Store {
 }
 
 impl RevocationListener {
-    /// The next announced revocation; `Ok(None)` when the connection was lost and announcements
-    /// may have been missed.
-    pub async fn next(&mut self) -> Result<Option<Revocation>, StoreError> {
-        loop {
-            let Some(notification) = self.listener.try_recv().await? else { return Ok(None) };
-            match Revocation::parse_payload(notification.payload()) {
-                Some(revocation) => return Ok(Some(revocation)),
-                None => tracing::warn!("ignoring a malformed revocation announcement"),
-            }
+    /// Waits for the next hint: `Ok(true)` when something was announced (announcements that
+    /// arrived meanwhile are folded into it), `Ok(false)` when the connection was lost and
+    /// announcements may have been missed.
+    pub async fn next_hint(&mut self) -> Result<bool, StoreError> {
+        if self.listener.try_recv().await?.is_none() {
+            return Ok(false);
         }
+        while self.listener.next_buffered().is_some() {}
+        Ok(true)
     }
 }

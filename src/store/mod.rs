@@ -26,7 +26,9 @@ use sqlx::{
 pub use attempts::AttemptWindow;
 pub use error::StoreError;
 pub use listener::{LISTENER_APPLICATION_NAME, RevocationListener};
-pub use sessions::{NewSession, REVOCATION_CHANNEL, Revocation, RevokedSession, Rotation};
+pub use sessions::{
+    NewSession, REVOCATION_CHANNEL, Revocation, RevocationPosition, RevokedSession, Rotation,
+};
 pub use users::{NewUser, PasswordChange, UserRecord, UserUpdate};
 
 /// The connection pool of whichever database `IDENTITY_DATABASE_URL` names. Sealed: the pools

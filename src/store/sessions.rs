@@ -45,21 +45,14 @@ pub struct Revocation {
 }
 
 impl Revocation {
-    /// `cursor;revoked_at in µs;id,id,...`, one NOTIFY per chunk of ids.
+    /// `cursor;revoked_at in µs;id,id,...`, one NOTIFY per chunk of ids. Receivers of this
+    /// release ignore the payload (a notification is only a hint to read the table); it keeps
+    /// its old form for replicas of the previous release during a rolling upgrade.
     fn payloads(&self) -> impl Iterator<Item = String> + '_ {
         self.session_ids.chunks(IDS_PER_NOTIFICATION).map(|chunk| {
             let ids = chunk.iter().map(SessionId::to_string).collect::<Vec<_>>().join(",");
             format!("{};{};{ids}", self.cursor, self.revoked_at.timestamp_micros())
         })
-    }
-
-    pub fn parse_payload(payload: &str) -> Option<Self> {
-        let mut parts = payload.splitn(3, ';');
-        let cursor = parts.next()?.parse().ok()?;
-        let revoked_at = DateTime::from_timestamp_micros(parts.next()?.parse().ok()?)?;
-        let session_ids =
-            parts.next()?.split(',').map(|id| id.trim().parse()).collect::<Result<_, _>>().ok()?;
-        Some(Self { cursor, revoked_at, session_ids })
     }
 }
 
@@ -79,7 +72,20 @@ pub struct RevokedSession {
     pub revocation_seq: Option<i64>,
 }
 
+/// Where a reader of revocations has got to: everything up to `cursor`, and within `cursor`
+/// the sessions up to `session` (all of them when `None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RevocationPosition {
+    pub cursor: u64,
+    pub session: Option<SessionId>,
+}
+
 impl RevokedSession {
+    /// Where a reader is once it has read this row.
+    pub fn position(&self) -> RevocationPosition {
+        RevocationPosition { cursor: self.cursor(), session: Some(self.id) }
+    }
+
     pub fn cursor(&self) -> u64 {
         self.revocation_seq.and_then(|seq| u64::try_from(seq).ok()).unwrap_or(0)
     }
@@ -272,7 +278,7 @@ impl Store {
     }
 
     /// Sessions revoked after `since`: what a replica loads at start and after losing its
-    /// notification connection.
+    /// notification connection (by time, so that revocations without a cursor are found too).
     pub async fn sessions_revoked_since(
         &self,
         since: DateTime<Utc>,
@@ -280,6 +286,34 @@ impl Store {
         const SQL: &str = "SELECT id, revoked_at, revocation_seq FROM sessions WHERE revoked_at IS NOT NULL AND revoked_at > $1";
         let rows = with_pool!(self, pool => sqlx::query_as::<_, RevokedSession>(SQL).bind(since).fetch_all(pool).await)?;
         Ok(rows)
+    }
+
+    /// Up to `limit` revoked sessions after `after` in (cursor, session id) order: the database's
+    /// answer to "what was revoked since I last looked". One revocation can end many sessions
+    /// under one cursor, hence the id in the position.
+    pub async fn revocations_after(
+        &self,
+        after: RevocationPosition,
+        limit: u32,
+    ) -> Result<Vec<RevokedSession>, StoreError> {
+        const SQL: &str = "SELECT id, revoked_at, revocation_seq FROM sessions
+             WHERE revocation_seq > $1 OR (revocation_seq = $1 AND id > $2)
+             ORDER BY revocation_seq, id LIMIT $3";
+        let cursor = i64::try_from(after.cursor).unwrap_or(i64::MAX);
+        let rows = with_pool!(self, pool => sqlx::query_as::<_, RevokedSession>(SQL)
+            .bind(cursor)
+            .bind(after.session.map_or(Uuid::max(), SessionId::into_uuid))
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await)?;
+        Ok(rows)
+    }
+
+    /// The latest cursor handed out, committed or spent.
+    pub async fn revocation_cursor(&self) -> Result<u64, StoreError> {
+        const SQL: &str = "SELECT value FROM revocation_cursor WHERE id = 1";
+        let value: i64 = with_pool!(self, pool => sqlx::query_scalar(SQL).fetch_one(pool).await)?;
+        Ok(u64::try_from(value).unwrap_or(0))
     }
 
     /// Deletes sessions that expired or were revoked before `before` (their retired refresh

@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{LISTENER_APPLICATION_NAME, Pool, Store, StoreError, with_pool};
+use super::{LISTENER_APPLICATION_NAME, Pool, REVOCATION_CHANNEL, Store, StoreError, with_pool};
 use crate::domain::{PasswordHash, SessionId, UserId};
 
 fn misuse(what: &str) -> StoreError {
@@ -122,5 +122,15 @@ impl Store {
             .fetch_one(pool)
             .await)?;
         Ok(row)
+    }
+
+    /// Sends `payload` on the revocation channel as any role that can connect could: a forged
+    /// announcement. Postgres only.
+    pub async fn notify_revocation_channel(&self, payload: &str) -> Result<(), StoreError> {
+        let Pool::Postgres(pool) = &self.pool else {
+            return Err(misuse("only Postgres has a revocation channel"));
+        };
+        sqlx::query("SELECT pg_notify($1, $2)").bind(REVOCATION_CHANNEL).bind(payload).execute(pool).await?;
+        Ok(())
     }
 }

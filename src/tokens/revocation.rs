@@ -70,7 +70,8 @@ impl RevocationSet {
         revoked_at: DateTime<Utc>,
         cursor: u64,
     ) {
-        let until = revoked_at + self.horizon;
+        // `revoked_at` comes from a database row: a value near the end of time must not panic.
+        let until = revoked_at.checked_add_signed(self.horizon).unwrap_or(DateTime::<Utc>::MAX_UTC);
         let mut news = Vec::new();
         if let Ok(mut revoked) = self.revoked.write() {
             for id in session_ids {
@@ -114,7 +115,10 @@ impl RevocationSet {
         let mut entries: Vec<(SessionId, Entry)> = revoked
             .iter()
             .filter(|(_, e)| {
-                e.until > now && (since == 0 || e.cursor > since || e.revoked_at > now - RESUME_OVERLAP)
+                e.until > now
+                    && (since == 0
+                        || e.cursor > since
+                        || Some(e.revoked_at) > now.checked_sub_signed(RESUME_OVERLAP))
             })
             .map(|(id, e)| (*id, *e))
             .collect();
@@ -163,6 +167,16 @@ mod tests {
         set.prune(now + TimeDelta::seconds(900));
         assert!(!set.is_revoked(&session));
         assert!(set.is_empty());
+    }
+
+    #[test]
+    fn a_revocation_at_the_end_of_time_is_kept_not_a_panic() {
+        let set = RevocationSet::new(Duration::from_secs(900));
+        let session = SessionId::new();
+        set.revoke([session], DateTime::<Utc>::MAX_UTC, 1);
+        set.prune(Utc::now());
+        assert!(set.is_revoked(&session));
+        assert_eq!(set.catch_up(0, Utc::now()).0.len(), 1);
     }
 
     #[test]

@@ -105,6 +105,11 @@ impl TestApp {
         }
     }
 
+    /// Makes this server's background tasks fail on demand.
+    pub fn faults(&self) -> identity::supervisor::Faults {
+        self.server.faults()
+    }
+
     /// Stops the server, letting in-flight calls finish.
     pub async fn stop(&mut self) {
         self.server.stop().await.expect("server stops cleanly");

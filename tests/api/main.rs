@@ -6,6 +6,7 @@ mod helpers;
 mod audit;
 mod cli;
 mod connections;
+mod health;
 mod lockout;
 mod login;
 mod malformed;

@@ -16,7 +16,7 @@ on_both_backends!(
     invented_paths_are_unimplemented_and_counted_under_one_label,
 );
 
-async fn scrape(app: &TestApp) -> String {
+pub async fn scrape(app: &TestApp) -> String {
     let addr = app.metrics_addr.expect("metrics are on");
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await.unwrap();
@@ -27,7 +27,7 @@ async fn scrape(app: &TestApp) -> String {
 }
 
 /// The value of the sample whose name and labels start with `prefix`, or 0 if absent.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     text.lines()
         .filter(|line| line.starts_with(name) && !line.starts_with('#'))
         .filter(|line| labels.iter().all(|(k, v)| line.contains(&format!("{k}=\"{v}\""))))
