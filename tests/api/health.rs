@@ -24,6 +24,7 @@ use crate::{
 };
 
 on_both_backends!(
+    readiness_comes_when_revocations_were_synchronised_before_the_watcher_first_looked,
     a_failed_revocation_sync_is_not_serving_until_it_has_caught_up_again,
     a_failed_health_watcher_is_not_serving_until_it_is_back,
     a_failed_purge_is_counted_and_purging_resumes,
@@ -121,6 +122,23 @@ async fn readiness_comes_on_every_start_on_postgres() {
     while let Some(started) = starts.join_next().await {
         started.unwrap();
     }
+}
+
+/// The start-up race, made deterministic: the revocation set becomes synchronised while no
+/// watcher runs, and the watcher that starts afterwards must still publish SERVING (one that
+/// compared with its own first look instead of with the published state never did).
+async fn readiness_comes_when_revocations_were_synchronised_before_the_watcher_first_looked(app: TestApp) {
+    let mut health = health_updates(&app).await;
+    until(&mut health, ServingStatus::Serving).await;
+    app.faults().fail(TaskName::HealthWatcher, Fault::Panic).await;
+    until(&mut health, ServingStatus::NotServing).await;
+    app.faults().fail(TaskName::RevocationSync, Fault::Panic).await;
+    app.faults().restart(TaskName::RevocationSync).await;
+    let identity = app.identity();
+    let mut synced = identity.revocations().watch_synced();
+    synced.wait_for(|synced| *synced).await.unwrap();
+    app.faults().restart(TaskName::HealthWatcher).await;
+    until(&mut health, ServingStatus::Serving).await;
 }
 
 // --- supervision --------------------------------------------------------------------------

@@ -105,6 +105,11 @@ impl TestApp {
         }
     }
 
+    /// The server's service logic, in process.
+    pub fn identity(&self) -> std::sync::Arc<identity::service::Identity> {
+        self.server.identity()
+    }
+
     /// Makes this server's background tasks fail on demand.
     pub fn faults(&self) -> identity::supervisor::Faults {
         self.server.faults()
