@@ -1,5 +1,5 @@
 //! The `identity` command line: its clap types, and what each subcommand does (`serve`,
-//! `migrate`, `keygen`, `user ...`, `check-config`, `healthcheck`). `main` only parses and calls
+//! `migrate`, `keygen`, `user ...`, `service-key ...`, `check-config`, `healthcheck`). `main` only parses and calls
 //! [`run`]. Every subcommand logs to standard error, so what one prints on standard output (a
 //! key, a configuration, an outcome) stays clean; operator actions on accounts go through the
 //! service's own code, audit event included.
@@ -20,9 +20,9 @@ use tonic_health::pb::{
 use crate::{
     clock::Clock,
     config::{Config, LogFormat},
-    domain::Email,
+    domain::{Email, Permission, Permissions, ServiceKeyName},
     error::AppError,
-    service::{AccountAction, AccountActionOutcome, AccountAdmin},
+    service::{AccountAction, AccountActionOutcome, AccountAdmin, ServiceKeyAdmin},
     startup::{App, StartupError, connect_and_migrate},
     telemetry,
     tokens::{KeyError, generate_key_pem},
@@ -50,6 +50,11 @@ enum Command {
         #[command(subcommand)]
         action: UserAction,
     },
+    /// API keys of the services that call WatchRevocations (and, later, the admin API).
+    ServiceKey {
+        #[command(subcommand)]
+        action: ServiceKeyAction,
+    },
     /// Validate the environment and print the effective configuration, secrets redacted.
     CheckConfig,
     /// Exit 0 if the server at ADDR reports SERVING. ADDR defaults to IDENTITY_HEALTH_LISTEN_ADDR
@@ -60,6 +65,26 @@ enum Command {
         #[arg(long, default_value = "")]
         service: String,
     },
+}
+
+#[derive(Subcommand)]
+enum ServiceKeyAction {
+    /// Create a key for the service NAME and print it once on standard output (or write it to
+    /// --out, mode 0600): only its digest is kept.
+    Create {
+        name: String,
+        /// admin, watch_events or watch_revocations; repeat for several.
+        #[arg(long = "permission", required = true)]
+        permissions: Vec<String>,
+        /// Write the key to this new file (mode 0600) instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Revoke the key NAME: new calls are refused at once, its open streams end within one
+    /// IDENTITY_REVOCATION_HEARTBEAT.
+    Revoke { name: String },
+    /// List the keys: name, permissions, created, revoked. Never the keys or their digests.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -140,6 +165,10 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send) -> ExitCod
                 Err(error) => fail(&error),
             }
         }
+        Command::ServiceKey { action } => match service_key_command(&config, action).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => fail(&error),
+        },
         Command::CheckConfig => {
             for (name, value) in config.describe() {
                 println!("{name}={value}");
@@ -217,6 +246,14 @@ pub enum CliError {
     NoSuchUser(String),
     #[error("{0}")]
     InvalidEmail(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("a service key named {0} already exists (revoked keys keep their names)")]
+    KeyNameTaken(String),
+    #[error("no live service key named {0}")]
+    NoSuchKey(String),
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Startup(#[from] StartupError),
     #[error(transparent)]
@@ -238,6 +275,93 @@ pub async fn user_command(
     let outcome = admin.apply(action, &parsed).await;
     store.close().await;
     outcome?.ok_or_else(|| CliError::NoSuchUser(email.to_owned()))
+}
+
+/// `identity service-key create|revoke|list`, through the service's [`ServiceKeyAdmin`]: one
+/// statement and one audit event each.
+async fn service_key_command(config: &Config, action: ServiceKeyAction) -> Result<(), CliError> {
+    let name = |raw: &str| {
+        ServiceKeyName::parse("name", raw)
+            .map_err(|v| CliError::InvalidArgument(format!("{raw}: {}", v.description)))
+    };
+    // Parse before touching the database.
+    let parsed = match &action {
+        ServiceKeyAction::Create { name: raw, permissions, .. } => {
+            let permissions: Permissions = permissions
+                .iter()
+                .map(|p| Permission::parse(p.trim()))
+                .collect::<Result<_, _>>()
+                .map_err(CliError::InvalidArgument)?;
+            Some((name(raw)?, permissions))
+        }
+        ServiceKeyAction::Revoke { name: raw } => Some((name(raw)?, Permissions::default())),
+        ServiceKeyAction::List => None,
+    };
+    let store = connect_and_migrate(config).await?;
+    let admin = ServiceKeyAdmin::new(store.clone(), Clock::system());
+    let outcome = match (action, parsed) {
+        (ServiceKeyAction::Create { out, .. }, Some((name, permissions))) => {
+            create_service_key(&admin, &name, &permissions, out.as_deref()).await
+        }
+        (ServiceKeyAction::Revoke { .. }, Some((name, _))) => match admin.revoke(&name).await {
+            Ok(true) => {
+                println!("{name}: revoked");
+                Ok(())
+            }
+            Ok(false) => Err(CliError::NoSuchKey(name.to_string())),
+            Err(error) => Err(error.into()),
+        },
+        _ => admin.list().await.map_err(CliError::from).map(|keys| {
+            println!("NAME\tPERMISSIONS\tCREATED\tREVOKED");
+            let time =
+                |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            for key in keys {
+                let revoked = key.revoked_at.map_or_else(|| "-".to_owned(), time);
+                println!("{}\t{}\t{}\t{revoked}", key.name, key.permissions, time(key.created_at));
+            }
+        }),
+    };
+    store.close().await;
+    outcome
+}
+
+async fn create_service_key(
+    admin: &ServiceKeyAdmin,
+    name: &ServiceKeyName,
+    permissions: &Permissions,
+    out: Option<&Path>,
+) -> Result<(), CliError> {
+    // Refuse an existing file before a key exists that nobody could see.
+    let file = out
+        .map(|path| {
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            options.open(path).map_err(|source| CliError::Write { path: path.to_owned(), source })
+        })
+        .transpose()?;
+    let Some(key) = admin.create(name, permissions).await? else {
+        if let Some(path) = out {
+            let _ = std::fs::remove_file(path);
+        }
+        return Err(CliError::KeyNameTaken(name.to_string()));
+    };
+    let line = format!("{}\n", key.expose());
+    match (file, out) {
+        (Some(mut file), Some(path)) => {
+            file.write_all(line.as_bytes())
+                .map_err(|source| CliError::Write { path: path.to_owned(), source })?;
+            eprintln!("identity: service key {name} ({permissions}) written to {}", path.display());
+        }
+        _ => {
+            std::io::stdout()
+                .write_all(line.as_bytes())
+                .map_err(|source| CliError::Write { path: "<stdout>".into(), source })?;
+            eprintln!("identity: service key {name} ({permissions}) created; it is shown only this once");
+        }
+    }
+    Ok(())
 }
 
 /// The checks `identity check-config` makes beyond parsing: the key and TLS files it names can

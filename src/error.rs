@@ -29,6 +29,12 @@ pub enum AppError {
     /// UNAUTHENTICATED, for a missing or inactive token.
     #[error("{0}")]
     Unauthenticated(&'static str),
+    /// PERMISSION_DENIED: a known caller without the permission the call needs.
+    #[error("{0}")]
+    PermissionDenied(&'static str),
+    /// RESOURCE_EXHAUSTED: the caller, or the server, has as many open streams as allowed.
+    #[error("{0}")]
+    TooManyStreams(&'static str),
     /// RESOURCE_EXHAUSTED: too many failed logins for this email; retry after the window.
     #[error("too many failed attempts, retry later")]
     LockedOut { retry_after: Duration },
@@ -80,6 +86,8 @@ impl From<AppError> for Status {
             }
             AppError::EmailTaken => Status::already_exists(message),
             AppError::InvalidCredentials | AppError::Unauthenticated(_) => Status::unauthenticated(message),
+            AppError::PermissionDenied(_) => Status::permission_denied(message),
+            AppError::TooManyStreams(_) => Status::resource_exhausted(message),
             AppError::LockedOut { retry_after } => Status::with_error_details(
                 Code::ResourceExhausted,
                 message,
@@ -128,6 +136,8 @@ mod tests {
         assert_eq!(Status::from(AppError::InvalidCredentials).code(), Code::Unauthenticated);
         assert_eq!(Status::from(AppError::Unauthenticated("x")).code(), Code::Unauthenticated);
         assert_eq!(Status::from(AppError::Overloaded).code(), Code::ResourceExhausted);
+        assert_eq!(Status::from(AppError::PermissionDenied("x")).code(), Code::PermissionDenied);
+        assert_eq!(Status::from(AppError::TooManyStreams("x")).code(), Code::ResourceExhausted);
         let down = StoreError::Unavailable(sqlx::Error::PoolTimedOut);
         assert_eq!(Status::from(AppError::from(down)).code(), Code::Unavailable);
         let bug = StoreError::Internal(sqlx::Error::RowNotFound);

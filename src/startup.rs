@@ -22,7 +22,7 @@ use crate::{
             user_service_server::UserServiceServer,
         },
     },
-    service::{Identity, IdentityParts, LockoutPolicy, Purge, RevocationSync},
+    service::{CallerPolicy, Identity, IdentityParts, LockoutPolicy, Purge, RevocationSync},
     store::{Store, StoreError},
     supervisor::Supervisor,
     tokens::{KeyError, KeyRing, RevocationSet, TokenIssuer},
@@ -119,6 +119,11 @@ impl App {
                 window: chrono::TimeDelta::from_std(config.lockout_duration)
                     .unwrap_or(chrono::TimeDelta::MAX),
             }),
+            callers: CallerPolicy {
+                certificates: config.mtls_callers.clone(),
+                max_streams_per_caller: config.max_streams_per_caller,
+                max_streams: config.max_streams,
+            },
         }));
         let listener = bind(config.listen_addr).await?;
         let local_addr = listener

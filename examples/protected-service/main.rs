@@ -6,13 +6,15 @@
 //!
 //! Environment: `IDENTITY_URL` (default `http://127.0.0.1:50051`), `LISTEN_ADDR` (default
 //! `127.0.0.1:50052`), `REVOCATION_POLICY` (`fail-open`, the default, or `fail-closed`),
-//! `RUST_LOG` (default `info`).
+//! `SERVICE_KEY_FILE` (a key from `identity service-key create protected-service --permission
+//! watch_revocations --out FILE`: WatchRevocations needs one unless this service's client
+//! certificate is allow-listed), `RUST_LOG` (default `info`).
 
 mod whoami;
 
 use std::{error::Error, net::SocketAddr};
 
-use identity_client::{AuthConfig, IdentityAuth, RevocationPolicy};
+use identity_client::{AuthConfig, IdentityAuth, RevocationPolicy, ServiceKey};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -31,9 +33,17 @@ async fn main() -> Result<(), Box<dyn Error>> {
         }
     };
 
-    let auth =
-        IdentityAuth::connect_to(&identity_url, AuthConfig { revocation_policy, ..AuthConfig::default() })
-            .await?;
+    let service_key = match std::env::var("SERVICE_KEY_FILE").ok().filter(|path| !path.is_empty()) {
+        Some(path) => {
+            Some(ServiceKey::from_file(&path).map_err(|e| format!("SERVICE_KEY_FILE {path}: {e}"))?)
+        }
+        None => {
+            tracing::warn!("SERVICE_KEY_FILE is not set: the revocation stream will be refused");
+            None
+        }
+    };
+    let config = AuthConfig { revocation_policy, service_key, ..AuthConfig::default() };
+    let auth = IdentityAuth::connect_to(&identity_url, config).await?;
     let listener = TcpListener::bind(listen_addr).await?;
     tracing::info!(addr = %listener.local_addr()?, identity = %identity_url, "serving example.v1.WhoAmI");
     whoami::serve(listener, auth, async {

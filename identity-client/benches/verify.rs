@@ -18,7 +18,7 @@ use std::{
 
 use identity::testing::TestServer;
 use identity_client::{
-    AuthConfig, IdentityAuth,
+    AuthConfig, IdentityAuth, ServiceKey,
     proto::{GetJwksRequest, TokenServiceClient},
 };
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -37,6 +37,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let data_dir = tempfile::tempdir()?;
     let mut server = TestServer::start(&identity::testing::config(data_dir.path(), [])?).await?;
     let url = server.url();
+    let name = identity::domain::ServiceKeyName::parse("name", "bench").map_err(|v| v.description)?;
+    let permissions = [identity::domain::Permission::WatchRevocations].into_iter().collect();
+    let key = server.identity().service_keys().create(&name, &permissions).await?.ok_or("key name taken")?;
+    let config = AuthConfig { service_key: Some(ServiceKey::new(key.expose())), ..AuthConfig::default() };
 
     let jwks = TokenServiceClient::new(server.channel()).get_jwks(GetJwksRequest {}).await?.into_inner();
     let kid = jwks.keys.first().ok_or("no key")?.kid.clone();
@@ -56,9 +60,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let fresh_for_verify: Vec<String> = (0..NEW_TOKENS).map(sign).collect::<Result<_, _>>()?;
     let fresh_for_layer: Vec<String> = (0..NEW_TOKENS).map(sign).collect::<Result<_, _>>()?;
 
-    let auth = IdentityAuth::connect_to(&url, AuthConfig::default()).await?;
-    let uncached =
-        IdentityAuth::connect_to(&url, AuthConfig { token_cache_size: 0, ..AuthConfig::default() }).await?;
+    let auth = IdentityAuth::connect_to(&url, config.clone()).await?;
+    let uncached = IdentityAuth::connect_to(&url, AuthConfig { token_cache_size: 0, ..config }).await?;
     for handle in [&auth, &uncached] {
         if !handle.wait_until_synchronised(Duration::from_secs(10)).await {
             return Err("revocation stream did not catch up".into());

@@ -66,10 +66,24 @@ impl IdentityAuth {
     /// [`IdentityAuth::wait_until_synchronised`] and [`crate::RevocationPolicy`].
     pub async fn connect(channel: Channel, config: AuthConfig) -> Result<Self, Error> {
         let client = TokenServiceClient::new(channel);
+        // Checked before anything starts, so a bad key fails here rather than in every retry.
+        let authorization = config
+            .service_key
+            .as_ref()
+            .map(|key| {
+                tonic::metadata::MetadataValue::try_from(format!("Bearer {}", key.expose()))
+                    .map(|mut value| {
+                        value.set_sensitive(true);
+                        value
+                    })
+                    .map_err(|_| Error::InvalidServiceKey)
+            })
+            .transpose()?;
         let keys = KeySet::fetch(client.clone(), config.jwks_refresh_interval, config.rpc_timeout).await?;
         let verifier = Arc::new(Verifier::new(keys, &config));
         let revocations = Arc::new(Revocations::new(config.revocation_policy));
-        let watcher = tokio::spawn(keep_watching(Arc::clone(&revocations), client, config.rpc_timeout));
+        let watcher =
+            tokio::spawn(keep_watching(Arc::clone(&revocations), client, authorization, config.rpc_timeout));
         let refresher = tokio::spawn(refresh_keys_periodically(Arc::clone(&verifier), config.jwks_max_age));
         Ok(Self {
             shared: Arc::new(Shared {

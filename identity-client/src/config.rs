@@ -10,8 +10,11 @@ use std::time::Duration;
 /// use std::time::Duration;
 /// use identity_client::{AuthConfig, RevocationPolicy};
 ///
+/// use identity_client::ServiceKey;
+///
 /// let config = AuthConfig {
 ///     audience: "orders".into(),
+///     service_key: Some(ServiceKey::new("idk_…")),
 ///     revocation_policy: RevocationPolicy::FailClosed,
 ///     ..AuthConfig::default()
 /// };
@@ -43,6 +46,41 @@ pub struct AuthConfig {
     pub revocation_policy: RevocationPolicy,
     /// Deadline of each GetJwks call and of opening the revocation stream. Default 5 s.
     pub rpc_timeout: Duration,
+    /// The credential `WatchRevocations` needs: a service key made with `identity service-key
+    /// create NAME --permission watch_revocations`, sent as `authorization: Bearer idk_…`.
+    /// `None` (the default) sends no key: right only where this service's client certificate
+    /// is allow-listed (`IDENTITY_MTLS_CALLERS`), with the TLS identity set on the [`Channel`]
+    /// given to [`crate::IdentityAuth::connect`].
+    ///
+    /// [`Channel`]: tonic::transport::Channel
+    pub service_key: Option<ServiceKey>,
+}
+
+/// A service API key (`idk_…`). `Debug` never prints it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ServiceKey(String);
+
+impl ServiceKey {
+    /// The key as `identity service-key create` printed it (surrounding whitespace, such as
+    /// the newline of a key file, is dropped).
+    pub fn new(key: impl Into<String>) -> Self {
+        Self(key.into().trim().to_owned())
+    }
+
+    /// Reads a key file written by `identity service-key create NAME --out FILE`.
+    pub fn from_file(path: impl AsRef<std::path::Path>) -> std::io::Result<Self> {
+        std::fs::read_to_string(path).map(Self::new)
+    }
+
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ServiceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServiceKey(..)")
+    }
 }
 
 impl Default for AuthConfig {
@@ -57,6 +95,7 @@ impl Default for AuthConfig {
             token_cache_size: 10_000,
             revocation_policy: RevocationPolicy::default(),
             rpc_timeout: Duration::from_secs(5),
+            service_key: None,
         }
     }
 }

@@ -9,6 +9,8 @@ pub enum Error {
     Jwks(Box<tonic::Status>),
     #[error("GetJwks returned no usable Ed25519 key")]
     NoUsableKeys,
+    #[error("the service key is not valid metadata (it must be printable ASCII)")]
+    InvalidServiceKey,
 }
 
 /// Why a request was refused. Its text is the message of the UNAUTHENTICATED status the caller

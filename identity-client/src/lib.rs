@@ -10,9 +10,12 @@
 //!
 //! ```no_run
 //! # async fn run(service: tonic::service::Routes) -> Result<(), Box<dyn std::error::Error>> {
-//! use identity_client::{AuthConfig, IdentityAuth};
+//! use identity_client::{AuthConfig, IdentityAuth, ServiceKey};
 //!
-//! let auth = IdentityAuth::connect_to("http://127.0.0.1:50051", AuthConfig::default()).await?;
+//! // WatchRevocations needs a service credential: here a key from
+//! // `identity service-key create orders --permission watch_revocations --out orders.key`.
+//! let config = AuthConfig { service_key: Some(ServiceKey::from_file("orders.key")?), ..AuthConfig::default() };
+//! let auth = IdentityAuth::connect_to("http://127.0.0.1:50051", config).await?;
 //! tonic::transport::Server::builder()
 //!     .layer(auth.layer())
 //!     .add_routes(service)
@@ -35,7 +38,7 @@ mod verify;
 
 pub use auth::IdentityAuth;
 pub use claims::VerifiedClaims;
-pub use config::{AuthConfig, RevocationPolicy};
+pub use config::{AuthConfig, RevocationPolicy, ServiceKey};
 pub use error::{Error, Rejection};
 pub use identity_contract::{AccessClaims, SessionId, TokenId, UserId};
 pub use layer::{IdentityAuthLayer, IdentityAuthService};

@@ -146,17 +146,22 @@ impl Revocations {
 
 /// Keeps `state` current for as long as it runs: opens the stream, applies each message,
 /// and reopens it with backoff, resuming from the last cursor, whenever it fails, ends or goes
-/// silent.
+/// silent. `authorization` (the service key, as metadata) goes with every opening; a refused or
+/// revoked key is retried like any failure, and the revocation policy decides meanwhile.
 pub(crate) async fn keep_watching(
     state: std::sync::Arc<Revocations>,
     client: TokenServiceClient<Channel>,
+    authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     rpc_timeout: Duration,
 ) {
     let mut cursor = 0_u64;
     let mut backoff = BACKOFF.build();
     let mut last_prune = Instant::now();
     loop {
-        let request = tonic::Request::new(WatchRevocationsRequest { since: cursor });
+        let mut request = tonic::Request::new(WatchRevocationsRequest { since: cursor });
+        if let Some(authorization) = &authorization {
+            request.metadata_mut().insert("authorization", authorization.clone());
+        }
         let opened = tokio::time::timeout(rpc_timeout, client.clone().watch_revocations(request)).await;
         match opened {
             Ok(Ok(response)) => {

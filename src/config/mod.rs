@@ -15,7 +15,7 @@ use parse::{
 };
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::connections::ConnectionLimits;
+use crate::{connections::ConnectionLimits, domain::AllowedCertificates};
 
 pub const ENV_PREFIX: &str = "IDENTITY_";
 
@@ -200,6 +200,19 @@ variables! {
     }), [
         "IDENTITY_REFLECTION", "true", "serve gRPC server reflection", |c| c.reflection.to_string();
     ]
+    /// Client-certificate names let in to the service-facing RPCs, with their permissions.
+    mtls_callers: AllowedCertificates = custom(mtls_callers), [
+        "IDENTITY_MTLS_CALLERS", "", "`NAME=PERMISSION[,PERMISSION]` entries separated by `;`: client-certificate CN, DNS or URI SANs let in to service-facing RPCs",
+            |c| c.mtls_callers.to_string();
+    ]
+    max_streams_per_caller: usize = text(|s| in_range(s, 1, 10_000)), [
+        "IDENTITY_MAX_STREAMS_PER_CALLER", "16", "open WatchRevocations streams per service caller",
+            |c| c.max_streams_per_caller.to_string();
+    ]
+    max_streams: usize = text(|s| in_range(s, 1, 1_000_000)), [
+        "IDENTITY_MAX_STREAMS", "1000", "open WatchRevocations streams in all",
+            |c| c.max_streams.to_string();
+    ]
     log_format: LogFormat = text(|s| match s {
         "text" => Ok(LogFormat::Text),
         "json" => Ok(LogFormat::Json),
@@ -288,6 +301,20 @@ fn database_url(env: &Env) -> Result<SecretString, ConfigError> {
     Ok(SecretString::from(url))
 }
 
+/// The allow-list makes sense only where client certificates are verified.
+fn mtls_callers(env: &Env) -> Result<AllowedCertificates, ConfigError> {
+    const NAME: &str = "IDENTITY_MTLS_CALLERS";
+    let Some(text) = env.get(NAME)? else { return Ok(AllowedCertificates::default()) };
+    let callers = AllowedCertificates::parse(text).map_err(|why| problem(NAME, why))?;
+    if env.get("IDENTITY_TLS_CLIENT_CA_FILE")?.is_none() {
+        return Err(problem(
+            NAME,
+            "needs IDENTITY_TLS_CLIENT_CA_FILE: only mutual TLS verifies client certificates",
+        ));
+    }
+    Ok(callers)
+}
+
 fn tls_files(env: &Env) -> Result<Option<TlsFiles>, ConfigError> {
     let cert = env.get("IDENTITY_TLS_CERT_FILE")?.map(PathBuf::from);
     let key = env.get("IDENTITY_TLS_KEY_FILE")?.map(PathBuf::from);
@@ -359,6 +386,13 @@ mod tests {
 
         let error = config(&[("IDENTITY_TLS_CLIENT_CA_FILE", "ca.pem")]).unwrap_err();
         assert_eq!(error.variable, "IDENTITY_TLS_CLIENT_CA_FILE");
+
+        let error = config(&[("IDENTITY_MTLS_CALLERS", "gateway=watch_revocations")]).unwrap_err();
+        assert_eq!(error.variable, "IDENTITY_MTLS_CALLERS");
+        assert!(error.problem.contains("IDENTITY_TLS_CLIENT_CA_FILE"), "{error}");
+
+        let error = config(&[("IDENTITY_MAX_STREAMS_PER_CALLER", "0")]).unwrap_err();
+        assert_eq!(error.variable, "IDENTITY_MAX_STREAMS_PER_CALLER");
     }
 
     #[test]

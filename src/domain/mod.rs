@@ -1,10 +1,12 @@
 //! The service's vocabulary, parsed once at the edge: request values ([`Email`], [`Password`],
 //! [`FullName`], [`Presented`] text), the ids that travel everywhere ([`UserId`], [`SessionId`]),
-//! the account as callers see it ([`User`]), and the credentials as the database keeps them
+//! the account as callers see it ([`User`]), the service-facing [`Caller`] and its
+//! [`Permission`]s, and the credentials as the database keeps them
 //! ([`PasswordHash`], [`RefreshTokenDigest`]). A function that takes an [`Email`] never checks an
 //! email again; each parser reports the field it failed on. Nothing here knows about tonic or
 //! sqlx.
 
+mod caller;
 mod email;
 mod full_name;
 mod password;
@@ -12,6 +14,10 @@ mod presented;
 mod stored;
 mod user;
 
+pub use caller::{
+    AllowedCertificates, Caller, CallerKind, CertificateNames, Credential, Permission, Permissions,
+    ServiceKey, ServiceKeyDigest, ServiceKeyName,
+};
 pub use email::{ConfusableKey, Email, NormalizedEmail};
 pub use full_name::FullName;
 pub use identity_contract::{SessionId, TokenId, UserId};

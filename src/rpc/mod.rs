@@ -2,6 +2,7 @@
 //! (naming the field that fails), calls [`crate::service::Identity`], and converts back.
 
 mod auth;
+mod caller;
 pub mod codec;
 mod logging;
 pub mod methods;

@@ -1,6 +1,6 @@
 //! The TokenService RPCs: ValidateToken (RFC 7662 introspection, the reason kept in the logs),
 //! GetJwks (the contract's JWK shape for every key that verifies) and WatchRevocations (catch-up,
-//! then live revocations and heartbeats).
+//! then live revocations and heartbeats, for authorised service callers only).
 
 use std::{sync::Arc, time::Duration};
 
@@ -18,7 +18,11 @@ use super::{
     },
     timestamp,
 };
-use crate::{domain::SessionId, service::Identity, tokens::AccessClaims};
+use crate::{
+    domain::{Permission, SessionId},
+    service::Identity,
+    tokens::AccessClaims,
+};
 
 pub struct TokenApi {
     identity: Arc<Identity>,
@@ -75,6 +79,7 @@ pub fn claims_message(claims: &AccessClaims) -> Claims {
 impl TokenService for TokenApi {
     type WatchRevocationsStream = ReceiverStream<Result<WatchRevocationsResponse, Status>>;
 
+    /// Needs the `watch_revocations` permission, and a free stream slot of the caller's.
     /// Catch-up first (everything after `since`, in chunks; only the last chunk carries the new
     /// cursor, so a client cut off mid-way resumes from where it started), then live batches
     /// and heartbeats until the client leaves or the server stops.
@@ -83,6 +88,11 @@ impl TokenService for TokenApi {
         &self,
         request: Request<WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
+        let credential = super::caller::credential(&request)?;
+        let caller =
+            self.identity.authorize(credential, Permission::WatchRevocations, "watch_revocations").await?;
+        let permit = self.identity.open_stream(&caller)?;
+        let identity = Arc::clone(&self.identity);
         let since = request.into_inner().since;
         let revocations = Arc::clone(self.identity.revocations());
         // Subscribe before the snapshot, so nothing falls between them.
@@ -92,6 +102,8 @@ impl TokenService for TokenApi {
         let mut stopping = self.stopping.clone();
         let every = self.heartbeat;
         tokio::spawn(async move {
+            // Held for as long as the stream is open.
+            let _permit = permit;
             metrics::gauge!(crate::metrics::REVOCATION_WATCHERS).increment(1.0);
             let chunks: Vec<&[(SessionId, DateTime<Utc>)]> =
                 if backlog.is_empty() { vec![&[]] } else { backlog.chunks(CATCH_UP_CHUNK).collect() };
@@ -108,6 +120,9 @@ impl TokenService for TokenApi {
                 }
             }
             let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            // Not reset by traffic, unlike the heartbeat: a busy stream is re-checked as often
+            // as an idle one, so a revoked key's stream ends within one interval either way.
+            let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             loop {
                 let message = tokio::select! {
                     batch = news.recv() => match batch {
@@ -117,13 +132,24 @@ impl TokenService for TokenApi {
                             Ok(revocations_message(&batch.sessions, cursor, false))
                         }
                         Err(broadcast::error::RecvError::Lagged(_)) => {
-                            Err(Status::unavailable("fell behind the revocation feed: resume with the last cursor"))
+                            Err(Some(Status::unavailable("fell behind the revocation feed: resume with the last cursor")))
                         }
                         Err(broadcast::error::RecvError::Closed) => break,
                     },
                     _ = heartbeat.tick() => Ok(revocations_message(&[], cursor, false)),
+                    _ = recheck.tick() => Err(None),
                     _ = stopping.wait_for(|stopping| *stopping) => break,
                     () = sender.closed() => break,
+                };
+                // Outside the select, whose borrowed outputs must not live across an await.
+                let message = match message {
+                    Ok(message) => Ok(message),
+                    Err(Some(status)) => Err(status),
+                    Err(None) => match identity.still_authorized(&caller, Permission::WatchRevocations).await
+                    {
+                        Ok(()) => continue,
+                        Err(error) => Err(Status::from(error)),
+                    },
                 };
                 let failed = message.is_err();
                 if sender.send(message).await.is_err() || failed {

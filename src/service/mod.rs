@@ -1,11 +1,12 @@
-//! The identity logic behind the RPCs and the operator CLI: accounts, sessions, token checks
-//! and operator actions on accounts. It speaks in domain types and `AppError`, uses `store`,
+//! The identity logic behind the RPCs and the operator CLI: accounts, sessions, token checks,
+//! operator actions on accounts and service keys, and who may call the service-facing RPCs. It speaks in domain types and `AppError`, uses `store`,
 //! `tokens` and `passwords`, and knows nothing of tonic; the `rpc` layer and `cli` convert to
 //! and from their own forms.
 
 mod accounts;
 mod admin;
 mod background;
+mod callers;
 mod sessions;
 
 use std::{sync::Arc, time::Duration};
@@ -15,6 +16,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 pub use accounts::SignupInput;
 pub use admin::{AccountAction, AccountActionOutcome, AccountAdmin};
 pub use background::{Purge, RevocationSync};
+pub use callers::{CallerPolicy, ServiceKeyAdmin, StreamLimits, StreamPermit};
 pub use sessions::SessionTokens;
 
 use crate::{
@@ -41,6 +43,8 @@ pub struct Identity {
     verified: VerifiedTokenCache,
     clock: Clock,
     refresh_ttl: TimeDelta,
+    callers: CallerPolicy,
+    streams: StreamLimits,
 }
 
 /// What [`Identity`] is built from.
@@ -54,6 +58,8 @@ pub struct IdentityParts {
     pub refresh_ttl: Duration,
     /// `None` turns lockout off.
     pub lockout: Option<LockoutPolicy>,
+    /// Who may call the service-facing RPCs, and their stream limits.
+    pub callers: CallerPolicy,
 }
 
 impl Identity {
@@ -67,6 +73,8 @@ impl Identity {
             verified: VerifiedTokenCache::new(parts.token_cache_size),
             clock: parts.clock,
             refresh_ttl: TimeDelta::from_std(parts.refresh_ttl).unwrap_or(TimeDelta::MAX),
+            streams: StreamLimits::new(parts.callers.max_streams_per_caller, parts.callers.max_streams),
+            callers: parts.callers,
         }
     }
 
@@ -121,6 +129,11 @@ impl Identity {
     /// Operator actions on accounts, on this service's store and revocation set.
     pub fn admin(&self) -> AccountAdmin {
         AccountAdmin::new(self.store.clone(), self.clock.clone(), Some(Arc::clone(&self.revocations)))
+    }
+
+    /// Operator actions on service keys, on this service's store.
+    pub fn service_keys(&self) -> ServiceKeyAdmin {
+        ServiceKeyAdmin::new(self.store.clone(), self.clock.clone())
     }
 
     /// Records revocations made by this process, so they take effect here at once (other

@@ -3,12 +3,13 @@
 //! (both databases take `$N` placeholders, `RETURNING` and `ON CONFLICT`, and every timestamp is
 //! bound by the service from its clock rather than taken from the database's `now()`) and
 //! type-checked per backend by [`with_pool!`]. One file per table family: `users`, `sessions`,
-//! `attempts`, the revocation `listener`, and a test-only API in `testing`. No business rules
+//! `attempts`, `service_keys`, the revocation `listener`, and a test-only API in `testing`. No business rules
 //! live here.
 
 mod attempts;
 mod error;
 mod listener;
+mod service_keys;
 mod sessions;
 #[cfg(any(test, feature = "test-helpers"))]
 mod testing;
@@ -26,6 +27,7 @@ use sqlx::{
 pub use attempts::AttemptWindow;
 pub use error::StoreError;
 pub use listener::{LISTENER_APPLICATION_NAME, RevocationListener};
+pub use service_keys::ServiceKeyRecord;
 pub use sessions::{
     NewSession, REVOCATION_CHANNEL, Revocation, RevocationPosition, RevokedSession, Rotation,
 };

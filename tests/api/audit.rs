@@ -112,7 +112,14 @@ async fn audit_events_carry_ids_and_never_secrets(app: TestApp) {
         .await
         .unwrap();
 
+    let watcher = format!("watcher-{run}");
+    let key = app.service_key(&watcher, &[identity::domain::Permission::WatchRevocations]).await;
+    let mut watch = bearer(identity::proto::WatchRevocationsRequest { since: 0 }, &key);
+    watch.metadata_mut().insert("x-request-id", id("watch").parse().unwrap());
+    let stream = app.tokens().watch_revocations(watch).await.unwrap();
+
     for (step, event) in [
+        ("watch", "service_call"),
         ("signup", "signup"),
         ("fail", "login_failed"),
         ("login", "login"),
@@ -139,6 +146,12 @@ async fn audit_events_carry_ids_and_never_secrets(app: TestApp) {
         "the reason is kept server-side"
     );
 
+    let watch_line =
+        lines_with(&id("watch")).into_iter().find(|l| l.contains(r#""event":"service_call""#)).unwrap();
+    assert!(watch_line.contains(&format!(r#""caller":"{watcher}""#)), "{watch_line}");
+    assert!(watch_line.contains(r#""action":"watch_revocations""#), "{watch_line}");
+    drop(stream);
+
     let everything = lines_with(&run).join("\n");
     for secret in [
         PASSWORD,
@@ -148,6 +161,7 @@ async fn audit_events_carry_ids_and_never_secrets(app: TestApp) {
         &tokens.refresh_token,
         &rotated.refresh_token,
         &again.refresh_token,
+        &key,
     ] {
         assert!(!everything.contains(secret), "a secret reached the logs");
     }

@@ -15,7 +15,95 @@ on_both_backends!(
     revoke_sessions_logs_a_user_out_everywhere,
     a_user_command_for_an_unknown_email_fails_clearly,
     a_user_command_writes_its_audit_event_to_stderr_and_only_the_outcome_to_stdout,
+    service_keys_are_shown_once_listed_without_secrets_and_revoked_at_once,
+    a_service_key_can_be_written_to_a_private_file,
+    service_key_commands_refuse_bad_names_permissions_and_duplicates,
 );
+
+async fn watch_with(app: &TestApp, key: &str) -> Result<(), tonic::Status> {
+    let request = bearer(identity::proto::WatchRevocationsRequest { since: 0 }, key);
+    app.tokens().watch_revocations(request).await.map(drop)
+}
+
+async fn service_keys_are_shown_once_listed_without_secrets_and_revoked_at_once(app: TestApp) {
+    let output = identity_logging(
+        &app,
+        &["service-key", "create", "gateway", "--permission", "watch_revocations", "--permission", "admin"],
+        "info",
+    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let key = stdout.trim_end();
+    assert!(key.starts_with("idk_") && !key.contains('\n'), "only the key on stdout: {stdout:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(r#""event":"service_key_created""#) && stderr.contains("gateway"), "{stderr}");
+    assert!(!stderr.contains(&key[4..]), "the key reached the logs");
+    watch_with(&app, key).await.expect("the new key is let in");
+
+    let listed = identity(&app, &["service-key", "list"]);
+    assert!(listed.status.success());
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    let row = listed.lines().find(|line| line.starts_with("gateway\t")).expect("the key is listed");
+    let columns: Vec<_> = row.split('\t').collect();
+    assert_eq!(columns[1], "admin,watch_revocations");
+    assert_eq!(columns[3], "-", "not revoked");
+    assert!(!listed.contains(&key[4..]));
+
+    let output = identity_logging(&app, &["service-key", "revoke", "gateway"], "info");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stderr).contains(r#""event":"service_key_revoked""#));
+    assert_code(watch_with(&app, key).await, Code::Unauthenticated);
+    let listed = String::from_utf8(identity(&app, &["service-key", "list"]).stdout).unwrap();
+    let row = listed.lines().find(|line| line.starts_with("gateway\t")).unwrap();
+    assert_ne!(row.split('\t').nth(3), Some("-"), "the revocation time is listed: {row}");
+
+    let again = identity(&app, &["service-key", "revoke", "gateway"]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("no live service key named gateway"));
+}
+
+async fn a_service_key_can_be_written_to_a_private_file(app: TestApp) {
+    let path = app.data_dir().join("gateway.key");
+    let path_text = path.display().to_string();
+    let output = identity(
+        &app,
+        &["service-key", "create", "gateway", "--permission", "watch_revocations", "--out", &path_text],
+    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.stdout.is_empty(), "nothing on stdout when the key goes to a file");
+    let key = std::fs::read_to_string(&path).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    watch_with(&app, key.trim_end()).await.expect("the key in the file is let in");
+    // Never over an existing file, and no key is made when the file cannot be written.
+    let output = identity(
+        &app,
+        &["service-key", "create", "other", "--permission", "watch_revocations", "--out", &path_text],
+    );
+    assert!(!output.status.success());
+    let listed = String::from_utf8(identity(&app, &["service-key", "list"]).stdout).unwrap();
+    assert!(!listed.contains("other"), "{listed}");
+}
+
+async fn service_key_commands_refuse_bad_names_permissions_and_duplicates(app: TestApp) {
+    let output = identity(&app, &["service-key", "create", "gateway", "--permission", "root"]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown permission \"root\""));
+    let output = identity(&app, &["service-key", "create", "Gateway Two", "--permission", "admin"]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("must be 1 to 64 characters"));
+    let output = identity(&app, &["service-key", "create", "gateway"]);
+    assert!(!output.status.success(), "a permission is required");
+
+    assert!(identity(&app, &["service-key", "create", "gateway", "--permission", "admin"]).status.success());
+    let output = identity(&app, &["service-key", "create", "gateway", "--permission", "admin"]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("already exists"));
+    assert!(output.stdout.is_empty(), "no key printed for a refused name");
+}
 
 fn identity(app: &TestApp, args: &[&str]) -> std::process::Output {
     identity_logging(app, args, "warn")

@@ -6,10 +6,13 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use identity::{
     clock::Clock,
     config::Config,
+    domain::{Permission, ServiceKeyName},
     proto::{
-        LoginRequest, LoginResponse, SignupRequest, User, auth_service_client::AuthServiceClient,
-        token_service_client::TokenServiceClient, user_service_client::UserServiceClient,
+        LoginRequest, LoginResponse, SignupRequest, User, WatchRevocationsRequest, WatchRevocationsResponse,
+        auth_service_client::AuthServiceClient, token_service_client::TokenServiceClient,
+        user_service_client::UserServiceClient,
     },
+    service::ServiceKeyAdmin,
     store::Store,
     testing::TestServer,
 };
@@ -184,6 +187,29 @@ impl TestApp {
         let user = self.signup(&email, PASSWORD, "Test User").await.expect("signup succeeds");
         let login = self.login(&email, PASSWORD).await.expect("login succeeds");
         (user, login)
+    }
+
+    /// A new service key (through the service's own key admin) with `permissions`.
+    pub async fn service_key(&self, name: &str, permissions: &[Permission]) -> String {
+        let admin = ServiceKeyAdmin::new(self.store.clone(), Clock::system());
+        let name = ServiceKeyName::parse("name", name).expect("a valid key name");
+        let key = admin
+            .create(&name, &permissions.iter().copied().collect())
+            .await
+            .expect("the key is stored")
+            .expect("the key name is free");
+        key.expose().to_owned()
+    }
+
+    /// A WatchRevocations stream from `since`, opened with a fresh `watch_revocations` key.
+    pub async fn watch_revocations(&self, since: u64) -> tonic::Streaming<WatchRevocationsResponse> {
+        let name = format!("watcher-{}", uuid::Uuid::new_v4().simple());
+        let key = self.service_key(&name, &[Permission::WatchRevocations]).await;
+        self.tokens()
+            .watch_revocations(bearer(WatchRevocationsRequest { since }, &key))
+            .await
+            .expect("an authorised watcher is let in")
+            .into_inner()
     }
 
     pub async fn is_active(&self, access_token: &str) -> bool {

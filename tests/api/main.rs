@@ -4,6 +4,7 @@
 mod helpers;
 
 mod audit;
+mod callers;
 mod cli;
 mod connections;
 mod health;

@@ -66,12 +66,7 @@ async fn a_replica_resynchronises_after_its_listener_connection_is_killed() {
 async fn a_watcher_on_one_replica_hears_revocations_made_on_another() {
     let Some(a) = postgres_app().await else { return };
     let b = a.spawn_peer().await;
-    let mut stream = b
-        .tokens()
-        .watch_revocations(identity::proto::WatchRevocationsRequest { since: 0 })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = b.watch_revocations(0).await;
     while !stream.message().await.unwrap().unwrap().caught_up {}
     let (_, login) = a.signed_in_user().await;
     let tokens = login.tokens.unwrap();

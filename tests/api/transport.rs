@@ -4,7 +4,10 @@
 use std::{net::SocketAddr, time::Duration};
 
 use identity::{
-    proto::{SignupRequest, auth_service_client::AuthServiceClient},
+    proto::{
+        SignupRequest, WatchRevocationsRequest, auth_service_client::AuthServiceClient,
+        token_service_client::TokenServiceClient,
+    },
     testing::TestServer,
 };
 use rcgen::{
@@ -95,6 +98,22 @@ impl Pki {
         let path = self.dir.path().join(name);
         std::fs::write(&path, pem).unwrap();
         path.display().to_string()
+    }
+
+    /// A client certificate whose only name is the URI subject alternative name `uri`.
+    fn client_with_uri(&self, uri: &str) -> ClientIdentity {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = vec![rcgen::SanType::URI(uri.try_into().unwrap())];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &self.ca_issuer).unwrap();
+        ClientIdentity::from_pem(cert.pem(), key.serialize_pem())
+    }
+
+    /// A client certificate whose DNS subject alternative name is `name`.
+    fn client_named(&self, name: &str) -> ClientIdentity {
+        let (cert, key) = Self::leaf(&self.ca_issuer, name, ExtendedKeyUsagePurpose::ClientAuth);
+        ClientIdentity::from_pem(cert, key)
     }
 
     fn client(&self) -> ClientIdentity {
@@ -213,4 +232,40 @@ async fn silent_connections_to_the_tls_and_health_listeners_are_closed_and_mtls_
     let trusted = tls_channel(addr, &pki.ca, Some(pki.client())).await.unwrap();
     signup_over(trusted).await.expect("a client with a certificate from the CA still gets in");
     assert_eq!(plaintext_health(health_addr).await.unwrap(), ServingStatus::Serving);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allow_listed_client_certificate_may_watch_and_another_from_the_same_ca_may_not() {
+    let pki = Pki::new();
+    let mut env = pki.server_env(true);
+    let spiffe = "spiffe://example.org/ns/shop/sa/orders";
+    env.push((
+        "IDENTITY_MTLS_CALLERS".into(),
+        format!("gateway.internal=watch_revocations; {spiffe}=watch_revocations; billing.internal=admin"),
+    ));
+    let (addr, _, _server) = start_tls_server(env).await;
+    let ca = pki.ca.clone();
+    let watch = |identity| {
+        let ca = ca.clone();
+        async move {
+            let channel = tls_channel(addr, &ca, Some(identity)).await.unwrap();
+            TokenServiceClient::new(channel).watch_revocations(WatchRevocationsRequest { since: 0 }).await
+        }
+    };
+
+    for (who, identity) in
+        [("a DNS name", pki.client_named("gateway.internal")), ("a SPIFFE id", pki.client_with_uri(spiffe))]
+    {
+        let mut stream =
+            watch(identity).await.unwrap_or_else(|status| panic!("{who}: {status:?}")).into_inner();
+        let first = stream.message().await.unwrap().expect("a catch-up message");
+        assert!(first.caught_up, "{who}");
+    }
+    let status = assert_code(watch(pki.client_named("intruder.internal")).await, Code::PermissionDenied);
+    assert!(status.message().contains("not allow-listed"), "{}", status.message());
+    // Listed, but for something else.
+    assert_code(watch(pki.client_named("billing.internal")).await, Code::PermissionDenied);
+    // Over mutual TLS the certificate is the credential; signing up still needs none.
+    let channel = tls_channel(addr, &pki.ca, Some(pki.client_named("intruder.internal"))).await.unwrap();
+    signup_over(channel).await.expect("the API itself stays open to any client of the CA");
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use identity::proto::{LogoutRequest, WatchRevocationsRequest, WatchRevocationsResponse};
+use identity::proto::{LogoutRequest, WatchRevocationsResponse};
 use tonic::Streaming;
 
 use crate::{helpers::TestApp, on_both_backends};
@@ -31,7 +31,7 @@ async fn an_idle_stream_gets_heartbeats_carrying_the_cursor(app: TestApp) {
 }
 
 async fn watch(app: &TestApp, since: u64) -> Streaming<WatchRevocationsResponse> {
-    app.tokens().watch_revocations(WatchRevocationsRequest { since }).await.unwrap().into_inner()
+    app.watch_revocations(since).await
 }
 
 /// Reads messages until the catch-up is over; returns the session ids seen and the cursor.

@@ -10,7 +10,7 @@ use identity::{
     },
     testing::TestServer,
 };
-use identity_client::{AuthConfig, IdentityAuth};
+use identity_client::{AuthConfig, IdentityAuth, ServiceKey};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use tokio::{net::TcpListener, sync::oneshot};
@@ -27,18 +27,35 @@ pub struct IdentityServer {
     pub data_dir: tempfile::TempDir,
     extra_env: Vec<(String, String)>,
     server: TestServer,
+    /// A `watch_revocations` key, made on first start (the database keeps it across restarts).
+    service_key: ServiceKey,
 }
 
 impl IdentityServer {
     pub async fn start() -> Self {
         let data_dir = tempfile::tempdir().expect("temp dir");
-        Self::start_at("127.0.0.1:0".parse().unwrap(), data_dir, Vec::new()).await
+        let placeholder = ServiceKey::new("");
+        let mut server =
+            Self::start_at("127.0.0.1:0".parse().unwrap(), data_dir, Vec::new(), placeholder).await;
+        let name =
+            identity::domain::ServiceKeyName::parse("name", "protected-service").expect("a valid name");
+        let permissions = [identity::domain::Permission::WatchRevocations].into_iter().collect();
+        let key = server.server.identity().service_keys().create(&name, &permissions).await;
+        let key = key.expect("the key is stored").expect("the name is free");
+        server.service_key = ServiceKey::new(key.expose());
+        server
+    }
+
+    /// The layer's default configuration, with this server's service key.
+    pub fn auth_config(&self) -> AuthConfig {
+        AuthConfig { service_key: Some(self.service_key.clone()), ..AuthConfig::default() }
     }
 
     async fn start_at(
         addr: SocketAddr,
         data_dir: tempfile::TempDir,
         extra_env: Vec<(String, String)>,
+        service_key: ServiceKey,
     ) -> Self {
         let listen = ("IDENTITY_LISTEN_ADDR".to_string(), addr.to_string());
         let config = identity::testing::config(
@@ -47,7 +64,7 @@ impl IdentityServer {
         )
         .expect("test configuration is valid");
         let server = TestServer::start(&config).await.expect("identity server serves");
-        Self { addr: server.addr(), data_dir, extra_env, server }
+        Self { addr: server.addr(), data_dir, extra_env, server, service_key }
     }
 
     /// Stops the server (streams end, in-flight calls finish); its address stays free.
@@ -61,7 +78,8 @@ impl IdentityServer {
         let mut extra_env = std::mem::take(&mut self.extra_env);
         extra_env.extend(env.iter().map(|(name, value)| (name.to_string(), value.clone())));
         let data_dir = std::mem::replace(&mut self.data_dir, tempfile::tempdir().expect("temp dir"));
-        Self::start_at(self.addr, data_dir, extra_env).await
+        let service_key = self.service_key.clone();
+        Self::start_at(self.addr, data_dir, extra_env, service_key).await
     }
 
     pub fn url(&self) -> String {
@@ -133,7 +151,7 @@ impl ProtectedService {
 
     /// Starts it with the default configuration and waits until it knows every revocation.
     pub async fn start_synchronised(identity: &IdentityServer) -> Self {
-        let service = Self::start(identity, AuthConfig::default()).await;
+        let service = Self::start(identity, identity.auth_config()).await;
         assert!(
             service.auth.wait_until_synchronised(Duration::from_secs(10)).await,
             "revocations synchronised"

@@ -9,7 +9,7 @@ use crate::helpers::{IdentityServer, ProtectedService, assert_refused, eventuall
 
 async fn start_with(identity: &IdentityServer, revocation_policy: RevocationPolicy) -> ProtectedService {
     let service =
-        ProtectedService::start(identity, AuthConfig { revocation_policy, ..AuthConfig::default() }).await;
+        ProtectedService::start(identity, AuthConfig { revocation_policy, ..identity.auth_config() }).await;
     assert!(service.auth.wait_until_synchronised(Duration::from_secs(10)).await, "revocations synchronised");
     service
 }

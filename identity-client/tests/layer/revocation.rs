@@ -35,3 +35,19 @@ async fn a_service_started_after_the_logout_refuses_the_token_from_the_start() {
     let service = ProtectedService::start_synchronised(&identity).await;
     assert_refused(service.as_bearer(&tokens.access_token).await, "session revoked");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_service_key_the_stream_is_refused_and_fail_closed_refuses_every_token() {
+    let identity = IdentityServer::start().await;
+    let config = identity_client::AuthConfig {
+        revocation_policy: identity_client::RevocationPolicy::FailClosed,
+        ..identity_client::AuthConfig::default()
+    };
+    let anonymous = ProtectedService::start(&identity, config).await;
+    let token = identity.signed_in_user().await.tokens.expect("tokens").access_token;
+    assert!(!anonymous.auth.wait_until_synchronised(Duration::from_secs(1)).await);
+    assert_refused(anonymous.as_bearer(&token).await, "revocation status unavailable");
+    // With the key, the same server lets the layer follow revocations.
+    let keyed = ProtectedService::start_synchronised(&identity).await;
+    assert!(keyed.as_bearer(&token).await.is_ok());
+}

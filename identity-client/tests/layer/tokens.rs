@@ -103,7 +103,7 @@ async fn an_expired_or_not_yet_valid_token_is_refused() {
     // With leeway, a token a little past its expiry still passes.
     let lenient = ProtectedService::start(
         &identity,
-        AuthConfig { leeway: std::time::Duration::from_secs(120), ..AuthConfig::default() },
+        AuthConfig { leeway: std::time::Duration::from_secs(120), ..identity.auth_config() },
     )
     .await;
     assert!(lenient.auth.wait_until_synchronised(std::time::Duration::from_secs(10)).await);
@@ -129,7 +129,7 @@ async fn a_token_for_another_audience_or_issuer_is_refused() {
     // A service configured for that audience takes the first one and refuses the server's own.
     let billing = ProtectedService::start(
         &identity,
-        AuthConfig { audience: "billing".into(), ..AuthConfig::default() },
+        AuthConfig { audience: "billing".into(), ..identity.auth_config() },
     )
     .await;
     assert!(billing.as_bearer(&other_audience).await.is_ok());
