@@ -11,7 +11,7 @@ use std::{
     net::SocketAddr,
     sync::{
         Arc,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -28,22 +28,24 @@ use identity::{
         token_service_server::{TokenService, TokenServiceServer},
     },
     service::Identity,
+    store::Store,
     testing::TestServer,
     tokens::AccessTokenSubject,
 };
+use secrecy::ExposeSecret;
 use tonic::{Code, Request, Response, Status, transport::Channel};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use tonic_types::StatusExt;
 
 const PASSWORD: &str = "bench-orbit-tundra-42-vessel";
 const ALL: &str =
-    "inprocess,echo,validate-repeated,validate-new,jwks,refresh,signup,login,health-under-login";
+    "inprocess,echo,validate-repeated,validate-new,jwks,refresh,signup,login,health-under-login,purge";
 
 #[derive(Parser)]
 #[command(about = "Load scenarios against an in-process identity server")]
 struct Args {
     /// Comma-separated scenarios: inprocess, echo, validate-repeated, validate-new, jwks,
-    /// refresh, signup, login, health-under-login.
+    /// refresh, signup, login, health-under-login, purge.
     #[arg(long, default_value = ALL)]
     scenarios: String,
     /// How long each gRPC scenario runs.
@@ -62,6 +64,9 @@ struct Args {
     /// Concurrent logins that flood the server in health-under-login.
     #[arg(long, default_value_t = 64)]
     flood: usize,
+    /// Expired sessions the purge scenario seeds and then purges while logins run.
+    #[arg(long, default_value_t = 1_000_000)]
+    purge_rows: u32,
     /// HTTP/2 connections the client spreads its requests over.
     #[arg(long, default_value_t = 4)]
     connections: usize,
@@ -166,16 +171,35 @@ where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), Status>> + Send,
 {
+    run_until(name, concurrency, duration, None, backoff, call).await
+}
+
+/// As [`run_with`], ending early once `finished` is set.
+async fn run_until<F, Fut>(
+    name: &str,
+    concurrency: usize,
+    duration: Duration,
+    finished: Option<Arc<AtomicBool>>,
+    backoff: Backoff,
+    call: F,
+) -> Report
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), Status>> + Send,
+{
     let call = Arc::new(call);
     let started = Instant::now();
     let deadline = started + duration;
     let tasks: Vec<_> = (0..concurrency)
         .map(|task| {
             let call = Arc::clone(&call);
+            let finished = finished.clone();
             tokio::spawn(async move {
                 let (mut latency, mut ok, mut shed, mut errors) = (histogram(), 0u64, 0u64, 0u64);
                 let mut n = 0u64;
-                while Instant::now() < deadline {
+                while Instant::now() < deadline
+                    && !finished.as_ref().is_some_and(|f| f.load(Ordering::Relaxed))
+                {
                     let begun = Instant::now();
                     match call(task, n).await {
                         Ok(()) => {
@@ -406,7 +430,7 @@ async fn main() {
     }
 
     let mut auth = AuthServiceClient::new(channels[0].clone());
-    let users = if wants("login") || wants("health-under-login") || wants("refresh") {
+    let users = if wants("login") || wants("health-under-login") || wants("refresh") || wants("purge") {
         server.users(8).await
     } else {
         Vec::new()
@@ -495,6 +519,10 @@ async fn main() {
         validate.print();
     }
 
+    if wants("purge") {
+        purge_scenario(&args, &server, Arc::clone(&channels), Arc::clone(&users)).await;
+    }
+
     println!();
     println!(
         "bcrypt: one verify at cost {} takes {:.1} ms on one core; limit on {cores} cores: {bcrypt_limit:.2} logins/s",
@@ -514,6 +542,64 @@ async fn main() {
     if let Some(signup) = signup_rps {
         println!("ratio Signup / bcrypt limit: {:.2}", signup / bcrypt_limit);
     }
+}
+
+/// Logins' latency without a purge, then while the server purges `--purge-rows` expired
+/// sessions (seeded in one statement beforehand). Logins run from as many clients as there
+/// are hash threads, so that their latency is service time, not queueing.
+async fn purge_scenario(args: &Args, server: &Server, channels: Arc<Vec<Channel>>, users: Arc<Vec<String>>) {
+    let clients = server.config.hash_threads;
+    let baseline = run(
+        "Login (no purge)",
+        clients,
+        args.duration,
+        login_load(Arc::clone(&channels), Arc::clone(&users)),
+    )
+    .await;
+    baseline.print();
+
+    let store = Store::connect(server.config.database_url.expose_secret(), 2, Duration::from_secs(60))
+        .await
+        .expect("bench store connects");
+    let email = identity::domain::Email::parse("email", &users[0]).expect("bench email").normalized();
+    let owner = store.find_user_by_email(&email).await.expect("lookup").expect("bench user exists").user.id;
+    let seeding = Instant::now();
+    let long_ago = chrono::Utc::now() - chrono::TimeDelta::days(3);
+    let seeded =
+        store.insert_expired_sessions(owner, args.purge_rows, long_ago).await.expect("seed sessions");
+    println!("(seeded {seeded} expired sessions in {:.1?})", seeding.elapsed());
+
+    let finished = Arc::new(AtomicBool::new(false));
+    let purge = {
+        let (identity, finished) = (Arc::clone(&server.identity), Arc::clone(&finished));
+        tokio::spawn(async move {
+            let started = Instant::now();
+            identity.purge().await;
+            finished.store(true, Ordering::Relaxed);
+            started.elapsed()
+        })
+    };
+    let during = run_until(
+        "Login (during purge)",
+        clients,
+        Duration::from_secs(3600),
+        Some(finished),
+        Backoff::RetryInfo,
+        login_load(channels, users),
+    )
+    .await;
+    let purge_time = purge.await.expect("purge task");
+    during.print();
+    let p99 = |report: &Report| report.latency.value_at_quantile(0.99) as f64 / 1000.0;
+    println!(
+        "purge of {seeded} sessions took {:.1?} (batches of {}); Login p99 during / without: {:.3} / {:.3} ms = {:.2}",
+        purge_time,
+        identity::store::PURGE_BATCH,
+        p99(&during),
+        p99(&baseline),
+        p99(&during) / p99(&baseline)
+    );
+    store.close().await;
 }
 
 /// An identity server in this process, on a temp dir, until dropped.

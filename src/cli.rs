@@ -124,6 +124,10 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send) -> ExitCod
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => fail(&error),
             },
+            Err(StartupError::ExposedKey(error)) => {
+                eprintln!("identity: invalid configuration: {error}");
+                ExitCode::from(EXIT_CONFIG)
+            }
             Err(error) => fail(&error),
         },
         Command::Migrate => match migrate(&config).await {
@@ -367,6 +371,7 @@ async fn create_service_key(
 /// The checks `identity check-config` makes beyond parsing: the key and TLS files it names can
 /// be read and parsed. It never generates a key.
 pub fn check_files(config: &Config) -> Result<(), String> {
+    crate::secret_files::check_private_keys(config).map_err(|e| e.to_string())?;
     if config.signing_key_file.is_some() || !config.verify_key_files.is_empty() {
         let generated = config.data_dir.join("signing_key.pem");
         let signing = config.signing_key_file.as_deref().unwrap_or(&generated);

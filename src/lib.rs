@@ -12,6 +12,7 @@ pub mod health;
 pub mod metrics;
 pub mod passwords;
 pub mod rpc;
+pub mod secret_files;
 pub mod service;
 pub mod startup;
 pub mod store;

@@ -20,6 +20,7 @@
 //! | `identity_connections_handshake_timeouts_total` | counter | `listener` |
 //! | `identity_accept_errors_total` | counter | `listener` (the process is out of descriptors or memory) |
 //! | `identity_task_restarts_total` | counter | `task`: revocation_sync, health_watcher, purge, pool_sampler |
+//! | `identity_db_timeouts_total` | counter | calls cut off by `IDENTITY_DATABASE_STATEMENT_TIMEOUT` |
 //!
 //! `method` is the full path of a served method, or `other` for any path a caller invents.
 
@@ -46,6 +47,7 @@ pub const CONNECTIONS_REFUSED: &str = "identity_connections_refused_total";
 pub const HANDSHAKE_TIMEOUTS: &str = "identity_connections_handshake_timeouts_total";
 pub const ACCEPT_ERRORS: &str = "identity_accept_errors_total";
 pub const TASK_RESTARTS: &str = "identity_task_restarts_total";
+pub const DB_TIMEOUTS: &str = "identity_db_timeouts_total";
 
 /// Latency buckets from 100 µs (a cached ValidateToken) to 10 s (a login stuck in a queue).
 const SECONDS_BUCKETS: &[f64] =

@@ -23,7 +23,7 @@ use crate::{
         },
     },
     service::{CallerPolicy, Identity, IdentityParts, LockoutPolicy, Purge, RevocationSync},
-    store::{Store, StoreError},
+    store::{Limits, Store, StoreError},
     supervisor::Supervisor,
     tokens::{KeyError, KeyRing, RevocationSet, TokenIssuer},
     transport::{self, MAX_REQUEST_BYTES},
@@ -41,6 +41,9 @@ pub enum StartupError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("signing key: {0}")]
     Key(#[from] KeyError),
+    /// A configuration problem: the process stops as for an invalid variable.
+    #[error(transparent)]
+    ExposedKey(#[from] crate::secret_files::ExposedKey),
     #[error("cannot start password hashing: {0}")]
     Hasher(#[from] HashError),
     #[error("metrics: {0}")]
@@ -91,6 +94,7 @@ impl App {
             Some(addr) => Some((crate::metrics::bind(addr).await?, crate::metrics::install()?)),
             None => None,
         };
+        crate::secret_files::check_private_keys(config)?;
         let store = connect_and_migrate(config).await?;
         let keys =
             KeyRing::load(config.signing_key_file.as_deref(), &config.data_dir, &config.verify_key_files)?;
@@ -303,12 +307,12 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
 /// written before emails were normalized their normalized form (see
 /// [`Store::backfill_email_keys`]).
 pub async fn connect_and_migrate(config: &Config) -> Result<Store, StartupError> {
-    let store = Store::connect(
-        config.database_url.expose_secret(),
-        config.database_max_connections,
-        config.database_acquire_timeout,
-    )
-    .await?;
+    let limits = Limits {
+        max_connections: config.database_max_connections,
+        acquire_timeout: config.database_acquire_timeout,
+        statement_timeout: config.database_statement_timeout,
+    };
+    let store = Store::open(config.database_url.expose_secret(), limits).await?;
     store.migrate().await?;
     let backfilled = store.backfill_email_keys().await?;
     if backfilled > 0 {

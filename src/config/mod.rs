@@ -87,6 +87,14 @@ variables! {
         "IDENTITY_DATABASE_ACQUIRE_TIMEOUT", "5s", "how long a request waits for a pooled connection",
             |c| show_duration(c.database_acquire_timeout);
     ]
+    // A blackholed server never answers, so this bound is enforced by the client; on Postgres it
+    // is also the server's `statement_timeout`.
+    database_statement_timeout: Duration = text(|s| {
+        bounded_duration(s, Duration::from_millis(100), Duration::from_secs(600))
+    }), [
+        "IDENTITY_DATABASE_STATEMENT_TIMEOUT", "5s", "how long one database call's statements may take before UNAVAILABLE",
+            |c| show_duration(c.database_statement_timeout);
+    ]
     data_dir: PathBuf = text(|s| Ok(PathBuf::from(s))), [
         "IDENTITY_DATA_DIR", "./data", "where the SQLite file and a generated signing key live",
             |c| c.data_dir.display().to_string();

@@ -58,6 +58,8 @@ impl Store {
 
     /// Forgets windows that started before `before`.
     pub async fn purge_login_attempts(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
-        self.delete_before("DELETE FROM login_attempts WHERE window_started_at < $1", before).await
+        const SQL: &str = "DELETE FROM login_attempts WHERE email_lower IN
+             (SELECT email_lower FROM login_attempts WHERE window_started_at < $1 LIMIT $2)";
+        self.delete_in_batches(SQL, before).await
     }
 }

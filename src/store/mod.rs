@@ -8,6 +8,7 @@
 
 mod attempts;
 mod error;
+mod guard;
 mod listener;
 mod service_keys;
 mod sessions;
@@ -15,12 +16,12 @@ mod sessions;
 mod testing;
 mod users;
 
-use std::{str::FromStr, time::Duration};
+use std::{str::FromStr, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use sqlx::{
     PgPool, SqlitePool,
-    postgres::PgPoolOptions,
+    postgres::{PgConnectOptions, PgPoolOptions},
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
@@ -38,6 +39,7 @@ pub use users::{NewUser, PasswordChange, UserRecord, UserUpdate};
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: Pool,
+    guard: Arc<guard::Guard>,
 }
 
 #[derive(Debug, Clone)]
@@ -46,69 +48,106 @@ enum Pool {
     Sqlite(SqlitePool),
 }
 
+/// How many connections a process opens and how long any database call may take.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Postgres pool size (SQLite always uses one connection).
+    pub max_connections: u32,
+    /// How long a call waits for a pooled connection (or for a new one to be opened).
+    pub acquire_timeout: Duration,
+    /// How long a call's statements may take once it has a connection; enforced here, because
+    /// a server that stops answering never enforces anything, and on Postgres as the server's
+    /// `statement_timeout` too.
+    pub statement_timeout: Duration,
+}
+
+/// The statement bound when none is configured (`IDENTITY_DATABASE_STATEMENT_TIMEOUT`).
+pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Rows one purge statement deletes: small enough that each batch is a short transaction that
+/// never holds SQLite's single writer (or Postgres's row locks) for long.
+pub const PURGE_BATCH: u32 = 1000;
+
 /// Runs `$body` with `$pool` bound to a connection of the concrete pool, so that one piece of
 /// sqlx code is type-checked once per backend without a tower of generic bounds. `$body`
-/// evaluates to a `Result<_, sqlx::Error>`.
+/// evaluates to a `Result<_, sqlx::Error>`; it runs within the statement timeout (see
+/// [`guard`]), and while the health probe finds the database down it does not run at all.
 macro_rules! with_pool {
     ($store:expr, $pool:ident => $body:expr) => {
-        match &$store.pool {
-            $crate::store::Pool::Postgres(pool) => match $crate::store::acquire(pool).await {
+        $crate::store::with_pool!(@run $store, connection, $pool => $body)
+    };
+    (@run $store:expr, $acquire:ident, $pool:ident => $body:expr) => {{
+        let store: &$crate::store::Store = &$store;
+        match &store.pool {
+            $crate::store::Pool::Postgres(pool) => match store.guard.$acquire(pool).await {
                 Ok(mut connection) => {
-                    let $pool = &mut *connection;
-                    $body
+                    let outcome = tokio::time::timeout(store.guard.statement_timeout(), async {
+                        let $pool = &mut *connection;
+                        $body
+                    })
+                    .await;
+                    store.guard.finish(connection, outcome)
                 }
                 Err(error) => Err(error),
             },
-            $crate::store::Pool::Sqlite(pool) => match $crate::store::acquire(pool).await {
+            $crate::store::Pool::Sqlite(pool) => match store.guard.$acquire(pool).await {
                 Ok(mut connection) => {
-                    let $pool = &mut *connection;
-                    $body
+                    let outcome = tokio::time::timeout(store.guard.statement_timeout(), async {
+                        let $pool = &mut *connection;
+                        $body
+                    })
+                    .await;
+                    store.guard.finish(connection, outcome)
                 }
                 Err(error) => Err(error),
             },
         }
-    };
+    }};
 }
 use with_pool;
-
-/// Takes a connection from the pool, recording how long that waited.
-async fn acquire<DB: sqlx::Database>(
-    pool: &sqlx::Pool<DB>,
-) -> Result<sqlx::pool::PoolConnection<DB>, sqlx::Error> {
-    let started = std::time::Instant::now();
-    let connection = pool.acquire().await;
-    metrics::histogram!(crate::metrics::DB_ACQUIRE).record(started.elapsed().as_secs_f64());
-    connection
-}
 
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 impl Store {
-    /// Opens a pool. Postgres connects lazily, so a database that is down at start is reported
-    /// by the first query (and by health) rather than by a crash loop.
+    /// Opens a pool with the default statement timeout.
     pub async fn connect(
         url: &str,
         max_connections: u32,
         acquire_timeout: Duration,
     ) -> Result<Self, StoreError> {
+        let limits =
+            Limits { max_connections, acquire_timeout, statement_timeout: DEFAULT_STATEMENT_TIMEOUT };
+        Self::open(url, limits).await
+    }
+
+    /// Opens a pool. Postgres connects lazily, so a database that is down at start is reported
+    /// by the first query (and by health) rather than by a crash loop. A SQLite file and the
+    /// directory it is created in are private to the server's user (0600, 0700).
+    pub async fn open(url: &str, limits: Limits) -> Result<Self, StoreError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = PgConnectOptions::from_str(url)
+                .map_err(StoreError::from)?
+                .options([("statement_timeout", format!("{}ms", limits.statement_timeout.as_millis()))]);
+            let server = guard::tcp_server(&options);
+            // No TCP keepalive or user timeout here: sqlx 0.8 opens the socket itself and
+            // exposes neither; the client-side statement timeout and the health probe stand in.
             let pool = PgPoolOptions::new()
-                .max_connections(max_connections)
-                .acquire_timeout(acquire_timeout)
-                .connect_lazy(url)
-                .map_err(StoreError::from)?;
-            return Ok(Self { pool: Pool::Postgres(pool) });
+                .max_connections(limits.max_connections)
+                .acquire_timeout(limits.acquire_timeout)
+                .connect_lazy_with(options);
+            return Ok(Self { pool: Pool::Postgres(pool), guard: guard::Guard::new(limits, server) });
         }
         let options = SqliteConnectOptions::from_str(url)
             .map_err(StoreError::from)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5))
+            .busy_timeout(limits.statement_timeout.min(Duration::from_secs(5)))
             .foreign_keys(true);
-        if let Some(dir) = options.get_filename().parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))?;
+        let file = options.get_filename().to_owned();
+        if !(url.contains(":memory:") || url.contains("mode=memory")) {
+            crate::secret_files::create_private_file(&file)
+                .map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))?;
         }
         // One connection: SQLite runs one writer at a time anyway, and writers that collide on
         // several connections wait in SQLite's busy handler, which sleeps in growing steps (up
@@ -116,11 +155,14 @@ impl Store {
         // microseconds. `max_connections` is for Postgres.
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
-            .acquire_timeout(acquire_timeout)
+            .acquire_timeout(limits.acquire_timeout)
             .connect_with(options)
             .await
             .map_err(StoreError::from)?;
-        Ok(Self { pool: Pool::Sqlite(pool) })
+        // SQLite gives -wal and -shm the main file's mode; a file made by an older version (or
+        // copied in) is tightened here, companions included.
+        crate::secret_files::make_private_with_companions(&file);
+        Ok(Self { pool: Pool::Sqlite(pool), guard: guard::Guard::new(limits, None) })
     }
 
     /// Applies pending migrations. sqlx takes a lock first, so replicas starting together are safe.
@@ -138,20 +180,39 @@ impl Store {
         }
     }
 
-    /// One trivial round trip: does the database answer?
+    /// One trivial round trip: does the database answer? This is the health watcher's probe,
+    /// and the only call made while the database is known to be down: its answer decides
+    /// whether the other calls are tried (see [`guard`]). A probe abandoned before it answers
+    /// counts as "no".
     pub async fn ping(&self) -> Result<(), StoreError> {
-        with_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(drop))?;
-        Ok(())
+        let verdict = self.guard.probe_started();
+        let answered = with_pool!(@run self, connection_for_probe, pool =>
+            sqlx::query("SELECT 1").execute(pool).await.map(drop));
+        verdict.record(answered.is_ok());
+        Ok(answered?)
     }
 
-    /// Runs a purge statement whose only parameter is a cutoff; returns the rows deleted.
-    async fn delete_before(&self, sql: &'static str, before: DateTime<Utc>) -> Result<u64, StoreError> {
-        let deleted = with_pool!(self, pool => sqlx::query(sql)
-            .bind(before)
-            .execute(pool)
-            .await
-            .map(|done| done.rows_affected()))?;
-        Ok(deleted)
+    /// Runs a batched purge statement (parameters: a cutoff, then [`PURGE_BATCH`]) until a
+    /// batch comes back short. Each batch is its own statement and transaction and takes its
+    /// connection anew, so requests waiting for one get their turn between batches; after each
+    /// batch the purge rests as long as the batch took, so it never has more than half of the
+    /// database's time (it is background work: nobody waits for it). Returns the rows deleted.
+    async fn delete_in_batches(&self, sql: &'static str, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut total = 0;
+        loop {
+            let started = std::time::Instant::now();
+            let deleted = with_pool!(self, pool => sqlx::query(sql)
+                .bind(before)
+                .bind(i64::from(PURGE_BATCH))
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected()))?;
+            total += deleted;
+            if deleted < u64::from(PURGE_BATCH) {
+                return Ok(total);
+            }
+            tokio::time::sleep(started.elapsed().min(Duration::from_secs(1))).await;
+        }
     }
 
     pub async fn close(&self) {

@@ -316,9 +316,15 @@ impl Store {
         Ok(u64::try_from(value).unwrap_or(0))
     }
 
-    /// Deletes sessions that expired or were revoked before `before` (their retired refresh
-    /// tokens go with them). Returns how many.
+    /// Deletes sessions that expired or were revoked before `before`, a few thousand per
+    /// transaction (their retired refresh tokens go with them: `ON DELETE CASCADE`). Returns
+    /// how many. Two statements rather than one with `OR`: each then walks one index and stops
+    /// after a batch, where an `OR` gathers every match from both indexes for each batch.
     pub async fn purge_sessions(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
-        self.delete_before("DELETE FROM sessions WHERE expires_at < $1 OR revoked_at < $1", before).await
+        const EXPIRED: &str = "DELETE FROM sessions WHERE id IN
+             (SELECT id FROM sessions WHERE expires_at < $1 LIMIT $2)";
+        const REVOKED: &str = "DELETE FROM sessions WHERE id IN
+             (SELECT id FROM sessions WHERE revoked_at < $1 LIMIT $2)";
+        Ok(self.delete_in_batches(EXPIRED, before).await? + self.delete_in_batches(REVOKED, before).await?)
     }
 }

@@ -17,7 +17,8 @@ use identity_contract::PublicJwk;
 use jsonwebtoken::{DecodingKey, EncodingKey};
 use rand::Rng;
 
-const GENERATED_KEY_FILE: &str = "signing_key.pem";
+/// The signing key generated into the data directory when none is configured.
+pub const GENERATED_KEY_FILE: &str = "signing_key.pem";
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -143,7 +144,7 @@ fn load_or_generate(path: &Path) -> Result<(PathBuf, String), KeyError> {
         return Ok((path.to_owned(), read(path)?));
     }
     if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).map_err(write_error)?;
+        crate::secret_files::create_private_dir(dir).map_err(write_error)?;
     }
     let pem = generate_key_pem()?;
     let mut options = fs::OpenOptions::new();

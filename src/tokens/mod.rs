@@ -9,6 +9,6 @@ mod revocation;
 
 pub use cache::{VerifiedToken, VerifiedTokenCache};
 pub use jwt::{AccessClaims, AccessTokenSubject, IssuedAccessToken, TokenIssuer, TokenRejected};
-pub use keys::{KeyError, KeyRing, SigningKey, generate_key_pem};
+pub use keys::{GENERATED_KEY_FILE, KeyError, KeyRing, SigningKey, generate_key_pem};
 pub use refresh::{RefreshToken, RefreshTokenDigest};
 pub use revocation::RevocationSet;

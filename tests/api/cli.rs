@@ -228,6 +228,7 @@ fn check_config_refuses_a_signing_key_file_it_cannot_use() {
     let dir = tempfile::tempdir().unwrap();
     let bogus = dir.path().join("key.pem");
     std::fs::write(&bogus, "not a key").unwrap();
+    std::fs::set_permissions(&bogus, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_identity"))
         .arg("check-config")
         .env_clear()

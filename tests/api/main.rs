@@ -15,6 +15,7 @@ mod metrics;
 mod outage;
 mod overload;
 mod replicas;
+mod secrets;
 mod sessions;
 mod signup;
 mod system;

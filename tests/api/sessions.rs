@@ -29,6 +29,7 @@ on_both_backends!(
     a_session_ends_at_its_absolute_expiry_however_often_it_is_refreshed,
     a_revocation_outlives_a_restart,
     old_sessions_are_purged_in_the_background,
+    a_purge_larger_than_one_batch_deletes_every_old_session_and_keeps_live_ones,
     key_rotation_keeps_old_tokens_valid_and_signs_with_the_new_key,
 );
 
@@ -229,6 +230,23 @@ async fn old_sessions_are_purged_in_the_background(app: TestApp) {
     let purged =
         eventually(Duration::from_secs(10), || async { session_count(&app, user_id).await == 1 }).await;
     assert!(purged.is_some(), "the revoked session was not purged");
+}
+
+async fn a_purge_larger_than_one_batch_deletes_every_old_session_and_keeps_live_ones(app: TestApp) {
+    let app = app.restart_with(&[("IDENTITY_SESSION_PURGE_INTERVAL", "100ms")]).await;
+    let (user, login) = app.signed_in_user().await;
+    let live = login.tokens.unwrap();
+    let live = refresh(&app, &live.refresh_token).await.unwrap();
+    let user_id: identity::domain::UserId = user.id.parse().unwrap();
+    let old = 2 * identity::store::PURGE_BATCH + 17;
+    let long_ago = app.clock.now() - chrono::TimeDelta::days(3);
+    assert_eq!(app.store.insert_expired_sessions(user_id, old, long_ago).await.unwrap(), u64::from(old));
+
+    let purged =
+        eventually(Duration::from_secs(30), || async { session_count(&app, user_id).await == 1 }).await;
+    assert!(purged.is_some(), "{} sessions left", session_count(&app, user_id).await);
+    assert!(app.is_active(&live.access_token).await);
+    assert!(refresh(&app, &live.refresh_token).await.is_ok(), "the live session survives the purge");
 }
 
 async fn session_count(app: &TestApp, user_id: identity::domain::UserId) -> i64 {

@@ -94,9 +94,12 @@ impl Pki {
         (cert.pem(), key.serialize_pem())
     }
 
+    /// Writes `pem` readable by its owner only, as the server requires of a private key.
     fn write(&self, name: &str, pem: &str) -> String {
+        use std::os::unix::fs::PermissionsExt;
         let path = self.dir.path().join(name);
         std::fs::write(&path, pem).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         path.display().to_string()
     }
 
