@@ -40,8 +40,8 @@ pub fn ensure_private(what: &'static str, path: &Path) -> Result<(), ExposedKey>
 }
 
 /// Every private key the configuration names, each refused if others can read it: the signing
-/// key (configured, or generated earlier into the data directory) and the TLS key. A key kind
-/// added later belongs here too.
+/// key (configured, or generated earlier into the data directory), retired keys kept in their
+/// private form, and the TLS key. A key kind added later belongs here too.
 pub fn check_private_keys(config: &crate::config::Config) -> Result<(), ExposedKey> {
     match &config.signing_key_file {
         Some(path) => ensure_private("IDENTITY_SIGNING_KEY_FILE", path)?,
@@ -49,6 +49,12 @@ pub fn check_private_keys(config: &crate::config::Config) -> Result<(), ExposedK
             "the generated signing key",
             &config.data_dir.join(crate::tokens::GENERATED_KEY_FILE),
         )?,
+    }
+    // A retired key may be kept as its private key: it still verifies, so it must not leak.
+    for path in &config.verify_key_files {
+        if fs::read_to_string(path).is_ok_and(|pem| pem.contains("PRIVATE KEY")) {
+            ensure_private("IDENTITY_VERIFY_KEY_FILES", path)?;
+        }
     }
     if let Some(tls) = &config.tls {
         ensure_private("IDENTITY_TLS_KEY_FILE", &tls.key_file)?;

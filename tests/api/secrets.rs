@@ -62,8 +62,10 @@ fn a_private_key_readable_by_others_stops_the_server_with_the_fix() {
     std::fs::write(&private, identity::tokens::generate_key_pem().unwrap()).unwrap();
     std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o600)).unwrap();
 
-    let cases: [(&[(&str, &Path)], &Path); 3] = [
+    let cases: [(&[(&str, &Path)], &Path); 4] = [
         (&[("IDENTITY_SIGNING_KEY_FILE", &key)], &key),
+        // A retired key kept in its private form still verifies: as secret as the signing key.
+        (&[("IDENTITY_SIGNING_KEY_FILE", &private), ("IDENTITY_VERIFY_KEY_FILES", &key)], &key),
         // The key a server generated, loosened afterwards.
         (&[], &dir.path().join("signing_key.pem")),
         (
