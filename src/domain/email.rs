@@ -22,7 +22,10 @@ pub struct Email {
 
 impl Email {
     pub fn parse(field: &'static str, raw: &str) -> Result<Self, FieldViolation> {
-        let trimmed = raw.trim();
+        // Kept in NFC: canonically equivalent spellings (a precomposed `é` or `e` plus a
+        // combining accent) are the same text, and the syntax check must not tell them apart.
+        let composed: String = raw.trim().nfc().collect();
+        let trimmed = composed.as_str();
         let invalid = |why: &str| FieldViolation::new(field, why);
         if trimmed.is_empty() {
             return Err(invalid("is required"));
