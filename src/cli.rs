@@ -1,5 +1,5 @@
 //! The `identity` command line: its clap types, and what each subcommand does (`serve`,
-//! `migrate`, `keygen`, `user ...`, `service-key ...`, `check-config`, `healthcheck`). `main` only parses and calls
+//! `migrate`, `keygen`, `user ...`, `service-key ...`, `mail ...`, `check-config`, `healthcheck`). `main` only parses and calls
 //! [`run`]. Every subcommand logs to standard error, so what one prints on standard output (a
 //! key, a configuration, an outcome) stays clean; operator actions on accounts go through the
 //! service's own code, audit event included.
@@ -20,9 +20,11 @@ use tonic_health::pb::{
 use crate::{
     clock::Clock,
     config::{Config, LogFormat},
-    domain::{Email, Permission, Permissions, ServiceKeyName},
+    domain::{Email, MailId, Permission, Permissions, ServiceKeyName},
     error::AppError,
-    service::{AccountAction, AccountActionOutcome, AccountAdmin, ServiceKeyAdmin},
+    service::{
+        AccountAction, AccountActionOutcome, AccountAdmin, FAILED_LIST_LIMIT, MailAdmin, ServiceKeyAdmin,
+    },
     startup::{App, StartupError, connect_and_migrate},
     telemetry,
     tokens::{KeyError, generate_key_pem},
@@ -54,6 +56,11 @@ enum Command {
     ServiceKey {
         #[command(subcommand)]
         action: ServiceKeyAction,
+    },
+    /// The outbox: messages given up on, and queueing them again.
+    Mail {
+        #[command(subcommand)]
+        action: MailAction,
     },
     /// Validate the environment and print the effective configuration, secrets redacted.
     CheckConfig,
@@ -95,6 +102,16 @@ enum UserAction {
     Activate { email: String },
     /// End every session of the user (log out everywhere).
     RevokeSessions { email: String },
+}
+
+#[derive(Subcommand)]
+enum MailAction {
+    /// List messages kept as failed after IDENTITY_MAIL_MAX_ATTEMPTS (oldest first).
+    Failed,
+    /// Queue the failed message ID again, with a fresh count of attempts.
+    Retry { id: String },
+    /// Queue every failed message again.
+    RetryAll,
 }
 
 /// Exit status for a configuration error, as documented.
@@ -170,6 +187,10 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send) -> ExitCod
             }
         }
         Command::ServiceKey { action } => match service_key_command(&config, action).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => fail(&error),
+        },
+        Command::Mail { action } => match mail_command(&config, action).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => fail(&error),
         },
@@ -258,6 +279,10 @@ pub enum CliError {
     NoSuchKey(String),
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
+    #[error("{0} is not a message id")]
+    InvalidMailId(String),
+    #[error("no failed message with id {0}")]
+    NoSuchFailedMail(String),
     #[error(transparent)]
     Startup(#[from] StartupError),
     #[error(transparent)]
@@ -325,6 +350,57 @@ async fn service_key_command(config: &Config, action: ServiceKeyAction) -> Resul
             }
         }),
     };
+    store.close().await;
+    outcome
+}
+
+/// `identity mail failed|retry ID|retry-all`, through the service's [`MailAdmin`]. Failed
+/// messages are printed one per line (id, kind, recipient, attempts, created, last error),
+/// tab-separated for scripts.
+async fn mail_command(config: &Config, action: MailAction) -> Result<(), CliError> {
+    let id = match &action {
+        MailAction::Retry { id } => {
+            Some(id.parse::<MailId>().map_err(|_| CliError::InvalidMailId(id.clone()))?)
+        }
+        MailAction::Failed | MailAction::RetryAll => None,
+    };
+    let store = connect_and_migrate(config).await?;
+    let admin = MailAdmin::new(store.clone(), Clock::system());
+    let outcome = async {
+        match action {
+            MailAction::Failed => {
+                let failed = admin.failed().await?;
+                for mail in &failed {
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}\t{}",
+                        mail.id,
+                        mail.kind,
+                        mail.recipient,
+                        mail.attempts,
+                        mail.created_at.to_rfc3339(),
+                        mail.last_error.as_deref().unwrap_or("").replace(['\t', '\n', '\r'], " ")
+                    );
+                }
+                if failed.len() as u32 == FAILED_LIST_LIMIT {
+                    eprintln!("identity: only the oldest {FAILED_LIST_LIMIT} failed messages are listed");
+                }
+                Ok(())
+            }
+            MailAction::Retry { id: text } => match admin.retry(id).await? {
+                0 => Err(CliError::NoSuchFailedMail(text)),
+                _ => {
+                    println!("{text}: queued again");
+                    Ok(())
+                }
+            },
+            MailAction::RetryAll => {
+                let queued = admin.retry(None).await?;
+                println!("{queued} messages queued again");
+                Ok(())
+            }
+        }
+    }
+    .await;
     store.close().await;
     outcome
 }

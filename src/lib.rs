@@ -9,6 +9,7 @@ pub mod connections;
 pub mod domain;
 pub mod error;
 pub mod health;
+pub mod mail;
 pub mod metrics;
 pub mod passwords;
 pub mod rpc;

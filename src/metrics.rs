@@ -19,8 +19,12 @@
 //! | `identity_connections_refused_total` | counter | `listener`; `reason`: max_connections, max_per_client |
 //! | `identity_connections_handshake_timeouts_total` | counter | `listener` |
 //! | `identity_accept_errors_total` | counter | `listener` (the process is out of descriptors or memory) |
-//! | `identity_task_restarts_total` | counter | `task`: revocation_sync, health_watcher, purge, pool_sampler |
+//! | `identity_task_restarts_total` | counter | `task`: revocation_sync, health_watcher, purge, pool_sampler, mail_outbox |
 //! | `identity_db_timeouts_total` | counter | calls cut off by `IDENTITY_DATABASE_STATEMENT_TIMEOUT` |
+//! | `identity_mail_sent_total` | counter | `kind`: password_reset, verify_email, email_changed, test |
+//! | `identity_mail_retried_total` | counter | `kind`: a failed attempt that will be retried |
+//! | `identity_mail_failed_total` | counter | `kind`: given up after the maximum attempts |
+//! | `identity_mail_queue_depth` | gauge | `state`: pending, failed |
 //!
 //! `method` is the full path of a served method, or `other` for any path a caller invents.
 
@@ -48,6 +52,10 @@ pub const HANDSHAKE_TIMEOUTS: &str = "identity_connections_handshake_timeouts_to
 pub const ACCEPT_ERRORS: &str = "identity_accept_errors_total";
 pub const TASK_RESTARTS: &str = "identity_task_restarts_total";
 pub const DB_TIMEOUTS: &str = "identity_db_timeouts_total";
+pub const MAIL_SENT: &str = "identity_mail_sent_total";
+pub const MAIL_RETRIED: &str = "identity_mail_retried_total";
+pub const MAIL_FAILED: &str = "identity_mail_failed_total";
+pub const MAIL_QUEUE_DEPTH: &str = "identity_mail_queue_depth";
 
 /// Latency buckets from 100 µs (a cached ValidateToken) to 10 s (a login stuck in a queue).
 const SECONDS_BUCKETS: &[f64] =

@@ -10,10 +10,11 @@ use tonic::transport::{Server, ServerTlsConfig};
 
 use crate::{
     clock::Clock,
-    config::Config,
+    config::{Config, MailDelivery},
     connections::{ConnectionLimits, Handshake},
     domain::PasswordPolicy,
     health,
+    mail::{Deliverer, MailQueue, Outbox, OutboxSettings, OutboxWorker, Templates},
     passwords::{HashError, PasswordHasher},
     rpc::{
         AuthApi, TokenApi, UserApi,
@@ -46,6 +47,10 @@ pub enum StartupError {
     ExposedKey(#[from] crate::secret_files::ExposedKey),
     #[error("cannot start password hashing: {0}")]
     Hasher(#[from] HashError),
+    #[error(transparent)]
+    MailTemplates(#[from] crate::mail::TemplateError),
+    #[error(transparent)]
+    Smtp(#[from] crate::mail::SmtpUrlError),
     #[error("metrics: {0}")]
     Metrics(#[from] crate::metrics::MetricsError),
     #[error(transparent)]
@@ -77,6 +82,7 @@ pub struct App {
     metrics: Option<(TcpListener, metrics_exporter_prometheus::PrometheusHandle)>,
     #[cfg(feature = "test-helpers")]
     faults: crate::supervisor::Faults,
+    outbox: Arc<Outbox>,
 }
 
 impl App {
@@ -110,6 +116,8 @@ impl App {
         // Empty and unsynchronised until the background task has loaded recent revocations
         // (and, on Postgres, subscribed to new ones); health says NOT_SERVING until then.
         let revocations = Arc::new(RevocationSet::new(config.access_token_ttl));
+        let mail = MailQueue::default();
+        let outbox = Arc::new(build_outbox(config, &store, &clock, mail.clone())?);
         let identity = Arc::new(Identity::new(IdentityParts {
             store: store.clone(),
             hasher,
@@ -128,6 +136,7 @@ impl App {
                 max_streams_per_caller: config.max_streams_per_caller,
                 max_streams: config.max_streams,
             },
+            mail,
         }));
         let listener = bind(config.listen_addr).await?;
         let local_addr = listener
@@ -155,6 +164,7 @@ impl App {
             revocation_heartbeat: config.revocation_heartbeat,
             #[cfg(feature = "test-helpers")]
             faults: crate::supervisor::Faults::default(),
+            outbox,
         })
     }
 
@@ -213,6 +223,7 @@ impl App {
             clock: self.clock.clone(),
         });
         supervisor.spawn(Purge { identity: Arc::clone(&self.identity), interval: self.purge_interval });
+        supervisor.spawn(OutboxWorker(Arc::clone(&self.outbox)));
         if self.metrics.is_some() {
             supervisor.spawn(crate::metrics::PoolSampler {
                 store: self.store.clone(),
@@ -301,6 +312,28 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartupError> {
 /// Completes once a stop has been requested.
 async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopping| *stopping).await;
+}
+
+/// The outbox worker with the deliverer and templates the configuration names.
+fn build_outbox(
+    config: &Config,
+    store: &Store,
+    clock: &Clock,
+    queue: MailQueue,
+) -> Result<Outbox, StartupError> {
+    let deliverer = match &config.mail {
+        MailDelivery::Smtp(url) => Deliverer::smtp(url, config.smtp_timeout)?,
+        MailDelivery::Files => Deliverer::Files(config.data_dir.join("mail")),
+        MailDelivery::None => Deliverer::Discard,
+    };
+    let templates = Templates::load(config.mail_templates.as_deref())?;
+    let settings = OutboxSettings {
+        from: config.mail_from.clone(),
+        max_attempts: config.mail_max_attempts,
+        poll_interval: config.mail_poll_interval,
+        delivery_timeout: config.smtp_timeout,
+    };
+    Ok(Outbox::new(store.clone(), clock.clone(), deliverer, templates, settings, queue))
 }
 
 /// Opens the database named by the configuration, applies pending migrations, and gives rows

@@ -221,6 +221,30 @@ variables! {
         "IDENTITY_MAX_STREAMS", "1000", "open WatchRevocations streams in all",
             |c| c.max_streams.to_string();
     ]
+    mail: MailDelivery = custom(mail_delivery), [
+        "IDENTITY_MAIL", "auto", "how mail is delivered: `smtp`, `files` (.eml under DATA_DIR/mail), `none`; auto: smtp if IDENTITY_SMTP_URL is set, else files",
+            |c| c.mail.name().to_owned();
+        "IDENTITY_SMTP_URL", "", "smtps://user:pass@host, smtp://host:587?tls=starttls or smtp://host:25",
+            |c| match &c.mail { MailDelivery::Smtp(url) => redact_url(url.expose_secret()), _ => String::new() };
+    ]
+    mail_from: lettre::message::Mailbox = text(|s| s.parse().map_err(|_| "must be an address such as `Example <no-reply@example.com>`".to_string())), [
+        "IDENTITY_MAIL_FROM", "identity <no-reply@localhost>", "the From of every message", |c| c.mail_from.to_string();
+    ]
+    mail_templates: Option<PathBuf> = optional(|s| Ok(PathBuf::from(s))), [
+        "IDENTITY_MAIL_TEMPLATES", "", "directory of templates that replace the built-in ones",
+            |c| show_path(c.mail_templates.as_ref());
+    ]
+    mail_max_attempts: u32 = text(|s| in_range(s, 1, 1000)), [
+        "IDENTITY_MAIL_MAX_ATTEMPTS", "12", "delivery attempts before a message is kept as failed",
+            |c| c.mail_max_attempts.to_string();
+    ]
+    smtp_timeout: Duration = text(|s| bounded_duration(s, Duration::from_millis(100), Duration::from_secs(300))), [
+        "IDENTITY_SMTP_TIMEOUT", "10s", "bound on each SMTP step (connect, each command)", |c| show_duration(c.smtp_timeout);
+    ]
+    mail_poll_interval: Duration = text(|s| bounded_duration(s, Duration::from_millis(10), Duration::from_secs(3600))), [
+        "IDENTITY_MAIL_POLL_INTERVAL", "5s", "how often the outbox is checked for retries and other replicas' mail",
+            |c| show_duration(c.mail_poll_interval);
+    ]
     log_format: LogFormat = text(|s| match s {
         "text" => Ok(LogFormat::Text),
         "json" => Ok(LogFormat::Json),
@@ -246,6 +270,27 @@ impl Config {
             handshake_timeout: self.handshake_timeout,
             max_connections: self.max_connections,
             max_per_client: self.max_connections_per_client,
+        }
+    }
+}
+
+/// How messages leave the service.
+#[derive(Debug, Clone)]
+pub enum MailDelivery {
+    /// Over SMTP to this server (the URL may hold a password).
+    Smtp(SecretString),
+    /// As `.eml` files under `<data_dir>/mail/`: for development.
+    Files,
+    /// Not at all.
+    None,
+}
+
+impl MailDelivery {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Smtp(_) => "smtp",
+            Self::Files => "files",
+            Self::None => "none",
         }
     }
 }
@@ -323,6 +368,23 @@ fn mtls_callers(env: &Env) -> Result<AllowedCertificates, ConfigError> {
     Ok(callers)
 }
 
+fn mail_delivery(env: &Env) -> Result<MailDelivery, ConfigError> {
+    let url = env.get("IDENTITY_SMTP_URL")?;
+    if let Some(url) = url
+        && !(url.starts_with("smtp://") || url.starts_with("smtps://"))
+    {
+        return Err(problem("IDENTITY_SMTP_URL", "must start with smtp:// or smtps://"));
+    }
+    let url = url.map(|url| SecretString::from(url.to_owned()));
+    match (env.get("IDENTITY_MAIL")?.unwrap_or("auto"), url) {
+        ("auto" | "smtp", Some(url)) => Ok(MailDelivery::Smtp(url)),
+        ("smtp", None) => Err(problem("IDENTITY_SMTP_URL", "must be set when IDENTITY_MAIL is smtp")),
+        ("auto" | "files", _) => Ok(MailDelivery::Files),
+        ("none", _) => Ok(MailDelivery::None),
+        _ => Err(problem("IDENTITY_MAIL", "must be `smtp`, `files`, `none` or `auto`")),
+    }
+}
+
 fn tls_files(env: &Env) -> Result<Option<TlsFiles>, ConfigError> {
     let cert = env.get("IDENTITY_TLS_CERT_FILE")?.map(PathBuf::from);
     let key = env.get("IDENTITY_TLS_KEY_FILE")?.map(PathBuf::from);
@@ -361,6 +423,22 @@ mod tests {
         assert_eq!(config.bcrypt_cost, 12);
         assert_eq!(config.password_min_length, 15);
         assert_eq!(config.issuer, "identity");
+        assert_eq!(config.mail.name(), "files");
+    }
+
+    #[test]
+    fn mail_goes_over_smtp_when_a_url_is_given_and_its_password_stays_hidden() {
+        let smtp = config(&[("IDENTITY_SMTP_URL", "smtps://u:hunter2@mail.example.com")]).unwrap();
+        assert_eq!(smtp.mail.name(), "smtp");
+        assert!(!format!("{:?}", smtp.describe()).contains("hunter2"));
+        assert!(!format!("{smtp:?}").contains("hunter2"));
+        assert_eq!(config(&[("IDENTITY_MAIL", "none")]).unwrap().mail.name(), "none");
+        assert_eq!(config(&[("IDENTITY_MAIL", "smtp")]).unwrap_err().variable, "IDENTITY_SMTP_URL");
+        assert_eq!(config(&[("IDENTITY_SMTP_URL", "http://x")]).unwrap_err().variable, "IDENTITY_SMTP_URL");
+        assert_eq!(
+            config(&[("IDENTITY_MAIL_FROM", "not an address")]).unwrap_err().variable,
+            "IDENTITY_MAIL_FROM"
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@
 mod caller;
 mod email;
 mod full_name;
+mod mail;
 mod password;
 mod presented;
 mod stored;
@@ -21,6 +22,7 @@ pub use caller::{
 pub use email::{ConfusableKey, Email, NormalizedEmail};
 pub use full_name::FullName;
 pub use identity_contract::{SessionId, TokenId, UserId};
+pub use mail::{FailedMail, MailContent, MailId, MailKind, NewMail, OutboxMessage};
 pub use password::{Password, PasswordPolicy, PresentedPassword};
 pub use presented::Presented;
 pub use stored::{PasswordHash, RefreshTokenDigest};

@@ -211,8 +211,8 @@ impl Supervised for Purge {
 }
 
 impl Identity {
-    /// Deletes sessions that expired or were revoked more than [`SESSION_RETENTION`] ago and
-    /// login windows that have passed, and prunes revocations no token can be affected by.
+    /// Deletes sessions that expired or were revoked more than [`SESSION_RETENTION`] ago,
+    /// records of mail sent before then, and login windows that have passed, and prunes revocations no token can be affected by.
     pub async fn purge(&self) {
         let now = self.clock.now();
         self.revocations.prune(now);
@@ -220,6 +220,11 @@ impl Identity {
             Ok(0) => {}
             Ok(deleted) => tracing::info!(deleted, "purged old sessions"),
             Err(error) => tracing::warn!(%error, "could not purge old sessions"),
+        }
+        match self.store.purge_sent_mail(now - SESSION_RETENTION).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "purged records of sent mail"),
+            Err(error) => tracing::warn!(%error, "could not purge records of sent mail"),
         }
         if let Some(lockout) = &self.lockout
             && let Err(error) = self.store.purge_login_attempts(now - lockout.window).await

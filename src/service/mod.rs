@@ -7,6 +7,7 @@ mod accounts;
 mod admin;
 mod background;
 mod callers;
+mod mail;
 mod sessions;
 
 use std::{sync::Arc, time::Duration};
@@ -17,11 +18,13 @@ pub use accounts::SignupInput;
 pub use admin::{AccountAction, AccountActionOutcome, AccountAdmin};
 pub use background::{Purge, RevocationSync};
 pub use callers::{CallerPolicy, ServiceKeyAdmin, StreamLimits, StreamPermit};
+pub use mail::{FAILED_LIST_LIMIT, MailAdmin};
 pub use sessions::SessionTokens;
 
 use crate::{
     clock::Clock,
     error::AppError,
+    mail::MailQueue,
     passwords::PasswordHasher,
     store::{Revocation, Store},
     tokens::{RevocationSet, TokenIssuer, TokenRejected, VerifiedToken, VerifiedTokenCache},
@@ -45,6 +48,8 @@ pub struct Identity {
     refresh_ttl: TimeDelta,
     callers: CallerPolicy,
     streams: StreamLimits,
+    /// Wakes this process's outbox worker after a message is queued.
+    mail: MailQueue,
 }
 
 /// What [`Identity`] is built from.
@@ -60,6 +65,7 @@ pub struct IdentityParts {
     pub lockout: Option<LockoutPolicy>,
     /// Who may call the service-facing RPCs, and their stream limits.
     pub callers: CallerPolicy,
+    pub mail: MailQueue,
 }
 
 impl Identity {
@@ -75,11 +81,17 @@ impl Identity {
             refresh_ttl: TimeDelta::from_std(parts.refresh_ttl).unwrap_or(TimeDelta::MAX),
             streams: StreamLimits::new(parts.callers.max_streams_per_caller, parts.callers.max_streams),
             callers: parts.callers,
+            mail: parts.mail,
         }
     }
 
     pub fn tokens(&self) -> &TokenIssuer {
         &self.tokens
+    }
+
+    /// Wakes this process's outbox worker (after a message was queued behind its back).
+    pub fn mail_queue(&self) -> &MailQueue {
+        &self.mail
     }
 
     pub fn revocations(&self) -> &Arc<RevocationSet> {
@@ -124,6 +136,11 @@ impl Identity {
             return Err(TokenRejected::Revoked);
         }
         Ok(verified)
+    }
+
+    /// Operator actions on the outbox.
+    pub fn mail_admin(&self) -> MailAdmin {
+        MailAdmin::new(self.store.clone(), self.clock.clone())
     }
 
     /// Operator actions on accounts, on this service's store and revocation set.

@@ -3,13 +3,14 @@
 //! (both databases take `$N` placeholders, `RETURNING` and `ON CONFLICT`, and every timestamp is
 //! bound by the service from its clock rather than taken from the database's `now()`) and
 //! type-checked per backend by [`with_pool!`]. One file per table family: `users`, `sessions`,
-//! `attempts`, `service_keys`, the revocation `listener`, and a test-only API in `testing`. No business rules
+//! `attempts`, `service_keys`, the mail `outbox`, the revocation `listener`, and a test-only API in `testing`. No business rules
 //! live here.
 
 mod attempts;
 mod error;
 mod guard;
 mod listener;
+mod outbox;
 mod service_keys;
 mod sessions;
 #[cfg(any(test, feature = "test-helpers"))]
@@ -28,10 +29,13 @@ use sqlx::{
 pub use attempts::AttemptWindow;
 pub use error::StoreError;
 pub use listener::{LISTENER_APPLICATION_NAME, RevocationListener};
+pub use outbox::{FailedAttempt, MailClaim};
 pub use service_keys::ServiceKeyRecord;
 pub use sessions::{
     NewSession, REVOCATION_CHANNEL, Revocation, RevocationPosition, RevokedSession, Rotation,
 };
+#[cfg(any(test, feature = "test-helpers"))]
+pub use testing::MailRow;
 pub use users::{NewUser, PasswordChange, UserRecord, UserUpdate};
 
 /// The connection pool of whichever database `IDENTITY_DATABASE_URL` names. Sealed: the pools

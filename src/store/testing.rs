@@ -168,3 +168,23 @@ impl Store {
         Ok(inserted)
     }
 }
+
+/// One outbox row as a test sees it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct MailRow {
+    pub kind: String,
+    pub recipient: String,
+    pub status: String,
+    pub attempts: i32,
+    pub payload: String,
+}
+
+impl Store {
+    /// Every outbox row, oldest first.
+    pub async fn mail_rows(&self) -> Result<Vec<MailRow>, StoreError> {
+        const SQL: &str =
+            "SELECT kind, recipient, status, attempts, payload FROM mail_outbox ORDER BY created_at, id";
+        let rows = with_pool!(self, pool => sqlx::query_as::<_, MailRow>(SQL).fetch_all(pool).await)?;
+        Ok(rows)
+    }
+}

@@ -31,11 +31,13 @@ pub enum TaskName {
     Purge,
     /// Samples the database pool for the metrics (`metrics::PoolSampler`).
     PoolSampler,
+    /// Delivers queued mail (`mail::OutboxWorker`).
+    MailOutbox,
 }
 
 impl TaskName {
-    pub const ALL: [TaskName; 4] =
-        [Self::RevocationSync, Self::HealthWatcher, Self::Purge, Self::PoolSampler];
+    pub const ALL: [TaskName; 5] =
+        [Self::RevocationSync, Self::HealthWatcher, Self::Purge, Self::PoolSampler, Self::MailOutbox];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -43,6 +45,7 @@ impl TaskName {
             Self::HealthWatcher => "health_watcher",
             Self::Purge => "purge",
             Self::PoolSampler => "pool_sampler",
+            Self::MailOutbox => "mail_outbox",
         }
     }
 }
