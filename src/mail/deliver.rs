@@ -121,8 +121,9 @@ fn write_private(dir: &std::path::Path, path: &std::path::Path, bytes: &[u8]) ->
 mod tests {
     use super::*;
 
-    #[test]
-    fn starttls_is_spelt_the_way_lettre_reads_it_and_bad_urls_do_not_echo_the_password() {
+    /// lettre's pool starts a task when built: inside a runtime, as at start.
+    #[tokio::test]
+    async fn starttls_is_spelt_the_way_lettre_reads_it_and_bad_urls_do_not_echo_the_password() {
         assert_eq!(smtp_url("smtp://h:587?tls=starttls"), "smtp://h:587?tls=required");
         let error =
             Deliverer::smtp(&SecretString::from("ftp://u:hunter2@h"), Duration::from_secs(1)).unwrap_err();
