@@ -9,7 +9,7 @@ use secrecy::SecretString;
 use sqlx::{PgConnection, SqliteConnection};
 use uuid::Uuid;
 
-use super::{Pool, Store, StoreError, acquire, with_pool};
+use super::{Pool, Store, StoreError, with_pool};
 use crate::domain::{FailedMail, MailContent, MailId, MailKind, NewMail, OutboxMessage};
 
 /// The stored form of [`MailContent`]: JSON text.
@@ -161,28 +161,17 @@ impl Store {
     ) -> Result<MailClaim, StoreError> {
         let claim = Uuid::new_v4();
         let until = now.checked_add_signed(lease).unwrap_or(now);
-        let rows: Vec<ClaimedRow> = match &self.pool {
-            Pool::Postgres(pool) => {
-                let mut connection = acquire(pool).await?;
-                sqlx::query_as(CLAIM_POSTGRES)
-                    .bind(claim)
-                    .bind(until)
-                    .bind(now)
-                    .bind(i64::from(limit))
-                    .fetch_all(&mut *connection)
-                    .await?
-            }
-            Pool::Sqlite(pool) => {
-                let mut connection = acquire(pool).await?;
-                sqlx::query_as(CLAIM_SQLITE)
-                    .bind(claim)
-                    .bind(until)
-                    .bind(now)
-                    .bind(i64::from(limit))
-                    .fetch_all(&mut *connection)
-                    .await?
-            }
+        let sql = match &self.pool {
+            Pool::Postgres(_) => CLAIM_POSTGRES,
+            Pool::Sqlite(_) => CLAIM_SQLITE,
         };
+        let rows: Vec<ClaimedRow> = with_pool!(self, pool => sqlx::query_as(sql)
+            .bind(claim)
+            .bind(until)
+            .bind(now)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await)?;
         let mut messages = Vec::with_capacity(rows.len());
         for row in rows {
             match row.into_message() {
@@ -288,6 +277,8 @@ impl Store {
 
     /// Deletes records of messages sent before `before` (they no longer hold a link).
     pub async fn purge_sent_mail(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
-        self.delete_before("DELETE FROM mail_outbox WHERE status = 'sent' AND sent_at < $1", before).await
+        const SQL: &str = "DELETE FROM mail_outbox WHERE id IN
+             (SELECT id FROM mail_outbox WHERE status = 'sent' AND sent_at < $1 LIMIT $2)";
+        self.delete_in_batches(SQL, before).await
     }
 }
