@@ -28,7 +28,7 @@ use identity::{
         token_service_server::{TokenService, TokenServiceServer},
     },
     service::Identity,
-    store::Store,
+    store::{Limits, Store},
     testing::TestServer,
     tokens::AccessTokenSubject,
 };
@@ -558,9 +558,14 @@ async fn purge_scenario(args: &Args, server: &Server, channels: Arc<Vec<Channel>
     .await;
     baseline.print();
 
-    let store = Store::connect(server.config.database_url.expose_secret(), 2, Duration::from_secs(60))
-        .await
-        .expect("bench store connects");
+    // Seeding a million rows is one long statement: well past the service's statement bound.
+    let limits = Limits {
+        max_connections: 2,
+        acquire_timeout: Duration::from_secs(60),
+        statement_timeout: Duration::from_secs(600),
+    };
+    let store =
+        Store::open(server.config.database_url.expose_secret(), limits).await.expect("bench store connects");
     let email = identity::domain::Email::parse("email", &users[0]).expect("bench email").normalized();
     let owner = store.find_user_by_email(&email).await.expect("lookup").expect("bench user exists").user.id;
     let seeding = Instant::now();
