@@ -21,8 +21,8 @@ use hdrhistogram::Histogram;
 use identity::{
     config::Config,
     proto::{
-        Claims, GetJwksRequest, GetJwksResponse, LoginRequest, RefreshTokenRequest, SignupRequest,
-        ValidateTokenRequest, ValidateTokenResponse,
+        Claims, GetJwksRequest, GetJwksResponse, LoginRequest, RefreshTokenRequest,
+        RequestPasswordResetRequest, SignupRequest, ValidateTokenRequest, ValidateTokenResponse,
         auth_service_client::AuthServiceClient,
         token_service_client::TokenServiceClient,
         token_service_server::{TokenService, TokenServiceServer},
@@ -39,13 +39,14 @@ use tonic_types::StatusExt;
 
 const PASSWORD: &str = "bench-orbit-tundra-42-vessel";
 const ALL: &str =
-    "inprocess,echo,validate-repeated,validate-new,jwks,refresh,signup,login,health-under-login,purge";
+    "inprocess,echo,validate-repeated,validate-new,jwks,refresh,reset,signup,login,health-under-login,purge";
 
 #[derive(Parser)]
 #[command(about = "Load scenarios against an in-process identity server")]
 struct Args {
     /// Comma-separated scenarios: inprocess, echo, validate-repeated, validate-new, jwks,
-    /// refresh, signup, login, health-under-login, purge.
+    /// refresh, reset, signup, login, health-under-login, purge. `reset` runs RequestPasswordReset
+    /// for existing and for unknown emails and prints both (compare their p50: the medians).
     #[arg(long, default_value = ALL)]
     scenarios: String,
     /// How long each gRPC scenario runs.
@@ -430,7 +431,12 @@ async fn main() {
     }
 
     let mut auth = AuthServiceClient::new(channels[0].clone());
-    let users = if wants("login") || wants("health-under-login") || wants("refresh") || wants("purge") {
+    let users = if wants("login")
+        || wants("health-under-login")
+        || wants("refresh")
+        || wants("purge")
+        || wants("reset")
+    {
         server.users(8).await
     } else {
         Vec::new()
@@ -462,6 +468,25 @@ async fn main() {
         })
         .await
         .print();
+    }
+
+    if wants("reset") {
+        // Existing and unknown emails, alternating runs, so that neither gets a warmer cache.
+        // Past the hourly allowance the existing emails are throttled, which runs the same
+        // statements too; the outbox worker delivers as .eml files meanwhile.
+        for (name, existing) in [("ResetRequest existing", true), ("ResetRequest unknown", false)] {
+            let (channel, users) = (channel.clone(), Arc::clone(&users));
+            let next = Arc::new(AtomicUsize::new(0));
+            run(name, args.concurrency, args.duration, move |task, _| {
+                let mut client = AuthServiceClient::new(channel(task));
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                let email =
+                    if existing { users[n % users.len()].clone() } else { format!("nobody-{n}@example.com") };
+                async move { client.request_password_reset(RequestPasswordResetRequest { email }).await.map(drop) }
+            })
+            .await
+            .print();
+        }
     }
 
     let verify_time = single_core_verify_time(config.bcrypt_cost);

@@ -23,7 +23,9 @@ use crate::{
             user_service_server::UserServiceServer,
         },
     },
-    service::{CallerPolicy, Identity, IdentityParts, LockoutPolicy, Purge, RevocationSync},
+    service::{
+        CallerPolicy, Identity, IdentityParts, LockoutPolicy, Purge, RecoverySettings, RevocationSync,
+    },
     store::{Limits, Store, StoreError},
     supervisor::Supervisor,
     tokens::{KeyError, KeyRing, RevocationSet, TokenIssuer},
@@ -137,6 +139,12 @@ impl App {
                 max_streams: config.max_streams,
             },
             mail,
+            recovery: RecoverySettings {
+                reset_token_ttl: chrono::TimeDelta::from_std(config.reset_token_ttl)
+                    .unwrap_or(chrono::TimeDelta::minutes(30)),
+                reset_url: config.reset_url.clone(),
+                max_mail_per_hour: config.mail_max_per_hour,
+            },
         }));
         let listener = bind(config.listen_addr).await?;
         let local_addr = listener

@@ -245,6 +245,17 @@ variables! {
         "IDENTITY_MAIL_POLL_INTERVAL", "5s", "how often the outbox is checked for retries and other replicas' mail",
             |c| show_duration(c.mail_poll_interval);
     ]
+    reset_token_ttl: Duration = text(|s| bounded_duration(s, Duration::from_secs(60), Duration::from_secs(24 * 3600))), [
+        "IDENTITY_RESET_TOKEN_TTL", "30m", "how long a password-reset link works", |c| show_duration(c.reset_token_ttl);
+    ]
+    reset_url: String = text(|s| if s.contains("{token}") { Ok(s.to_owned()) } else { Err("must contain {token}".into()) }), [
+        "IDENTITY_RESET_URL", "http://localhost:3000/reset-password?token={token}", "the link in a reset message; {token} is replaced by the token",
+            |c| c.reset_url.clone();
+    ]
+    mail_max_per_hour: u32 = text(|s| in_range(s, 1, 10_000)), [
+        "IDENTITY_MAIL_MAX_PER_HOUR", "5", "reset messages per address per hour; beyond it requests answer OK and send nothing",
+            |c| c.mail_max_per_hour.to_string();
+    ]
     log_format: LogFormat = text(|s| match s {
         "text" => Ok(LogFormat::Text),
         "json" => Ok(LogFormat::Json),

@@ -8,12 +8,16 @@ use tonic::{Request, Response, Status};
 use super::{
     proto::{
         LoginRequest, LoginResponse, LogoutRequest, LogoutResponse, RefreshTokenRequest,
-        RefreshTokenResponse, SignupRequest, SignupResponse, auth_service_server::AuthService,
+        RefreshTokenResponse, RequestPasswordResetRequest, RequestPasswordResetResponse,
+        ResetPasswordRequest, ResetPasswordResponse, SignupRequest, SignupResponse,
+        auth_service_server::AuthService,
     },
     tokens_message, user_message,
 };
 use crate::{
-    domain::{Email, FullName, InvalidRequest, PasswordPolicy, Presented, PresentedPassword, Violations},
+    domain::{
+        Email, FullName, InvalidRequest, Password, PasswordPolicy, Presented, PresentedPassword, Violations,
+    },
     error::AppError,
     service::{Identity, SignupInput},
     tokens::RefreshToken,
@@ -97,11 +101,47 @@ impl AuthService for AuthApi {
     }
 
     #[tracing::instrument(skip_all)]
+    async fn request_password_reset(
+        &self,
+        request: Request<RequestPasswordResetRequest>,
+    ) -> Result<Response<RequestPasswordResetResponse>, Status> {
+        let mut violations = Violations::default();
+        let email = violations.check(Email::parse("email", &request.get_ref().email));
+        let email = violations.finish(email).map_err(AppError::from)?;
+        self.identity.request_password_reset(&email).await?;
+        Ok(Response::new(RequestPasswordResetResponse {}))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn reset_password(
+        &self,
+        request: Request<ResetPasswordRequest>,
+    ) -> Result<Response<ResetPasswordResponse>, Status> {
+        self.identity.shed_if_saturated()?;
+        let (token, password) = parse_reset(&self.policy, request.into_inner()).map_err(AppError::from)?;
+        self.identity.reset_password(&token, &password).await?;
+        Ok(Response::new(ResetPasswordResponse {}))
+    }
+
+    #[tracing::instrument(skip_all)]
     async fn logout(&self, request: Request<LogoutRequest>) -> Result<Response<LogoutResponse>, Status> {
         let presented = parse_refresh_token(request.into_inner().refresh_token).map_err(AppError::from)?;
         self.identity.logout(&presented).await?;
         Ok(Response::new(LogoutResponse {}))
     }
+}
+
+/// A reset token is opaque: any text within the limits is looked up by its digest.
+fn parse_reset(
+    policy: &PasswordPolicy,
+    request: ResetPasswordRequest,
+) -> Result<(String, Password), InvalidRequest> {
+    let mut violations = Violations::default();
+    let token = violations.check(Presented::parse("token", request.token, MAX_REFRESH_TOKEN_BYTES));
+    let password = violations.check(policy.check("new_password", &request.new_password, &[]));
+    violations
+        .finish(token.zip(password))
+        .map(|(token, password)| (token.into_inner().trim().to_owned(), password))
 }
 
 /// Refresh tokens are opaque: any text within the limits of a presented value is looked up

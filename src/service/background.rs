@@ -221,6 +221,9 @@ impl Identity {
             Ok(deleted) => tracing::info!(deleted, "purged old sessions"),
             Err(error) => tracing::warn!(%error, "could not purge old sessions"),
         }
+        if let Err(error) = self.store.purge_reset_tokens(now - SESSION_RETENTION).await {
+            tracing::warn!(%error, "could not purge expired reset tokens");
+        }
         match self.store.purge_sent_mail(now - SESSION_RETENTION).await {
             Ok(0) => {}
             Ok(deleted) => tracing::info!(deleted, "purged records of sent mail"),

@@ -8,6 +8,7 @@ mod admin;
 mod background;
 mod callers;
 mod mail;
+mod recovery;
 mod sessions;
 
 use std::{sync::Arc, time::Duration};
@@ -19,6 +20,7 @@ pub use admin::{AccountAction, AccountActionOutcome, AccountAdmin};
 pub use background::{Purge, RevocationSync};
 pub use callers::{CallerPolicy, ServiceKeyAdmin, StreamLimits, StreamPermit};
 pub use mail::{FAILED_LIST_LIMIT, MailAdmin};
+pub use recovery::RecoverySettings;
 pub use sessions::SessionTokens;
 
 use crate::{
@@ -50,6 +52,7 @@ pub struct Identity {
     streams: StreamLimits,
     /// Wakes this process's outbox worker after a message is queued.
     mail: MailQueue,
+    recovery: RecoverySettings,
 }
 
 /// What [`Identity`] is built from.
@@ -66,6 +69,7 @@ pub struct IdentityParts {
     /// Who may call the service-facing RPCs, and their stream limits.
     pub callers: CallerPolicy,
     pub mail: MailQueue,
+    pub recovery: RecoverySettings,
 }
 
 impl Identity {
@@ -82,6 +86,7 @@ impl Identity {
             streams: StreamLimits::new(parts.callers.max_streams_per_caller, parts.callers.max_streams),
             callers: parts.callers,
             mail: parts.mail,
+            recovery: parts.recovery,
         }
     }
 

@@ -11,6 +11,7 @@ mod error;
 mod guard;
 mod listener;
 mod outbox;
+mod resets;
 mod service_keys;
 mod sessions;
 #[cfg(any(test, feature = "test-helpers"))]
@@ -30,6 +31,7 @@ pub use attempts::AttemptWindow;
 pub use error::StoreError;
 pub use listener::{LISTENER_APPLICATION_NAME, RevocationListener};
 pub use outbox::{FailedAttempt, MailClaim};
+pub use resets::{ResetRequest, ResetRequestWork, ResetRequested};
 pub use service_keys::ServiceKeyRecord;
 pub use sessions::{
     NewSession, REVOCATION_CHANNEL, Revocation, RevocationPosition, RevokedSession, Rotation,

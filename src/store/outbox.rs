@@ -23,7 +23,7 @@ struct Payload {
     expires_at: Option<i64>,
 }
 
-fn payload(content: &MailContent) -> Result<String, sqlx::Error> {
+pub(super) fn payload(content: &MailContent) -> Result<String, sqlx::Error> {
     let payload = Payload {
         name: content.name.clone(),
         link: content.link().map(str::to_owned),
@@ -35,6 +35,12 @@ fn payload(content: &MailContent) -> Result<String, sqlx::Error> {
 const INSERT: &str =
     "INSERT INTO mail_outbox (id, kind, recipient, payload, status, attempts, next_attempt_at, created_at)
      VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5)";
+
+/// [`INSERT`] only when `$6` is true: one statement whether or not a message is due, so that a
+/// caller's work does not depend on it.
+pub(super) const INSERT_IF: &str =
+    "INSERT INTO mail_outbox (id, kind, recipient, payload, status, attempts, next_attempt_at, created_at)
+     SELECT $1, $2, $3, $4, 'pending', 0, $5, $5 WHERE $6";
 
 /// Queues a message inside a caller's transaction, so it exists exactly when what it carries
 /// (a token) does.

@@ -15,6 +15,7 @@ mod malformed;
 mod metrics;
 mod outage;
 mod overload;
+mod recovery;
 mod replicas;
 mod secrets;
 mod sessions;

@@ -42,7 +42,6 @@ impl Received {
     }
 
     /// The `token` query parameter of the link.
-    #[allow(dead_code)]
     pub fn token(&self) -> Option<String> {
         let link = self.link()?;
         Some(link.split("token=").nth(1)?.split('&').next()?.to_owned())

@@ -1,0 +1,188 @@
+//! Password reset by email, end to end: the link arrives over SMTP, sets a new password and
+//! ends every session; an unknown email gets the same answer after the same work; a token
+//! works once, until it expires or a newer one replaces it; the hourly allowance holds.
+
+use std::time::Duration;
+
+use identity::{
+    domain::Email,
+    proto::{GetCurrentUserRequest, RequestPasswordResetRequest, ResetPasswordRequest},
+    store::ResetRequested,
+};
+use tonic::Code;
+
+use crate::{
+    helpers::{Backend, PASSWORD, TestApp, assert_code, bad_fields, bearer},
+    mail::spawn_with_smtp,
+    on_both_backends,
+    smtp::SmtpServer,
+};
+
+on_both_backends!(
+    a_reset_link_sets_a_new_password_and_ends_every_session,
+    an_unknown_email_gets_the_same_answer_after_the_same_work,
+    a_used_expired_or_superseded_token_gets_one_clear_error,
+    of_two_concurrent_resets_with_one_token_exactly_one_succeeds,
+    requests_beyond_the_hourly_allowance_answer_ok_and_send_nothing,
+);
+
+const WITHIN: Duration = Duration::from_secs(20);
+const NEW_PASSWORD: &str = "quartz-lantern-meadow-77-harbor";
+const RESET_URL: &str = "https://app.example.com/reset?token={token}";
+
+fn backend(app: &TestApp) -> Backend {
+    if app.db.url.starts_with("postgres") { Backend::Postgres } else { Backend::Sqlite }
+}
+
+async fn with_smtp(app: TestApp, env: &[(&str, &str)]) -> (TestApp, SmtpServer) {
+    let backend = backend(&app);
+    drop(app);
+    let smtp = SmtpServer::start().await;
+    let mut all = vec![("IDENTITY_RESET_URL", RESET_URL)];
+    all.extend_from_slice(env);
+    let app = spawn_with_smtp(backend, &smtp, &all).await.unwrap();
+    (app, smtp)
+}
+
+async fn request_reset(app: &TestApp, email: &str) {
+    app.auth()
+        .request_password_reset(RequestPasswordResetRequest { email: email.into() })
+        .await
+        .expect("RequestPasswordReset answers OK");
+}
+
+async fn reset(app: &TestApp, token: &str, password: &str) -> Result<(), tonic::Status> {
+    app.auth()
+        .reset_password(ResetPasswordRequest { token: token.into(), new_password: password.into() })
+        .await
+        .map(drop)
+}
+
+async fn a_reset_link_sets_a_new_password_and_ends_every_session(app: TestApp) {
+    let (app, smtp) = with_smtp(app, &[]).await;
+    let (user, login) = app.signed_in_user().await;
+    let access = login.tokens.unwrap().access_token;
+    request_reset(&app, &user.email.to_uppercase()).await;
+
+    let received = smtp.wait_for(1, WITHIN).await;
+    assert_eq!(received.len(), 1);
+    let message = &received[0];
+    assert_eq!(message.recipients, std::slice::from_ref(&user.email));
+    assert_eq!(message.header("Subject"), Some("Reset your password"));
+    assert!(message.data.contains("text/plain") && message.data.contains("text/html"));
+    assert!(message.data.contains("Hello Test User,"));
+    let link = message.link().unwrap();
+    assert!(link.starts_with("https://app.example.com/reset?token="), "{link}");
+    let token = message.token().unwrap();
+    assert_eq!(token.len(), 43, "256 bits, base64url");
+
+    reset(&app, &token, NEW_PASSWORD).await.expect("the reset succeeds");
+    assert!(!app.is_active(&access).await, "every session ended");
+    assert_code(
+        app.users().get_current_user(bearer(GetCurrentUserRequest {}, &access)).await,
+        Code::Unauthenticated,
+    );
+    assert_code(app.login(&user.email, PASSWORD).await, Code::Unauthenticated);
+    assert!(app.login(&user.email, NEW_PASSWORD).await.is_ok());
+}
+
+async fn an_unknown_email_gets_the_same_answer_after_the_same_work(app: TestApp) {
+    let (user, _) = app.signed_in_user().await;
+    // The same answer over the API.
+    request_reset(&app, "nobody-here@example.com").await;
+    // The same statements in the service, whichever path runs.
+    let identity = app.identity();
+    let known = identity.request_password_reset(&Email::parse("email", &user.email).unwrap()).await.unwrap();
+    let unknown =
+        identity.request_password_reset(&Email::parse("email", "nobody@example.com").unwrap()).await.unwrap();
+    assert!(matches!(known.outcome, ResetRequested::Queued { .. }), "{known:?}");
+    assert_eq!(unknown.outcome, ResetRequested::NoAccount);
+    assert_eq!(known.statements, unknown.statements);
+    let rows = app.store.mail_rows().await.unwrap();
+    assert_eq!(rows.len(), 1, "only the account's message is queued: {rows:?}");
+    assert_eq!(rows[0].recipient, user.email);
+    // A malformed email is the caller's mistake, said as such.
+    let status = assert_code(
+        app.auth().request_password_reset(RequestPasswordResetRequest { email: "not an email".into() }).await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(bad_fields(&status), ["email"]);
+}
+
+async fn a_used_expired_or_superseded_token_gets_one_clear_error(app: TestApp) {
+    let (app, smtp) = with_smtp(app, &[]).await;
+    let (user, _) = app.signed_in_user().await;
+    let unusable = |result: Result<(), tonic::Status>| {
+        let status = assert_code(result, Code::InvalidArgument);
+        assert_eq!(bad_fields(&status), ["token"]);
+        assert!(status.message().contains("invalid, expired or already used"), "{}", status.message());
+    };
+
+    // Superseded: the first link stops working once a second is asked for.
+    request_reset(&app, &user.email).await;
+    let first = smtp.wait_for(1, WITHIN).await[0].token().unwrap();
+    request_reset(&app, &user.email).await;
+    let second = smtp.wait_for(2, WITHIN).await[1].token().unwrap();
+    unusable(reset(&app, &first, NEW_PASSWORD).await);
+
+    // A weak password is refused by the policy, naming the field, and leaves the token usable.
+    let status = assert_code(reset(&app, &second, "short").await, Code::InvalidArgument);
+    assert_eq!(bad_fields(&status), ["new_password"]);
+
+    // Used: works once.
+    reset(&app, &second, NEW_PASSWORD).await.unwrap();
+    unusable(reset(&app, &second, "another-fine-passphrase-2026").await);
+
+    // Expired: past IDENTITY_RESET_TOKEN_TTL.
+    request_reset(&app, &user.email).await;
+    let third = smtp.wait_for(3, WITHIN).await[2].token().unwrap();
+    app.clock.advance(Duration::from_secs(31 * 60));
+    unusable(reset(&app, &third, "another-fine-passphrase-2026").await);
+
+    // Not ours at all.
+    unusable(reset(&app, "made-up", "another-fine-passphrase-2026").await);
+    assert!(app.login(&user.email, NEW_PASSWORD).await.is_ok());
+}
+
+async fn of_two_concurrent_resets_with_one_token_exactly_one_succeeds(app: TestApp) {
+    let (app, smtp) = with_smtp(app, &[]).await;
+    let (user, _) = app.signed_in_user().await;
+    request_reset(&app, &user.email).await;
+    let token = smtp.wait_for(1, WITHIN).await[0].token().unwrap();
+    for _ in 0..3 {
+        let (a, b) = tokio::join!(
+            reset(&app, &token, NEW_PASSWORD),
+            reset(&app, &token, "another-fine-passphrase-2026")
+        );
+        let succeeded = [a.is_ok(), b.is_ok()].iter().filter(|ok| **ok).count();
+        // The first round has one winner; later rounds find the token used.
+        assert!(succeeded <= 1, "{a:?} {b:?}");
+    }
+    let logins = [
+        app.login(&user.email, NEW_PASSWORD).await.is_ok(),
+        app.login(&user.email, "another-fine-passphrase-2026").await.is_ok(),
+    ];
+    assert_eq!(logins.iter().filter(|ok| **ok).count(), 1, "exactly one reset took effect");
+}
+
+async fn requests_beyond_the_hourly_allowance_answer_ok_and_send_nothing(app: TestApp) {
+    let (app, smtp) = with_smtp(app, &[("IDENTITY_MAIL_MAX_PER_HOUR", "3")]).await;
+    let (user, _) = app.signed_in_user().await;
+    for _ in 0..5 {
+        request_reset(&app, &user.email).await;
+    }
+    let received = smtp.wait_for(3, WITHIN).await;
+    assert_eq!(received.len(), 3);
+    assert_eq!(app.store.mail_rows().await.unwrap().len(), 3, "nothing queued beyond the allowance");
+    // The newest link sent still works (a throttled request supersedes nothing); messages of
+    // one batch go out concurrently, so it may have arrived in any place.
+    let mut worked = 0;
+    for message in &received {
+        worked += usize::from(reset(&app, &message.token().unwrap(), NEW_PASSWORD).await.is_ok());
+    }
+    assert_eq!(worked, 1);
+    // An hour later the allowance is back.
+    app.clock.advance(Duration::from_secs(3601));
+    request_reset(&app, &user.email).await;
+    assert_eq!(smtp.wait_for(4, WITHIN).await.len(), 4);
+}
