@@ -195,3 +195,21 @@ async fn wait_until_serving(channel: Channel) -> Result<(), TestServerError> {
         Err(_) => Err(TestServerError::NotServing(format!("not within {SERVING_WITHIN:?}"))),
     }
 }
+
+/// Polls `condition` every 2 ms until it holds or `within` has passed; how long it took, or
+/// `None`. For state another task or process changes (a replica hearing of a revocation), where
+/// there is nothing to await; never a stand-in for a wait on something that can be awaited.
+pub async fn eventually<F, Fut>(within: Duration, mut condition: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = tokio::time::Instant::now();
+    while started.elapsed() < within {
+        if condition().await {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    None
+}

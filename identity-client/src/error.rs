@@ -24,49 +24,14 @@ pub enum Rejection {
     NotBearer,
     #[error("malformed token")]
     Malformed,
-    #[error("unsupported token header (alg, typ or kid)")]
-    Header,
-    #[error("unknown signing key")]
-    UnknownKey,
-    #[error("invalid token signature")]
-    BadSignature,
-    #[error("invalid token claims")]
-    InvalidClaims,
-    #[error("wrong token issuer")]
-    WrongIssuer,
-    #[error("wrong token audience")]
-    WrongAudience,
-    #[error("token expired")]
-    Expired,
-    #[error("token not yet valid")]
-    NotYetValid,
-    #[error("token issued in the future")]
-    IssuedInFuture,
-    #[error("token lifetime too long")]
-    LifetimeTooLong,
+    /// Refused by the access-token contract shared with the server (signature, header, claims,
+    /// validity window), with the contract's own reason.
+    #[error(transparent)]
+    Token(#[from] identity_contract::Rejected),
     #[error("session revoked")]
     Revoked,
     #[error("revocation status unavailable")]
     RevocationsUnavailable,
-}
-
-impl From<identity_contract::Rejected> for Rejection {
-    fn from(rejected: identity_contract::Rejected) -> Self {
-        use identity_contract::Rejected;
-        match rejected {
-            Rejected::Malformed => Self::Malformed,
-            Rejected::Header => Self::Header,
-            Rejected::UnknownKey => Self::UnknownKey,
-            Rejected::BadSignature => Self::BadSignature,
-            Rejected::InvalidClaims => Self::InvalidClaims,
-            Rejected::WrongIssuer => Self::WrongIssuer,
-            Rejected::WrongAudience => Self::WrongAudience,
-            Rejected::Expired => Self::Expired,
-            Rejected::NotYetValid => Self::NotYetValid,
-            Rejected::IssuedInFuture => Self::IssuedInFuture,
-            Rejected::LifetimeTooLong => Self::LifetimeTooLong,
-        }
-    }
 }
 
 impl Rejection {
@@ -103,6 +68,7 @@ mod tests {
             Rejected::LifetimeTooLong,
         ] {
             assert_eq!(Rejection::from(rejected).to_string(), rejected.to_string());
+            assert_eq!(Rejection::from(rejected), Rejection::Token(rejected));
         }
     }
 

@@ -40,7 +40,7 @@ impl Verifier {
             && let Some(claims) = cache.get(token)
         {
             if let Err(rejection) = self.check_window(&claims, now) {
-                if rejection == Rejection::Expired {
+                if rejection == Rejection::Token(identity_contract::Rejected::Expired) {
                     cache.remove(token);
                 }
                 return Err(rejection);
@@ -64,7 +64,7 @@ impl Verifier {
                 if refreshed.is_some_and(|refreshed| refreshed.removed_any) {
                     self.forget_verified();
                 }
-                key.ok_or(Rejection::UnknownKey)?
+                key.ok_or(Rejection::Token(identity_contract::Rejected::UnknownKey))?
             }
         };
         Ok(VerifiedClaims::new(self.rules.decode(token, &key)?))

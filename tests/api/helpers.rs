@@ -3,6 +3,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
+pub use identity::testing::eventually;
 use identity::{
     clock::Clock,
     config::Config,
@@ -216,22 +217,6 @@ impl TestApp {
         let request = identity::proto::ValidateTokenRequest { access_token: access_token.into() };
         self.tokens().validate_token(request).await.expect("ValidateToken never fails").into_inner().active
     }
-}
-
-/// Polls `condition` until it holds or `within` has passed; returns how long it took.
-pub async fn eventually<F, Fut>(within: Duration, mut condition: F) -> Option<Duration>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = tokio::time::Instant::now();
-    while started.elapsed() < within {
-        if condition().await {
-            return Some(started.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    None
 }
 
 /// A request carrying `authorization: <value>` metadata.

@@ -18,6 +18,7 @@ use tonic::{Status, transport::Channel};
 use uuid::Uuid;
 
 use crate::whoami;
+pub use identity::testing::eventually;
 
 pub const PASSWORD: &str = "maple-orbit-tundra-42-vessel";
 
@@ -176,22 +177,6 @@ impl ProtectedService {
     pub async fn as_bearer(&self, access_token: &str) -> Result<String, Status> {
         self.who_am_i(Some(&format!("Bearer {access_token}"))).await
     }
-}
-
-/// Polls `condition` until it holds or `within` has passed; returns how long it took.
-pub async fn eventually<F, Fut>(within: Duration, mut condition: F) -> Option<Duration>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = tokio::time::Instant::now();
-    while started.elapsed() < within {
-        if condition().await {
-            return Some(started.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    None
 }
 
 /// Claims like the server's, valid from now for 10 minutes; `changes` overrides fields.
