@@ -38,15 +38,15 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use tonic_types::StatusExt;
 
 const PASSWORD: &str = "bench-orbit-tundra-42-vessel";
-const ALL: &str =
-    "inprocess,echo,validate-repeated,validate-new,jwks,refresh,reset,signup,login,health-under-login,purge";
+const ALL: &str = "inprocess,echo,validate-repeated,validate-new,jwks,refresh,reset,signup,login,health-under-login,purge,retry-storm,fair-flood,cost-upgrade";
 
 #[derive(Parser)]
 #[command(about = "Load scenarios against an in-process identity server")]
 struct Args {
     /// Comma-separated scenarios: inprocess, echo, validate-repeated, validate-new, jwks,
-    /// refresh, reset, signup, login, health-under-login, purge. `reset` runs RequestPasswordReset
-    /// for existing and for unknown emails and prints both (compare their p50: the medians).
+    /// refresh, reset, signup, login, health-under-login, purge, retry-storm, fair-flood,
+    /// cost-upgrade. `reset` runs RequestPasswordReset for existing and for unknown emails and
+    /// prints both (compare their p50: the medians).
     #[arg(long, default_value = ALL)]
     scenarios: String,
     /// How long each gRPC scenario runs.
@@ -68,6 +68,21 @@ struct Args {
     /// Expired sessions the purge scenario seeds and then purges while logins run.
     #[arg(long, default_value_t = 1_000_000)]
     purge_rows: u32,
+    /// Closed-loop clients resending at once on RESOURCE_EXHAUSTED in retry-storm.
+    #[arg(long, default_value_t = 32)]
+    storm: usize,
+    /// Attacking clients in fair-flood, each from its own loopback address (127.0.0.2 up).
+    #[arg(long, default_value_t = 24)]
+    attackers: usize,
+    /// Requests each attacker keeps in flight in fair-flood.
+    #[arg(long, default_value_t = 2)]
+    attacker_concurrency: usize,
+    /// Logins the legitimate client makes in fair-flood, one a second.
+    #[arg(long, default_value_t = 60)]
+    legit_logins: usize,
+    /// Failed logins timed per path in cost-upgrade.
+    #[arg(long, default_value_t = 30)]
+    upgrade_samples: usize,
     /// HTTP/2 connections the client spreads its requests over.
     #[arg(long, default_value_t = 4)]
     connections: usize,
@@ -145,12 +160,13 @@ fn histogram() -> Histogram<u64> {
 
 /// Runs `call` from `concurrency` tasks until `duration` has passed. `call(task, n)` returns
 /// Ok, or the status it failed with; RESOURCE_EXHAUSTED counts as shed, not as an error.
-/// A shed client either honours the server's RetryInfo (as a well-behaved client does) or
-/// retries after 10 ms (as a flood does).
+/// A shed client either honours the server's RetryInfo (as a well-behaved client does),
+/// retries after 10 ms (as a flood does), or resends at once (as ghz and most naive clients do).
 #[derive(Clone, Copy)]
 enum Backoff {
     RetryInfo,
     Hostile,
+    Immediate,
 }
 
 async fn run<F, Fut>(name: &str, concurrency: usize, duration: Duration, call: F) -> Report
@@ -214,9 +230,12 @@ where
                             let pause = match backoff {
                                 Backoff::RetryInfo => retry_info.unwrap_or(Duration::from_millis(100)),
                                 Backoff::Hostile => Duration::from_millis(10),
+                                Backoff::Immediate => Duration::ZERO,
                             };
-                            tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now())))
-                                .await;
+                            if !pause.is_zero() {
+                                let left = deadline.saturating_duration_since(Instant::now());
+                                tokio::time::sleep(pause.min(left)).await;
+                            }
                         }
                         Err(status) => {
                             errors += 1;
@@ -431,11 +450,9 @@ async fn main() {
     }
 
     let mut auth = AuthServiceClient::new(channels[0].clone());
-    let users = if wants("login")
-        || wants("health-under-login")
-        || wants("refresh")
-        || wants("purge")
-        || wants("reset")
+    let users = if ["login", "health-under-login", "refresh", "purge", "reset", "retry-storm", "fair-flood"]
+        .iter()
+        .any(|scenario| wants(scenario))
     {
         server.users(8).await
     } else {
@@ -547,6 +564,15 @@ async fn main() {
     if wants("purge") {
         purge_scenario(&args, &server, Arc::clone(&channels), Arc::clone(&users)).await;
     }
+    if wants("retry-storm") {
+        retry_storm(&args, &channels, &users, bcrypt_limit).await;
+    }
+    if wants("fair-flood") {
+        fair_flood(&args, addr, &users).await;
+    }
+    if wants("cost-upgrade") {
+        cost_upgrade(&args).await;
+    }
 
     println!();
     println!(
@@ -638,12 +664,19 @@ struct Server {
     identity: Arc<Identity>,
     addr: SocketAddr,
     _server: TestServer,
-    _data_dir: tempfile::TempDir,
+    _data_dir: Option<tempfile::TempDir>,
 }
 
 impl Server {
     async fn start(args: &Args, cost: u32) -> Self {
         let data_dir = tempfile::tempdir().expect("temp dir");
+        let mut server = Self::start_in(args, cost, &data_dir, &[]).await;
+        server._data_dir = Some(data_dir);
+        server
+    }
+
+    /// A server on the state in `data_dir` (the caller keeps it), with `env` on top of `args`.
+    async fn start_in(args: &Args, cost: u32, data_dir: &tempfile::TempDir, env: &[(&str, &str)]) -> Self {
         let mut vars = vec![("IDENTITY_BCRYPT_COST".to_string(), cost.to_string())];
         if let Some(url) = &args.database_url {
             vars.push(("IDENTITY_DATABASE_URL".into(), url.clone()));
@@ -652,15 +685,10 @@ impl Server {
             let (k, v) = pair.split_once('=').expect("--env NAME=VALUE");
             vars.push((k.into(), v.into()));
         }
+        vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let config = identity::testing::config(data_dir.path(), vars).expect("valid configuration");
         let server = TestServer::start(&config).await.expect("server serves");
-        Self {
-            config,
-            identity: server.identity(),
-            addr: server.addr(),
-            _server: server,
-            _data_dir: data_dir,
-        }
+        Self { config, identity: server.identity(), addr: server.addr(), _server: server, _data_dir: None }
     }
 
     /// Signs up `count` users at this server's cost and returns their emails.
@@ -855,4 +883,203 @@ async fn start_echo(identity: &Identity, connections: usize) -> Vec<Channel> {
 
 fn claims_message(claims: &identity::tokens::AccessClaims) -> Claims {
     identity::rpc::token_claims_message(claims)
+}
+
+/// `count` connections to `addr` whose client side is bound to `source`, so that the server
+/// sees them as another client.
+async fn channels_from(addr: SocketAddr, source: std::net::IpAddr, count: usize) -> Vec<Channel> {
+    let mut channels = Vec::with_capacity(count);
+    for _ in 0..count.max(1) {
+        let endpoint = Channel::from_shared(format!("http://{addr}")).unwrap().local_address(Some(source));
+        channels.push(endpoint.connect().await.expect("connect"));
+    }
+    channels
+}
+
+/// 32 (`--storm`) closed-loop clients log in and resend at once whenever they are shed, while a
+/// probe checks health: goodput against the bcrypt limit, and what the rejections cost.
+async fn retry_storm(args: &Args, channels: &Arc<Vec<Channel>>, users: &Arc<Vec<String>>, bcrypt_limit: f64) {
+    let storm = tokio::spawn(run_with(
+        "(retry storm)",
+        args.storm,
+        args.duration,
+        Backoff::Immediate,
+        login_load(Arc::clone(channels), Arc::clone(users)),
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let probe_time = args.duration.saturating_sub(Duration::from_secs(1));
+    let health = paced_health_probe(channels[0].clone(), probe_time, Duration::from_millis(10)).await;
+    let storm = storm.await.expect("storm");
+    println!("retry storm: {} closed-loop logins resending at once when shed:", args.storm);
+    storm.print();
+    health.print();
+    println!(
+        "retry storm: goodput {:.2} logins/s = {:.2} x the bcrypt limit; {:.0} rejections/s; health p99 {:.3} ms",
+        storm.rps(),
+        storm.rps() / bcrypt_limit,
+        storm.shed as f64 / storm.elapsed.as_secs_f64(),
+        health.latency.value_at_quantile(0.99) as f64 / 1000.0
+    );
+}
+
+/// `--attackers` clients, each from its own loopback address, send wrong passwords for unknown
+/// emails at full speed (`--attacker-concurrency` in flight each, resent at once), while a
+/// legitimate client logs in from 127.0.0.1 once a second.
+async fn fair_flood(args: &Args, addr: SocketAddr, users: &Arc<Vec<String>>) {
+    let attack_time = Duration::from_secs(args.legit_logins as u64 + 2);
+    let mut attackers = Vec::new();
+    for attacker in 0..args.attackers {
+        let first = u32::from(std::net::Ipv4Addr::new(127, 0, 0, 2));
+        let source = std::net::IpAddr::V4((first + attacker as u32).into());
+        let channels = Arc::new(channels_from(addr, source, 1).await);
+        let prefix = uuid::Uuid::new_v4().simple().to_string();
+        attackers.push(tokio::spawn(run_with(
+            "(attackers)",
+            args.attacker_concurrency,
+            attack_time,
+            Backoff::Immediate,
+            move |task, n| {
+                let mut client = AuthServiceClient::new(channels[0].clone());
+                let request = LoginRequest {
+                    email: format!("guess-{prefix}-{task}-{n}@example.com"),
+                    password: "wrong-guess-wrong-guess".into(),
+                };
+                Box::pin(async move {
+                    match client.login(request).await {
+                        Err(status) if status.code() == Code::Unauthenticated => Ok(()),
+                        other => other.map(drop),
+                    }
+                }) as BoxedCall
+            },
+        )));
+    }
+    // Let the attack fill the pool before the first legitimate login.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let legit = channels(addr, 1).await.remove(0);
+    let mut ticks = tokio::time::interval(Duration::from_secs(1));
+    let mut logins = Vec::new();
+    for n in 0..args.legit_logins {
+        ticks.tick().await;
+        let mut client = AuthServiceClient::new(legit.clone());
+        let mut request =
+            Request::new(LoginRequest { email: users[n % users.len()].clone(), password: PASSWORD.into() });
+        request.set_timeout(Duration::from_secs(10));
+        logins.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let outcome = client.login(request).await.map(drop);
+            (outcome, started.elapsed())
+        }));
+    }
+    let mut latency = histogram();
+    let (mut ok, mut failed) = (0u64, std::collections::BTreeMap::<String, u64>::new());
+    for login in logins {
+        let (outcome, took) = login.await.expect("login task");
+        match outcome {
+            Ok(()) => {
+                ok += 1;
+                latency.saturating_record(took.as_micros() as u64);
+            }
+            Err(status) => *failed.entry(format!("{:?}", status.code())).or_default() += 1,
+        }
+    }
+    let mut attack = Report {
+        name: "(attackers)".into(),
+        concurrency: args.attackers * args.attacker_concurrency,
+        ok: 0,
+        shed: 0,
+        errors: 0,
+        elapsed: Duration::ZERO,
+        latency: histogram(),
+    };
+    for attacker in attackers {
+        let report = attacker.await.expect("attacker");
+        attack.ok += report.ok;
+        attack.shed += report.shed;
+        attack.errors += report.errors;
+        attack.elapsed = attack.elapsed.max(report.elapsed);
+        attack.latency.add(report.latency).expect("same histogram bounds");
+    }
+    println!(
+        "fair flood: {} attackers x {} in flight, wrong passwords from 127.0.0.2 up, resent at once; \
+         ok = password checked:",
+        args.attackers, args.attacker_concurrency
+    );
+    attack.print();
+    let total = args.legit_logins.max(1) as f64;
+    println!(
+        "fair flood: legitimate client (127.0.0.1, one login a second): {ok}/{} succeeded ({:.1}%), \
+         p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; failures {failed:?}",
+        args.legit_logins,
+        100.0 * ok as f64 / total,
+        latency.value_at_quantile(0.5) as f64 / 1000.0,
+        latency.value_at_quantile(0.99) as f64 / 1000.0,
+        latency.max() as f64 / 1000.0,
+    );
+}
+
+/// Users made at cost 10, the server restarted at `--cost` on the same database: the wall-clock
+/// medians of a failed login for an existing account and for an unknown email.
+async fn cost_upgrade(args: &Args) {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let low = 10.min(args.cost);
+    let old = Server::start_in(args, low, &data_dir, &[]).await;
+    let users = old.users(args.upgrade_samples.clamp(1, 8)).await;
+    drop(old);
+    // Failures here would lock the accounts: this scenario times hashing, not the lockout.
+    let server = Server::start_in(args, args.cost, &data_dir, &[("IDENTITY_MAX_FAILED_LOGINS", "0")]).await;
+    let mut auth = AuthServiceClient::new(channels(server.addr, 1).await.remove(0));
+    let (mut existing, mut unknown) = (Vec::new(), Vec::new());
+    for n in 0..args.upgrade_samples {
+        for (email, times) in [
+            (users[n % users.len()].clone(), &mut existing),
+            (format!("nobody-{n}@example.com"), &mut unknown),
+        ] {
+            let started = Instant::now();
+            let status = auth
+                .login(LoginRequest { email, password: "not-the-password-at-all".into() })
+                .await
+                .expect_err("a wrong password fails");
+            assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+            times.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    let (existing, unknown) = (median(&mut existing).unwrap_or(0.0), median(&mut unknown).unwrap_or(0.0));
+    println!(
+        "cost upgrade {low} -> {}: failed login medians over {} each: existing account (cost-{low} hash) \
+         {existing:.1} ms, unknown email {unknown:.1} ms, ratio {:.2}",
+        args.cost,
+        args.upgrade_samples,
+        unknown / existing.max(1e-9)
+    );
+}
+
+/// Health checks every `every` for `duration`, as a prober sends them: a probe in a tight loop
+/// would itself take a core from bcrypt and measure its own queueing.
+async fn paced_health_probe(channel: Channel, duration: Duration, every: Duration) -> Report {
+    let mut client = HealthClient::new(channel);
+    let mut report = Report {
+        name: format!("  health Check ({:.0}/s)", 1.0 / every.as_secs_f64()),
+        concurrency: 1,
+        ok: 0,
+        shed: 0,
+        errors: 0,
+        elapsed: Duration::ZERO,
+        latency: histogram(),
+    };
+    let started = Instant::now();
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while started.elapsed() < duration {
+        ticks.tick().await;
+        let begun = Instant::now();
+        match client.check(HealthCheckRequest { service: String::new() }).await {
+            Ok(_) => {
+                report.ok += 1;
+                report.latency.saturating_record(begun.elapsed().as_micros() as u64);
+            }
+            Err(_) => report.errors += 1,
+        }
+    }
+    report.elapsed = started.elapsed();
+    report
 }

@@ -3,11 +3,13 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod cli;
+pub mod clients;
 pub mod clock;
 pub mod config;
 pub mod connections;
 pub mod domain;
 pub mod error;
+pub mod hash_pool;
 pub mod health;
 pub mod mail;
 pub mod metrics;

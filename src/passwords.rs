@@ -1,21 +1,27 @@
-//! bcrypt hashing on a small pool of dedicated, low-priority threads with a bounded queue, so
-//! that a flood of logins is shed instead of queued and never runs on a tokio worker thread.
+//! Password hashing and checking with bcrypt, run on [`HashPool`]'s dedicated low-priority
+//! threads behind a fair bounded queue, never on a tokio worker thread.
+//!
+//! Every check of a password costs one verify at the configured cost, whatever is stored: an
+//! unknown email checks a dummy hash, and a hash made at a lower cost (before
+//! `IDENTITY_BCRYPT_COST` was raised) is topped up with dummy verifies at each cost from its own
+//! to the configured one less one, which adds up to the same bcrypt work (2^c + 2^c + 2^(c+1) +
+//! ... + 2^(n-1) = 2^n). A hash bcrypt cannot read (another scheme) gets the full dummy verify on
+//! top. The slow path is the only path, so timing does not tell which emails have accounts.
 
 use std::{
     sync::{
-        Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
-        mpsc::{self, Receiver, SyncSender, TrySendError},
+        Arc,
+        atomic::{AtomicU64, Ordering},
     },
     time::Duration,
 };
 
 use secrecy::{ExposeSecret, SecretString};
-use tokio::sync::oneshot;
 
 use crate::{
+    clients::Requester,
     domain::{Password, PasswordHash, PresentedPassword},
-    metrics::{HASH_POOL_BUSY, HASH_POOL_QUEUED, HASH_POOL_REJECTED},
+    hash_pool::{FAILURE_TURNS, HashPool, PoolError},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -26,12 +32,13 @@ pub enum HashError {
     Failed(String),
 }
 
-type Job = Box<dyn FnOnce() + Send>;
-
 /// Longest a login should wait for a hashing thread by default: beyond it, shedding (an
 /// immediate RESOURCE_EXHAUSTED the client can retry elsewhere) serves callers better than a
 /// queue whose tail would time out anyway.
 pub const TARGET_MAX_WAIT: Duration = Duration::from_millis(1500);
+
+/// bcrypt's lowest cost; dummy hashes exist for every cost from it to the configured one.
+const MIN_COST: u32 = 4;
 
 /// How many jobs `threads` clear in `max_wait` when each takes `one_job`; at least one per thread.
 fn queue_for(max_wait: Duration, one_job: Duration, threads: usize) -> usize {
@@ -49,14 +56,13 @@ fn random_password() -> SecretString {
 #[derive(Clone)]
 pub struct PasswordHasher {
     cost: u32,
-    jobs: SyncSender<Job>,
-    queue: usize,
-    /// Jobs queued or running, against `capacity` (threads + queue).
-    in_flight: Arc<AtomicUsize>,
-    capacity: usize,
-    /// A hash of a random password, verified against when a login names an unknown email so
-    /// that the answer takes as long as for a wrong password.
-    dummy_hash: Arc<PasswordHash>,
+    pool: HashPool,
+    /// Hashes of a random password at every cost from [`MIN_COST`] to `cost` (index `c -
+    /// MIN_COST`): what an unknown email is checked against, and what tops up a cheaper hash.
+    dummies: Arc<Vec<PasswordHash>>,
+    /// bcrypt work done, in rounds (2^cost per hash or verify): the deterministic measure of
+    /// how much a path costs, for tests.
+    work: Arc<AtomicU64>,
 }
 
 impl PasswordHasher {
@@ -64,15 +70,22 @@ impl PasswordHasher {
     /// with `None`, of as many as the threads clear in [`TARGET_MAX_WAIT`] at this cost.
     pub async fn start(cost: u32, threads: usize, queue: Option<usize>) -> Result<Self, HashError> {
         let threads = threads.max(1);
-        // The dummy hash doubles as the measurement of one job at this cost on this machine.
-        let (dummy_hash, one_job) = tokio::task::spawn_blocking(move || {
-            let started = std::time::Instant::now();
-            let hash = bcrypt::non_truncating_hash(random_password().expose_secret(), cost);
-            (hash, started.elapsed())
+        // The dummy at the configured cost doubles as the measurement of one job on this machine.
+        let (dummies, one_job) = tokio::task::spawn_blocking(move || {
+            let password = random_password();
+            let mut dummies = Vec::new();
+            let mut one_job = Duration::ZERO;
+            for at in MIN_COST..=cost.max(MIN_COST) {
+                let started = std::time::Instant::now();
+                let hash = bcrypt::non_truncating_hash(password.expose_secret(), at)
+                    .map_err(|e| HashError::Failed(e.to_string()))?;
+                one_job = started.elapsed();
+                dummies.push(PasswordHash::new(hash));
+            }
+            Ok::<_, HashError>((dummies, one_job))
         })
         .await
-        .map_err(|e| HashError::Failed(e.to_string()))?;
-        let dummy_hash = PasswordHash::new(dummy_hash.map_err(|e| HashError::Failed(e.to_string()))?);
+        .map_err(|e| HashError::Failed(e.to_string()))??;
         let queue = queue.unwrap_or_else(|| queue_for(TARGET_MAX_WAIT, one_job, threads));
         tracing::info!(
             cost,
@@ -81,76 +94,122 @@ impl PasswordHasher {
             one_job_ms = one_job.as_millis() as u64,
             "password hashing pool"
         );
-
-        let (jobs, receiver) = mpsc::sync_channel::<Job>(queue);
-        let receiver = Arc::new(Mutex::new(receiver));
-        for index in 0..threads {
-            let receiver = Arc::clone(&receiver);
-            std::thread::Builder::new()
-                .name(format!("bcrypt-{index}"))
-                .spawn(move || run_worker(&receiver))
-                .map_err(|e| HashError::Failed(format!("cannot start hashing thread: {e}")))?;
-        }
-        Ok(Self {
-            cost,
-            jobs,
-            queue,
-            in_flight: Arc::default(),
-            capacity: threads + queue,
-            dummy_hash: Arc::new(dummy_hash),
-        })
+        let pool = HashPool::start(threads, queue, one_job)
+            .map_err(|e| HashError::Failed(format!("cannot start hashing thread: {e}")))?;
+        Ok(Self { cost, pool, dummies: Arc::new(dummies), work: Arc::default() })
     }
 
     /// Jobs that may wait for a thread.
     pub fn queue_capacity(&self) -> usize {
-        self.queue
+        self.pool.queue_capacity()
     }
 
-    /// True when every thread is busy and the queue is full: a request that would hash can be
-    /// shed before it does any other work (validation, database round trips), which is what
-    /// keeps the cores on bcrypt under a flood. A racy hint; `submit` has the final word.
-    pub fn is_saturated(&self) -> bool {
-        self.in_flight.load(Ordering::Relaxed) >= self.capacity
+    pub fn pool(&self) -> &HashPool {
+        &self.pool
+    }
+
+    /// True when a request from `requester` that would hash is refused at once however it
+    /// waits: it can be shed before it does any other work (validation, database round trips),
+    /// which is what keeps the cores on bcrypt under a flood. A racy hint.
+    pub fn would_shed(&self, requester: &Requester) -> bool {
+        self.pool.would_shed(&requester.client)
     }
 
     pub fn cost(&self) -> u32 {
         self.cost
     }
 
-    pub async fn hash(&self, password: &Password) -> Result<PasswordHash, HashError> {
-        self.hash_raw(SecretString::from(password.expose())).await
+    /// bcrypt rounds done so far (2^cost for each hash or verify).
+    pub fn work_done(&self) -> u64 {
+        self.work.load(Ordering::Relaxed)
+    }
+
+    pub async fn hash(&self, password: &Password, requester: &Requester) -> Result<PasswordHash, HashError> {
+        self.hash_raw(SecretString::from(password.expose()), requester).await
     }
 
     /// Hashes a password that met the policy when it was set (rehashing at a higher cost).
-    pub async fn hash_presented(&self, password: &PresentedPassword) -> Result<PasswordHash, HashError> {
-        self.hash_raw(SecretString::from(password.expose())).await
+    pub async fn hash_presented(
+        &self,
+        password: &PresentedPassword,
+        requester: &Requester,
+    ) -> Result<PasswordHash, HashError> {
+        self.hash_raw(SecretString::from(password.expose()), requester).await
     }
 
-    async fn hash_raw(&self, password: SecretString) -> Result<PasswordHash, HashError> {
-        let cost = self.cost;
-        self.run(move || {
-            bcrypt::non_truncating_hash(password.expose_secret(), cost)
-                .map(PasswordHash::new)
-                .map_err(|e| HashError::Failed(e.to_string()))
-        })
-        .await?
+    async fn hash_raw(
+        &self,
+        password: SecretString,
+        requester: &Requester,
+    ) -> Result<PasswordHash, HashError> {
+        let (cost, work) = (self.cost, Arc::clone(&self.work));
+        let hashed = self
+            .pool
+            .run(
+                requester,
+                move || {
+                    let hashed = bcrypt::non_truncating_hash(password.expose_secret(), cost);
+                    work.fetch_add(1 << cost, Ordering::Relaxed);
+                    hashed
+                },
+                |_| 0,
+            )
+            .await?;
+        hashed.map(PasswordHash::new).map_err(|e| HashError::Failed(e.to_string()))
     }
 
-    /// Checks `password` against `hash`, or against the dummy hash when there is no account, so
-    /// both cases cost the same. A password bcrypt cannot check in full never matches. A hash
-    /// made before passwords were normalized is checked against the text as sent, any other
-    /// against its NFKC form: one verify either way, both forms computed when it was parsed.
+    /// Checks `password` against `hash` (`None`: there is no account) at the cost of one verify
+    /// at the configured cost, as the module says. A password bcrypt cannot check in full never
+    /// matches. A hash made before passwords were normalized is checked against the text as
+    /// sent, any other (dummies included) against its NFKC form, both computed when it was
+    /// parsed. A mismatch charges the requester extra turns in the pool.
     pub async fn verify(
         &self,
         password: &PresentedPassword,
         hash: Option<&PasswordHash>,
+        requester: &Requester,
     ) -> Result<bool, HashError> {
-        let found = hash.is_some();
-        let hash = hash.cloned().unwrap_or_else(|| (*self.dummy_hash).clone());
-        let password = SecretString::from(password.text_for(&hash));
-        let matches =
-            self.run(move || bcrypt::non_truncating_verify(password.expose_secret(), hash.expose())).await?;
-        Ok(found && matches.unwrap_or(false))
+        let top_up = self.top_up(hash);
+        let stored = hash.map(|hash| (hash.clone(), SecretString::from(password.text_for(hash))));
+        let password = SecretString::from(password.expose());
+        let work = Arc::clone(&self.work);
+        let matches = self
+            .pool
+            .run(
+                requester,
+                move || {
+                    let verify = |hash: &PasswordHash, text: &SecretString| {
+                        let outcome = bcrypt::non_truncating_verify(text.expose_secret(), hash.expose());
+                        // Refused before hashing (a password bcrypt would truncate): no work.
+                        if outcome.is_ok()
+                            && let Some(cost) = hash.cost()
+                        {
+                            work.fetch_add(1 << cost, Ordering::Relaxed);
+                        }
+                        outcome.unwrap_or(false)
+                    };
+                    let matches = stored.as_ref().is_some_and(|(hash, text)| verify(hash, text));
+                    for dummy in &top_up {
+                        verify(dummy, &password);
+                    }
+                    matches
+                },
+                |matches| if *matches { 0 } else { FAILURE_TURNS },
+            )
+            .await?;
+        Ok(matches)
+    }
+
+    /// The dummy hashes to verify besides `stored` so the whole costs one verify at the
+    /// configured cost.
+    fn top_up(&self, stored: Option<&PasswordHash>) -> Vec<PasswordHash> {
+        let dummy = |cost: u32| self.dummies.get(cost.saturating_sub(MIN_COST) as usize).cloned();
+        match stored.and_then(PasswordHash::cost) {
+            Some(cost) if cost >= self.cost => Vec::new(),
+            Some(cost) if cost >= MIN_COST => (cost..self.cost).filter_map(dummy).collect(),
+            // No account, another scheme, or nonsense: the full dummy verify.
+            _ => dummy(self.cost).into_iter().collect(),
+        }
     }
 
     /// True when a stored hash was made at a lower cost than the one configured now, or of the
@@ -158,83 +217,13 @@ impl PasswordHasher {
     pub fn needs_rehash(&self, hash: &PasswordHash) -> bool {
         !hash.is_of_normalized_text() || hash.cost().is_some_and(|cost| cost < self.cost)
     }
-
-    /// Queues `work` on the pool and waits for its result.
-    async fn run<T: Send + 'static>(
-        &self,
-        work: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, HashError> {
-        let outcome = self.submit(work)?;
-        outcome.await.map_err(|_| HashError::Failed("hashing thread dropped the job".into()))
-    }
-
-    /// Queues `work`, or fails at once when the queue is full. If the caller stops waiting (its
-    /// deadline passed, its connection closed) before a thread picks the job up, the job is
-    /// dropped without being computed.
-    fn submit<T: Send + 'static>(
-        &self,
-        work: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<oneshot::Receiver<T>, HashError> {
-        let (reply, outcome) = oneshot::channel();
-        let in_flight = Arc::clone(&self.in_flight);
-        let job: Job = Box::new(move || {
-            metrics::gauge!(HASH_POOL_QUEUED).decrement(1.0);
-            let result = (!reply.is_closed()).then(|| {
-                metrics::gauge!(HASH_POOL_BUSY).increment(1.0);
-                let result = work();
-                metrics::gauge!(HASH_POOL_BUSY).decrement(1.0);
-                result
-            });
-            // Counted out before answering, so a caller that sends its next request as soon as
-            // it has the answer never finds the pool still marked full by its own job.
-            in_flight.fetch_sub(1, Ordering::Relaxed);
-            if let Some(result) = result {
-                let _ = reply.send(result);
-            }
-        });
-        // Counted before sending: a thread may finish the job before `try_send` returns.
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        metrics::gauge!(HASH_POOL_QUEUED).increment(1.0);
-        self.jobs.try_send(job).map_err(|error| {
-            // The job was not taken, so it will not count itself out.
-            self.in_flight.fetch_sub(1, Ordering::Relaxed);
-            metrics::gauge!(HASH_POOL_QUEUED).decrement(1.0);
-            match error {
-                TrySendError::Full(_) => {
-                    metrics::counter!(HASH_POOL_REJECTED).increment(1);
-                    HashError::Overloaded
-                }
-                TrySendError::Disconnected(_) => HashError::Failed("hashing threads stopped".into()),
-            }
-        })?;
-        Ok(outcome)
-    }
 }
 
-fn run_worker(receiver: &Mutex<Receiver<Job>>) {
-    lower_thread_priority();
-    loop {
-        let job = match receiver.lock() {
-            Ok(receiver) => receiver.recv(),
-            Err(_) => return,
-        };
-        match job {
-            Ok(job) => job(),
-            Err(_) => return,
-        }
-    }
-}
-
-/// bcrypt is the one thing here that can saturate every core; at nice 10 the scheduler still
-/// gives RPC threads (health checks, token validation) the CPU when they need it.
-fn lower_thread_priority() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: plain syscalls on the calling thread with no pointers involved. On Linux the nice
-    // value is per thread, and `setpriority(PRIO_PROCESS, tid)` sets this thread's.
-    unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        if libc::setpriority(libc::PRIO_PROCESS, tid, 10) != 0 {
-            tracing::warn!("could not lower the priority of a hashing thread");
+impl From<PoolError> for HashError {
+    fn from(error: PoolError) -> Self {
+        match error {
+            PoolError::Shed => Self::Overloaded,
+            PoolError::Stopped => Self::Failed(error.to_string()),
         }
     }
 }
@@ -248,39 +237,52 @@ mod tests {
         PasswordPolicy { min_length: 8 }.check("password", text, &[]).unwrap()
     }
 
+    fn presented(text: &str) -> PresentedPassword {
+        PresentedPassword::new(text.into())
+    }
+
+    const LOCAL: Requester = Requester { client: crate::clients::ClientKey::Unknown, deadline: None };
+
     #[tokio::test]
     async fn a_hash_verifies_its_password_and_no_other() {
         let hasher = PasswordHasher::start(4, 1, Some(4)).await.unwrap();
-        let hash = hasher.hash(&password("maple-orbit-tundra-42")).await.unwrap();
+        let hash = hasher.hash(&password("maple-orbit-tundra-42"), &LOCAL).await.unwrap();
         assert_eq!(hash.cost(), Some(4));
-        assert!(
-            hasher
-                .verify(&PresentedPassword::new("maple-orbit-tundra-42".into()), Some(&hash))
-                .await
-                .unwrap()
-        );
-        assert!(
-            !hasher
-                .verify(&PresentedPassword::new("maple-orbit-tundra-43".into()), Some(&hash))
-                .await
-                .unwrap()
-        );
-        assert!(!hasher.verify(&PresentedPassword::new("x".repeat(80)), Some(&hash)).await.unwrap());
+        assert!(hasher.verify(&presented("maple-orbit-tundra-42"), Some(&hash), &LOCAL).await.unwrap());
+        assert!(!hasher.verify(&presented("maple-orbit-tundra-43"), Some(&hash), &LOCAL).await.unwrap());
+        assert!(!hasher.verify(&presented(&"x".repeat(80)), Some(&hash), &LOCAL).await.unwrap());
     }
 
     #[tokio::test]
     async fn an_unknown_account_never_verifies() {
         let hasher = PasswordHasher::start(4, 1, Some(4)).await.unwrap();
-        assert!(!hasher.verify(&PresentedPassword::new("anything at all".into()), None).await.unwrap());
+        assert!(!hasher.verify(&presented("anything at all"), None, &LOCAL).await.unwrap());
     }
 
     #[tokio::test]
     async fn a_lower_cost_hash_needs_rehashing() {
         let low = PasswordHasher::start(4, 1, Some(4)).await.unwrap();
-        let hash = low.hash(&password("maple-orbit-tundra-42")).await.unwrap();
+        let hash = low.hash(&password("maple-orbit-tundra-42"), &LOCAL).await.unwrap();
         let high = PasswordHasher { cost: 5, ..low.clone() };
         assert!(high.needs_rehash(&hash));
         assert!(!low.needs_rehash(&hash));
+    }
+
+    #[tokio::test]
+    async fn every_check_costs_one_verify_at_the_configured_cost_whatever_is_stored() {
+        let low = PasswordHasher::start(4, 1, Some(4)).await.unwrap();
+        let high = PasswordHasher::start(7, 1, Some(4)).await.unwrap();
+        let old = low.hash(&password("maple-orbit-tundra-42"), &LOCAL).await.unwrap();
+        let current = high.hash(&password("maple-orbit-tundra-42"), &LOCAL).await.unwrap();
+        let foreign = PasswordHash::new("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into());
+        for stored in [None, Some(&old), Some(&current), Some(&foreign)] {
+            for attempt in ["maple-orbit-tundra-42", "wrong-password-entirely"] {
+                let before = high.work_done();
+                high.verify(&presented(attempt), stored, &LOCAL).await.unwrap();
+                assert_eq!(high.work_done() - before, 1 << 7, "{stored:?} with {attempt}");
+            }
+        }
+        assert!(high.verify(&presented("maple-orbit-tundra-42"), Some(&old), &LOCAL).await.unwrap());
     }
 
     #[test]
@@ -289,49 +291,5 @@ mod tests {
         assert_eq!(queue_for(Duration::from_millis(1500), Duration::from_millis(205), 2), 14);
         assert_eq!(queue_for(Duration::from_millis(1500), Duration::from_secs(3), 2), 2);
         assert_eq!(queue_for(Duration::from_millis(1500), Duration::from_micros(10), 2), 2048);
-    }
-
-    #[tokio::test]
-    async fn a_full_queue_is_refused_at_once() {
-        let hasher = PasswordHasher::start(4, 1, Some(1)).await.unwrap();
-        let (started, has_started) = std::sync::mpsc::channel();
-        let (release, released) = std::sync::mpsc::channel::<()>();
-        let busy = hasher
-            .submit(move || {
-                started.send(()).unwrap();
-                released.recv().unwrap();
-            })
-            .unwrap();
-        tokio::task::spawn_blocking(move || has_started.recv()).await.unwrap().unwrap();
-        let queued = hasher.submit(|| 7).unwrap();
-        assert!(matches!(hasher.submit(|| 8), Err(HashError::Overloaded)));
-        assert!(hasher.is_saturated());
-        release.send(()).unwrap();
-        busy.await.unwrap();
-        assert_eq!(queued.await.unwrap(), 7);
-        hasher.run(|| ()).await.unwrap();
-        assert!(!hasher.is_saturated());
-    }
-
-    #[tokio::test]
-    async fn a_job_whose_caller_gave_up_is_not_computed() {
-        let hasher = PasswordHasher::start(4, 1, Some(2)).await.unwrap();
-        let (started, has_started) = std::sync::mpsc::channel();
-        let (release, released) = std::sync::mpsc::channel::<()>();
-        let busy = hasher
-            .submit(move || {
-                started.send(()).unwrap();
-                released.recv().unwrap();
-            })
-            .unwrap();
-        tokio::task::spawn_blocking(move || has_started.recv()).await.unwrap().unwrap();
-        let (ran, did_run) = std::sync::mpsc::channel();
-        drop(hasher.submit(move || ran.send(()).unwrap()).unwrap());
-        release.send(()).unwrap();
-        busy.await.unwrap();
-        // A job queued after the abandoned one runs only after it, so once it has answered the
-        // abandoned one has been either run or skipped.
-        hasher.run(|| ()).await.unwrap();
-        assert!(did_run.try_recv().is_err());
     }
 }

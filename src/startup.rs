@@ -9,6 +9,7 @@ use tokio::{net::TcpListener, sync::watch, task::JoinSet};
 use tonic::transport::{Server, ServerTlsConfig};
 
 use crate::{
+    clients::TrustedProxies,
     clock::Clock,
     config::{Config, MailDelivery},
     connections::{ConnectionLimits, Handshake},
@@ -72,6 +73,7 @@ pub struct App {
     store: Store,
     identity: Arc<Identity>,
     policy: PasswordPolicy,
+    trusted_proxies: TrustedProxies,
     clock: Clock,
     purge_interval: Duration,
     health_check_interval: Duration,
@@ -166,6 +168,7 @@ impl App {
             store,
             identity,
             policy: PasswordPolicy { min_length: config.password_min_length },
+            trusted_proxies: config.trusted_proxies.clone(),
             clock,
             purge_interval: config.session_purge_interval,
             health_check_interval: config.health_check_interval,
@@ -263,16 +266,24 @@ impl App {
         } else {
             (None, None)
         };
-        let auth = AuthServiceServer::new(AuthApi::new(Arc::clone(&self.identity), self.policy))
-            .max_decoding_message_size(MAX_REQUEST_BYTES);
+        let auth = AuthServiceServer::new(AuthApi::new(
+            Arc::clone(&self.identity),
+            self.policy,
+            self.trusted_proxies.clone(),
+        ))
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
         let token = TokenServiceServer::new(TokenApi::new(
             Arc::clone(&self.identity),
             stop_requested.clone(),
             self.revocation_heartbeat,
         ))
         .max_decoding_message_size(MAX_REQUEST_BYTES);
-        let user = UserServiceServer::new(UserApi::new(Arc::clone(&self.identity), self.policy))
-            .max_decoding_message_size(MAX_REQUEST_BYTES);
+        let user = UserServiceServer::new(UserApi::new(
+            Arc::clone(&self.identity),
+            self.policy,
+            self.trusted_proxies,
+        ))
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
 
         let on_shutdown = async {
             shutdown.await;

@@ -15,7 +15,7 @@ use parse::{
 };
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::{connections::ConnectionLimits, domain::AllowedCertificates};
+use crate::{clients::TrustedProxies, connections::ConnectionLimits, domain::AllowedCertificates};
 
 pub const ENV_PREFIX: &str = "IDENTITY_";
 
@@ -207,6 +207,10 @@ variables! {
         _ => Err("must be `true` or `false`".into()),
     }), [
         "IDENTITY_REFLECTION", "true", "serve gRPC server reflection", |c| c.reflection.to_string();
+    ]
+    trusted_proxies: TrustedProxies = text(TrustedProxies::parse), [
+        "IDENTITY_TRUSTED_PROXIES", "", "comma-separated IPs and CIDR blocks of proxies whose x-forwarded-for names the client",
+            |c| c.trusted_proxies.to_string();
     ]
     /// Client-certificate names let in to the service-facing RPCs, with their permissions.
     mtls_callers: AllowedCertificates = custom(mtls_callers), [
@@ -490,6 +494,12 @@ mod tests {
 
         let error = config(&[("IDENTITY_MAX_STREAMS_PER_CALLER", "0")]).unwrap_err();
         assert_eq!(error.variable, "IDENTITY_MAX_STREAMS_PER_CALLER");
+
+        let error = config(&[("IDENTITY_TRUSTED_PROXIES", "10.0.0.0/8,lb.internal")]).unwrap_err();
+        assert_eq!(error.variable, "IDENTITY_TRUSTED_PROXIES");
+        let proxies =
+            config(&[("IDENTITY_TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.7")]).unwrap().trusted_proxies;
+        assert_eq!(proxies.to_string(), "10.0.0.0/8,192.0.2.7/32");
     }
 
     #[test]

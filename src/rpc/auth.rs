@@ -12,9 +12,11 @@ use super::{
         ResetPasswordRequest, ResetPasswordResponse, SignupRequest, SignupResponse,
         auth_service_server::AuthService,
     },
+    requester::requester,
     tokens_message, user_message,
 };
 use crate::{
+    clients::TrustedProxies,
     domain::{
         Email, FullName, InvalidRequest, Password, PasswordPolicy, Presented, PresentedPassword, Violations,
     },
@@ -32,11 +34,12 @@ const MAX_REFRESH_TOKEN_BYTES: usize = 512;
 pub struct AuthApi {
     identity: Arc<Identity>,
     policy: PasswordPolicy,
+    proxies: TrustedProxies,
 }
 
 impl AuthApi {
-    pub fn new(identity: Arc<Identity>, policy: PasswordPolicy) -> Self {
-        Self { identity, policy }
+    pub fn new(identity: Arc<Identity>, policy: PasswordPolicy, proxies: TrustedProxies) -> Self {
+        Self { identity, policy, proxies }
     }
 }
 
@@ -73,17 +76,19 @@ fn parse_login(request: LoginRequest) -> Result<(Email, PresentedPassword), Inva
 impl AuthService for AuthApi {
     #[tracing::instrument(skip_all)]
     async fn signup(&self, request: Request<SignupRequest>) -> Result<Response<SignupResponse>, Status> {
-        self.identity.shed_if_saturated()?;
+        let requester = requester(&request, &self.proxies);
+        self.identity.shed_if_saturated(&requester)?;
         let input = parse_signup(&self.policy, request.get_ref()).map_err(AppError::from)?;
-        let user = self.identity.signup(input).await?;
+        let user = self.identity.signup(input, &requester).await?;
         Ok(Response::new(SignupResponse { user: Some(user_message(&user)) }))
     }
 
     #[tracing::instrument(skip_all)]
     async fn login(&self, request: Request<LoginRequest>) -> Result<Response<LoginResponse>, Status> {
-        self.identity.shed_if_saturated()?;
+        let requester = requester(&request, &self.proxies);
+        self.identity.shed_if_saturated(&requester)?;
         let (email, password) = parse_login(request.into_inner()).map_err(AppError::from)?;
-        let (user, tokens) = self.identity.login(&email, &password).await?;
+        let (user, tokens) = self.identity.login(&email, &password, &requester).await?;
         Ok(Response::new(LoginResponse {
             tokens: Some(tokens_message(tokens)),
             user: Some(user_message(&user)),
@@ -117,9 +122,10 @@ impl AuthService for AuthApi {
         &self,
         request: Request<ResetPasswordRequest>,
     ) -> Result<Response<ResetPasswordResponse>, Status> {
-        self.identity.shed_if_saturated()?;
+        let requester = requester(&request, &self.proxies);
+        self.identity.shed_if_saturated(&requester)?;
         let (token, password) = parse_reset(&self.policy, request.into_inner()).map_err(AppError::from)?;
-        self.identity.reset_password(&token, &password).await?;
+        self.identity.reset_password(&token, &password, &requester).await?;
         Ok(Response::new(ResetPasswordResponse {}))
     }
 

@@ -6,6 +6,7 @@ mod caller;
 pub mod codec;
 mod logging;
 pub mod methods;
+mod requester;
 mod token;
 mod user;
 

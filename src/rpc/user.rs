@@ -9,9 +9,11 @@ use super::{
         ChangePasswordRequest, ChangePasswordResponse, GetCurrentUserRequest, GetCurrentUserResponse,
         user_service_server::UserService,
     },
+    requester::requester,
     user_message,
 };
 use crate::{
+    clients::TrustedProxies,
     domain::{PasswordPolicy, PresentedPassword, Violations},
     error::AppError,
     service::Identity,
@@ -25,11 +27,12 @@ const MAX_CURRENT_PASSWORD_BYTES: usize = 1024;
 pub struct UserApi {
     identity: Arc<Identity>,
     policy: PasswordPolicy,
+    proxies: TrustedProxies,
 }
 
 impl UserApi {
-    pub fn new(identity: Arc<Identity>, policy: PasswordPolicy) -> Self {
-        Self { identity, policy }
+    pub fn new(identity: Arc<Identity>, policy: PasswordPolicy, proxies: TrustedProxies) -> Self {
+        Self { identity, policy, proxies }
     }
 
     /// The claims of the active access token in `authorization: Bearer <token>`.
@@ -72,7 +75,8 @@ impl UserService for UserApi {
         request: Request<ChangePasswordRequest>,
     ) -> Result<Response<ChangePasswordResponse>, Status> {
         let caller = self.authenticate(request.metadata())?;
-        self.identity.shed_if_saturated()?;
+        let requester = requester(&request, &self.proxies);
+        self.identity.shed_if_saturated(&requester)?;
         let request = request.into_inner();
         let mut violations = Violations::default();
         let current = violations.check(PresentedPassword::parse(
@@ -84,7 +88,7 @@ impl UserService for UserApi {
         let new_password =
             violations.check(self.policy.check("new_password", &request.new_password, &context));
         let (current, new_password) = violations.finish(current.zip(new_password)).map_err(AppError::from)?;
-        self.identity.change_password(&caller, &current, &new_password).await?;
+        self.identity.change_password(&caller, &current, &new_password, &requester).await?;
         Ok(Response::new(ChangePasswordResponse {}))
     }
 }

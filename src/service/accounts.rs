@@ -4,6 +4,7 @@
 use super::Identity;
 use crate::metrics::{LOCKOUTS, LOGINS};
 use crate::{
+    clients::Requester,
     domain::{Email, FullName, NormalizedEmail, Password, PresentedPassword, User, UserId},
     error::AppError,
     passwords::HashError,
@@ -18,8 +19,8 @@ pub struct SignupInput {
 }
 
 impl Identity {
-    pub async fn signup(&self, input: SignupInput) -> Result<User, AppError> {
-        let hash = self.hasher.hash(&input.password).await?;
+    pub async fn signup(&self, input: SignupInput, requester: &Requester) -> Result<User, AppError> {
+        let hash = self.hasher.hash(&input.password, requester).await?;
         let user = NewUser {
             id: UserId::new(),
             email: &input.email,
@@ -43,21 +44,23 @@ impl Identity {
         &self,
         email: &Email,
         password: &PresentedPassword,
+        requester: &Requester,
     ) -> Result<(User, super::SessionTokens), AppError> {
         let email_lower = email.normalized();
         let counted = self.count_attempt(&email_lower).await?;
         let user = self.store.find_user_by_email(&email_lower).await?;
-        let verified = match self.hasher.verify(password, user.as_ref().map(|u| &u.password_hash)).await {
-            Ok(verified) => verified,
-            Err(error) => {
-                metrics::counter!(LOGINS, "outcome" => "shed").increment(1);
-                // Shed or failed before the password was checked: that attempt is not a failure.
-                if self.lockout.is_some() {
-                    self.store.uncount_login_attempt(&email_lower).await?;
+        let verified =
+            match self.hasher.verify(password, user.as_ref().map(|u| &u.password_hash), requester).await {
+                Ok(verified) => verified,
+                Err(error) => {
+                    metrics::counter!(LOGINS, "outcome" => "shed").increment(1);
+                    // Shed or failed before the password was checked: that attempt is not a failure.
+                    if self.lockout.is_some() {
+                        self.store.uncount_login_attempt(&email_lower).await?;
+                    }
+                    return Err(error.into());
                 }
-                return Err(error.into());
-            }
-        };
+            };
         let user = match user {
             Some(record) if verified && record.user.is_active => record,
             Some(UserRecord { user, .. }) => {
@@ -81,7 +84,7 @@ impl Identity {
         if self.lockout.is_some() {
             self.store.clear_login_attempts(&email_lower).await?;
         }
-        self.rehash_if_weaker(&user, password).await;
+        self.rehash_if_weaker(&user, password, requester).await;
         let UserRecord { user, .. } = user;
         let tokens = self.start_session(&user).await?;
         metrics::counter!(LOGINS, "outcome" => "success").increment(1);
@@ -129,12 +132,17 @@ impl Identity {
     /// Raising `IDENTITY_BCRYPT_COST` upgrades each user at their next successful login, the
     /// only time the service holds the plain password. Best effort: a failure here does not
     /// fail the login.
-    async fn rehash_if_weaker(&self, record: &UserRecord, password: &PresentedPassword) {
+    async fn rehash_if_weaker(
+        &self,
+        record: &UserRecord,
+        password: &PresentedPassword,
+        requester: &Requester,
+    ) {
         let user = &record.user;
         if !self.hasher.needs_rehash(&record.password_hash) {
             return;
         }
-        let stronger = match self.hasher.hash_presented(password).await {
+        let stronger = match self.hasher.hash_presented(password, requester).await {
             Ok(hash) => hash,
             Err(HashError::Overloaded) => return,
             Err(error) => {
@@ -170,13 +178,14 @@ impl Identity {
         caller: &VerifiedToken,
         current: &PresentedPassword,
         new: &Password,
+        requester: &Requester,
     ) -> Result<(), AppError> {
         let UserRecord { user, password_hash } = self.active_account(&caller.claims).await?;
-        if !self.hasher.verify(current, Some(&password_hash)).await? {
+        if !self.hasher.verify(current, Some(&password_hash), requester).await? {
             tracing::info!(target: "audit", event = "password_change_failed", user_id = %user.id, reason = "wrong current password");
             return Err(AppError::Unauthenticated("the current password is incorrect"));
         }
-        let new_hash = self.hasher.hash(new).await?;
+        let new_hash = self.hasher.hash(new, requester).await?;
         let now = self.clock.now();
         let change = self
             .store

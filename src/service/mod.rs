@@ -24,6 +24,7 @@ pub use recovery::RecoverySettings;
 pub use sessions::SessionTokens;
 
 use crate::{
+    clients::Requester,
     clock::Clock,
     error::AppError,
     mail::MailQueue,
@@ -105,8 +106,8 @@ impl Identity {
 
     /// Sheds a request that would hash when the hash pool is full, before it costs anything
     /// else: validation (zxcvbn), the lockout counter, database round trips.
-    pub fn shed_if_saturated(&self) -> Result<(), AppError> {
-        if self.hasher.is_saturated() {
+    pub fn shed_if_saturated(&self, requester: &Requester) -> Result<(), AppError> {
+        if self.hasher.would_shed(requester) {
             metrics::counter!(crate::metrics::HASH_POOL_REJECTED).increment(1);
             return Err(AppError::Overloaded);
         }
@@ -115,6 +116,12 @@ impl Identity {
 
     pub fn hasher_queue_capacity(&self) -> usize {
         self.hasher.queue_capacity()
+    }
+
+    /// The hash pool's queue, and the bcrypt work done so far (see `PasswordHasher::work_done`).
+    #[cfg(feature = "test-helpers")]
+    pub fn hash_pool_stats(&self) -> (crate::hash_pool::PoolStats, u64) {
+        (self.hasher.pool().stats(), self.hasher.work_done())
     }
 
     pub fn now(&self) -> DateTime<Utc> {

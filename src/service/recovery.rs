@@ -88,8 +88,13 @@ impl Identity {
 
     /// Sets `new` as the password of the account `token` was issued for, consuming the token,
     /// and ends every session of the user everywhere.
-    pub async fn reset_password(&self, token: &str, new: &Password) -> Result<(), AppError> {
-        let hash = self.hasher.hash(new).await?;
+    pub async fn reset_password(
+        &self,
+        token: &str,
+        new: &Password,
+        requester: &crate::clients::Requester,
+    ) -> Result<(), AppError> {
+        let hash = self.hasher.hash(new, requester).await?;
         let now = self.clock.now();
         let Some((user_id, revocation)) =
             self.store.reset_password(&LinkToken::digest_of(token), &hash, now).await?

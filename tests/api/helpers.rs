@@ -156,6 +156,17 @@ impl TestApp {
         self.db.data_dir.path().to_owned()
     }
 
+    /// A connection to the server from another loopback address (any of 127/8 works), so the
+    /// server sees another client.
+    pub async fn channel_from(&self, source: std::net::IpAddr) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .local_address(Some(source))
+            .connect()
+            .await
+            .expect("client connects")
+    }
+
     pub fn auth(&self) -> AuthServiceClient<Channel> {
         AuthServiceClient::new(self.channel.clone())
     }

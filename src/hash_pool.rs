@@ -1,0 +1,558 @@
+//! The threads that run bcrypt and the fair, bounded queue in front of them.
+//!
+//! **Fairness** is start-time fair queueing keyed by client ([`ClientKey`]): each client has a
+//! virtual finish time; a job is tagged with the later of the pool's virtual time and its
+//! client's finish, and moves that finish on by one turn. Jobs are served in tag order, so a
+//! client with one job waiting goes ahead of one with ten, and a newcomer goes ahead of a flood.
+//! When the queue is at its bound, a newcomer whose tag is earlier than the last queued job
+//! pushes that job out (its caller is shed): one client holds every place only while nobody
+//! else wants one. A failed password check costs its client [`FAILURE_TURNS`] more, so a client
+//! that keeps guessing falls behind clients whose logins succeed, the one difference between an
+//! attacker and a user the pool can see.
+//!
+//! **Waiting**: a job waits for a thread at most as long as the threads take to clear `queue`
+//! jobs plus [`MAX_SLOT_WAIT`], and never past the point where its caller's deadline leaves no
+//! time to hash; then it is taken out and its caller shed. A client that resends at once on
+//! RESOURCE_EXHAUSTED is therefore parked (no CPU) for that long instead of spinning, so cheap
+//! rejections cannot crowd the hashing threads off the cores.
+//!
+//! Everything a stranger can grow is bounded: jobs waiting (`max_pending`), and clients tracked
+//! (those with jobs waiting, plus at most [`MAX_REMEMBERED_CLIENTS`] whose failures still count
+//! against them).
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError},
+    time::{Duration, Instant},
+};
+
+use tokio::sync::oneshot;
+
+use crate::{
+    clients::{ClientKey, Requester},
+    metrics::{HASH_POOL_BUSY, HASH_POOL_QUEUED, HASH_POOL_REJECTED},
+};
+
+/// How much longer than the time to clear the configured queue a job may wait for a thread.
+pub const MAX_SLOT_WAIT: Duration = Duration::from_secs(1);
+/// Turns charged on top of the one every job pays when a password check fails.
+pub const FAILURE_TURNS: u64 = 3;
+/// Clients remembered while they have nothing queued, because their failures still count.
+const MAX_REMEMBERED_CLIENTS: usize = 4096;
+/// Jobs that may wait, per slot (thread or configured queue place), and a floor and ceiling.
+const PENDING_PER_SLOT: usize = 4;
+const MIN_PENDING: usize = 64;
+const MAX_PENDING: usize = 16_384;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PoolError {
+    #[error("the hashing queue is full")]
+    Shed,
+    #[error("the hashing threads have stopped")]
+    Stopped,
+}
+
+/// A job reports the extra turns its client owes through the callback before it answers its
+/// caller, so a caller that sends its next request at once finds the accounts settled.
+type Job = Box<dyn FnOnce(&mut dyn FnMut(u64)) + Send>;
+
+/// (virtual start time, arrival number): the order jobs are served in.
+type Tag = (u64, u64);
+
+/// The pool. Clones share it; the threads stop when the last clone is dropped.
+#[derive(Clone)]
+pub struct HashPool {
+    handle: Arc<Handle>,
+}
+
+struct Handle {
+    shared: Arc<Shared>,
+    threads: usize,
+    queue: usize,
+    /// Longest a job waits for a thread.
+    max_wait: Duration,
+    /// How long one job takes: a caller whose deadline is closer than this is not queued.
+    one_job: Duration,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.lock().stopped = true;
+        self.shared.work.notify_all();
+    }
+}
+
+struct Shared {
+    state: Mutex<State>,
+    work: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // No code holding the lock can panic half-way through a change; take the state as is.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// What the queue looks like now (for tests and the load bench).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    pub queued: usize,
+    pub running: usize,
+    pub clients_tracked: usize,
+}
+
+impl HashPool {
+    /// Starts `threads` threads at a lower OS priority. `queue` and `one_job` (how long one job
+    /// takes) set how long a job may wait, as the module says.
+    pub fn start(threads: usize, queue: usize, one_job: Duration) -> std::io::Result<Self> {
+        let threads = threads.max(1);
+        let max_pending = ((threads + queue) * PENDING_PER_SLOT).clamp(MIN_PENDING, MAX_PENDING);
+        Self::start_with(threads, queue, one_job, max_pending)
+    }
+
+    fn start_with(
+        threads: usize,
+        queue: usize,
+        one_job: Duration,
+        max_pending: usize,
+    ) -> std::io::Result<Self> {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                queue: BTreeMap::new(),
+                clients: HashMap::new(),
+                max_clients: max_pending + MAX_REMEMBERED_CLIENTS,
+                max_pending,
+                virtual_time: 0,
+                arrivals: 0,
+                running: 0,
+                stopped: false,
+            }),
+            work: Condvar::new(),
+        });
+        let rounds = (queue as f64 / threads as f64).ceil();
+        let handle = Handle {
+            shared: Arc::clone(&shared),
+            threads,
+            queue,
+            max_wait: one_job.mul_f64(rounds) + MAX_SLOT_WAIT,
+            one_job,
+        };
+        for index in 0..threads {
+            let shared = Arc::clone(&shared);
+            std::thread::Builder::new().name(format!("bcrypt-{index}")).spawn(move || work(&shared))?;
+        }
+        Ok(Self { handle: Arc::new(handle) })
+    }
+
+    pub fn threads(&self) -> usize {
+        self.handle.threads
+    }
+
+    /// The configured queue length (see the module on what it sets).
+    pub fn queue_capacity(&self) -> usize {
+        self.handle.queue
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        let state = self.handle.shared.lock();
+        PoolStats { queued: state.queue.len(), running: state.running, clients_tracked: state.clients.len() }
+    }
+
+    /// True when a job from `client` would be refused at once: the queue at its bound and
+    /// nothing of a later turn to push out. Lets a request be shed before it does any other
+    /// work (validation, database round trips). A racy hint; `run` has the final word.
+    pub fn would_shed(&self, client: &ClientKey) -> bool {
+        let state = self.handle.shared.lock();
+        state.is_full() && !state.would_push_out(client)
+    }
+
+    /// Runs `work` on a pool thread for `requester` and returns its result, charging the client
+    /// `extra_turns(&result)` more turns. Waits in turn as the module says; if the caller stops
+    /// waiting (deadline, closed connection), its job is taken out of the queue.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        requester: &Requester,
+        work: impl FnOnce() -> T + Send + 'static,
+        extra_turns: fn(&T) -> u64,
+    ) -> Result<T, PoolError> {
+        let now = Instant::now();
+        let mut give_up_at = now + self.handle.max_wait;
+        if let Some(deadline) = requester.deadline {
+            give_up_at = give_up_at.min(deadline.checked_sub(self.handle.one_job).unwrap_or(now));
+        }
+        if give_up_at <= now {
+            metrics::counter!(HASH_POOL_REJECTED).increment(1);
+            return Err(PoolError::Shed);
+        }
+        let (reply, mut outcome) = oneshot::channel();
+        let job: Job = Box::new(move |charge: &mut dyn FnMut(u64)| {
+            if reply.is_closed() {
+                return;
+            }
+            metrics::gauge!(HASH_POOL_BUSY).increment(1.0);
+            let result = work();
+            metrics::gauge!(HASH_POOL_BUSY).decrement(1.0);
+            charge(extra_turns(&result));
+            let _ = reply.send(result);
+        });
+        let shared = &self.handle.shared;
+        let (tag, pushed_out) = shared.lock().admit(requester.client, job)?;
+        shared.work.notify_one();
+        if pushed_out.is_some() {
+            metrics::counter!(HASH_POOL_REJECTED).increment(1);
+        }
+        // Dropped outside the lock: its caller learns it was shed.
+        drop(pushed_out);
+        // Takes the job back out if this future is dropped while it waits.
+        let queued = Queued { shared, tag };
+        let answer = match tokio::time::timeout_at(give_up_at.into(), &mut outcome).await {
+            Ok(answer) => answer,
+            Err(_) if shared.lock().take_back(tag) => {
+                metrics::counter!(HASH_POOL_REJECTED).increment(1);
+                return Err(PoolError::Shed);
+            }
+            // A thread has it: the answer is a job's time away.
+            Err(_) => outcome.await,
+        };
+        drop(queued);
+        // Dropped unanswered: pushed out by an earlier turn, or the pool stopped.
+        answer.map_err(|_| PoolError::Shed)
+    }
+}
+
+/// A job in the queue, taken back out if its caller stops waiting.
+struct Queued<'a> {
+    shared: &'a Shared,
+    tag: Tag,
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.shared.lock().take_back(self.tag);
+    }
+}
+
+struct State {
+    queue: BTreeMap<Tag, Entry>,
+    clients: HashMap<ClientKey, Client>,
+    max_clients: usize,
+    max_pending: usize,
+    /// The start tag of the job served last.
+    virtual_time: u64,
+    arrivals: u64,
+    running: usize,
+    stopped: bool,
+}
+
+struct Entry {
+    client: ClientKey,
+    job: Job,
+}
+
+#[derive(Debug)]
+struct Client {
+    finish: u64,
+    queued: usize,
+}
+
+impl State {
+    fn is_full(&self) -> bool {
+        self.queue.len() >= self.max_pending
+    }
+
+    fn tag_for(&self, client: &ClientKey) -> Tag {
+        let finish = self.clients.get(client).map_or(0, |c| c.finish);
+        (finish.max(self.virtual_time), self.arrivals)
+    }
+
+    fn would_push_out(&self, client: &ClientKey) -> bool {
+        let tag = self.tag_for(client);
+        self.queue.last_key_value().is_some_and(|(last, _)| *last > tag)
+    }
+
+    /// Queues `job`, returning its tag and the job it pushed out, if it did.
+    fn admit(&mut self, client: ClientKey, job: Job) -> Result<(Tag, Option<Job>), PoolError> {
+        if self.stopped {
+            return Err(PoolError::Stopped);
+        }
+        let tag = self.tag_for(&client);
+        let mut pushed_out = None;
+        if self.is_full() {
+            if !self.would_push_out(&client) {
+                metrics::counter!(HASH_POOL_REJECTED).increment(1);
+                return Err(PoolError::Shed);
+            }
+            if let Some((_, last)) = self.queue.pop_last() {
+                metrics::gauge!(HASH_POOL_QUEUED).decrement(1.0);
+                self.unqueued(&last.client);
+                pushed_out = Some(last.job);
+            }
+        }
+        self.arrivals += 1;
+        let entry = self.client_mut(client);
+        entry.finish = tag.0 + 1;
+        entry.queued += 1;
+        self.queue.insert(tag, Entry { client, job });
+        metrics::gauge!(HASH_POOL_QUEUED).increment(1.0);
+        Ok((tag, pushed_out))
+    }
+
+    /// Takes a job out of the queue if no thread has it yet; true if it did.
+    fn take_back(&mut self, tag: Tag) -> bool {
+        let Some(entry) = self.queue.remove(&tag) else { return false };
+        metrics::gauge!(HASH_POOL_QUEUED).decrement(1.0);
+        self.unqueued(&entry.client);
+        true
+    }
+
+    fn next_job(&mut self) -> Option<(ClientKey, Job)> {
+        let ((start, _), entry) = self.queue.pop_first()?;
+        metrics::gauge!(HASH_POOL_QUEUED).decrement(1.0);
+        self.virtual_time = start;
+        self.unqueued(&entry.client);
+        self.running += 1;
+        Some((entry.client, entry.job))
+    }
+    fn finished(&mut self, client: ClientKey, extra_turns: u64) {
+        self.running = self.running.saturating_sub(1);
+        let now = self.virtual_time;
+        if extra_turns > 0 {
+            let entry = self.client_mut(client);
+            entry.finish = entry.finish.max(now) + extra_turns;
+        }
+        if self.queue.is_empty() && self.running == 0 {
+            // Idle: a turn just had by a client is no debt any more, only failures are.
+            self.clients.retain(|_, c| c.finish > now + 1);
+        }
+    }
+
+    /// A job of `client` left the queue; forget the client if nothing is left to remember.
+    fn unqueued(&mut self, client: &ClientKey) {
+        let now = self.virtual_time;
+        if let Some(entry) = self.clients.get_mut(client) {
+            entry.queued = entry.queued.saturating_sub(1);
+            if entry.queued == 0 && entry.finish <= now {
+                self.clients.remove(client);
+            }
+        }
+    }
+
+    /// The client's entry, made if need be. At the cap, clients that owe nothing are forgotten
+    /// first, then every client with nothing queued: the map never outgrows `max_clients`, since
+    /// clients with queued jobs are at most `max_pending`.
+    fn client_mut(&mut self, client: ClientKey) -> &mut Client {
+        if !self.clients.contains_key(&client) && self.clients.len() >= self.max_clients {
+            let now = self.virtual_time;
+            self.clients.retain(|_, c| c.queued > 0 || c.finish > now);
+            if self.clients.len() >= self.max_clients {
+                self.clients.retain(|_, c| c.queued > 0);
+            }
+        }
+        let now = self.virtual_time;
+        self.clients.entry(client).or_insert(Client { finish: now, queued: 0 })
+    }
+}
+
+fn work(shared: &Shared) {
+    lower_thread_priority();
+    loop {
+        let (client, job) = {
+            let mut state = shared.lock();
+            loop {
+                if state.stopped {
+                    return;
+                }
+                if let Some(next) = state.next_job() {
+                    break next;
+                }
+                state = shared.work.wait(state).unwrap_or_else(PoisonError::into_inner);
+            }
+        };
+        let mut settled = false;
+        let mut settle = |extra_turns: u64| {
+            if !settled {
+                settled = true;
+                shared.lock().finished(client, extra_turns);
+            }
+        };
+        job(&mut settle);
+        settle(0);
+    }
+}
+
+/// bcrypt is the one thing here that can saturate every core; at nice 10 the scheduler still
+/// gives RPC threads (health checks, token validation) the CPU when they need it.
+fn lower_thread_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain syscalls on the calling thread with no pointers involved. On Linux the nice
+    // value is per thread, and `setpriority(PRIO_PROCESS, tid)` sets this thread's.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        if libc::setpriority(libc::PRIO_PROCESS, tid, 10) != 0 {
+            tracing::warn!("could not lower the priority of a hashing thread");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use super::*;
+
+    fn from(last_octet: u8) -> Requester {
+        Requester { client: ClientKey::V4([127, 0, 0, last_octet]), deadline: None }
+    }
+
+    /// Occupies the pool's one thread until the returned sender is used or dropped.
+    async fn block(pool: &HashPool) -> (mpsc::Sender<()>, tokio::task::JoinHandle<()>) {
+        let (started, has_started) = mpsc::channel();
+        let (release, released) = mpsc::channel::<()>();
+        let pool_ = pool.clone();
+        let busy = tokio::spawn(async move {
+            pool_
+                .run(
+                    &from(250),
+                    move || {
+                        started.send(()).unwrap();
+                        let _ = released.recv();
+                    },
+                    |_| 0,
+                )
+                .await
+                .unwrap();
+        });
+        tokio::task::spawn_blocking(move || has_started.recv()).await.unwrap().unwrap();
+        (release, busy)
+    }
+
+    /// Submits a job that records `label` into `order` when it runs.
+    fn record(
+        pool: &HashPool,
+        requester: Requester,
+        order: &Arc<Mutex<Vec<&'static str>>>,
+        label: &'static str,
+    ) -> tokio::task::JoinHandle<Result<(), PoolError>> {
+        let (pool, order) = (pool.clone(), Arc::clone(order));
+        tokio::spawn(
+            async move { pool.run(&requester, move || order.lock().unwrap().push(label), |_| 0).await },
+        )
+    }
+
+    async fn until(pool: &HashPool, condition: impl Fn(PoolStats) -> bool) {
+        while !condition(pool.stats()) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn turns_alternate_between_clients_whatever_they_sent() {
+        let pool = HashPool::start(1, 8, Duration::from_millis(1)).unwrap();
+        let (release, busy) = block(&pool).await;
+        let order = Arc::default();
+        let mut jobs = Vec::new();
+        for label in ["a1", "a2", "a3"] {
+            jobs.push(record(&pool, from(2), &order, label));
+            until(&pool, |s| s.queued == jobs.len()).await;
+        }
+        jobs.push(record(&pool, from(3), &order, "b1"));
+        until(&pool, |s| s.queued == 4).await;
+        release.send(()).unwrap();
+        busy.await.unwrap();
+        for job in jobs {
+            job.await.unwrap().unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), ["a1", "b1", "a2", "a3"]);
+    }
+
+    #[tokio::test]
+    async fn a_newcomer_pushes_out_the_last_turn_of_a_client_holding_the_queue() {
+        let pool = HashPool::start_with(1, 2, Duration::from_millis(1), 2).unwrap();
+        let (release, busy) = block(&pool).await;
+        let order = Arc::default();
+        let first = record(&pool, from(2), &order, "a1");
+        until(&pool, |s| s.queued == 1).await;
+        let second = record(&pool, from(2), &order, "a2");
+        until(&pool, |s| s.queued == 2).await;
+        assert!(pool.would_shed(&ClientKey::V4([127, 0, 0, 2])));
+        assert!(!pool.would_shed(&ClientKey::V4([127, 0, 0, 3])));
+        let newcomer = record(&pool, from(3), &order, "b1");
+        assert_eq!(second.await.unwrap(), Err(PoolError::Shed));
+        release.send(()).unwrap();
+        busy.await.unwrap();
+        first.await.unwrap().unwrap();
+        newcomer.await.unwrap().unwrap();
+        assert_eq!(*order.lock().unwrap(), ["a1", "b1"]);
+    }
+
+    #[tokio::test]
+    async fn a_caller_is_shed_when_its_deadline_leaves_no_time_or_its_wait_runs_out() {
+        // No queue configured: a job waits for the thread at most MAX_SLOT_WAIT.
+        let pool = HashPool::start(1, 0, Duration::from_millis(50)).unwrap();
+        let (release, busy) = block(&pool).await;
+        let hurried = Requester { deadline: Some(Instant::now() + Duration::from_millis(20)), ..from(2) };
+        assert_eq!(pool.run(&hurried, || (), |_| 0).await, Err(PoolError::Shed));
+        let order = Arc::default();
+        let patient = record(&pool, from(2), &order, "patient");
+        assert_eq!(patient.await.unwrap(), Err(PoolError::Shed));
+        assert_eq!(pool.stats().queued, 0, "the job was taken out");
+        release.send(()).unwrap();
+        busy.await.unwrap();
+        assert!(order.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn failures_put_a_client_behind_clients_that_succeed() {
+        let pool = HashPool::start(1, 8, Duration::from_millis(1)).unwrap();
+        // Client 2 fails once, then both queue two jobs behind a busy thread.
+        pool.run(&from(2), || false, |ok| if *ok { 0 } else { FAILURE_TURNS }).await.unwrap();
+        let (release, busy) = block(&pool).await;
+        let order = Arc::default();
+        let mut jobs = Vec::new();
+        for (requester, label) in [(from(2), "a1"), (from(2), "a2"), (from(3), "b1"), (from(3), "b2")] {
+            jobs.push(record(&pool, requester, &order, label));
+            until(&pool, |s| s.queued == jobs.len()).await;
+        }
+        release.send(()).unwrap();
+        busy.await.unwrap();
+        for job in jobs {
+            job.await.unwrap().unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), ["b1", "b2", "a1", "a2"]);
+    }
+
+    #[tokio::test]
+    async fn a_job_whose_caller_gave_up_is_not_computed() {
+        let pool = HashPool::start(1, 2, Duration::from_millis(1)).unwrap();
+        let (release, busy) = block(&pool).await;
+        let (ran, did_run) = mpsc::channel();
+        let pool_ = pool.clone();
+        let abandoned =
+            tokio::spawn(async move { pool_.run(&from(2), move || ran.send(()).unwrap(), |_| 0).await });
+        until(&pool, |s| s.queued == 1).await;
+        abandoned.abort();
+        let _ = abandoned.await;
+        release.send(()).unwrap();
+        busy.await.unwrap();
+        // Queued after the abandoned job, so served after it: by now it was run or skipped.
+        pool.run(&from(2), || (), |_| 0).await.unwrap();
+        assert!(did_run.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn clients_are_forgotten_once_they_owe_nothing() {
+        let pool = HashPool::start(1, 4, Duration::from_millis(1)).unwrap();
+        for octet in 1..=200 {
+            pool.run(&from(octet), || true, |_| 0).await.unwrap();
+        }
+        assert!(pool.stats().clients_tracked <= 1, "{:?}", pool.stats());
+        let mut state = pool.handle.shared.lock();
+        for octet in 0..=255u8 {
+            for other in 0..40u8 {
+                state.finished(ClientKey::V4([10, other, 0, octet]), FAILURE_TURNS);
+            }
+        }
+        assert!(state.clients.len() <= state.max_clients);
+    }
+}
