@@ -11,8 +11,10 @@
 //! attacker and a user the pool can see.
 //!
 //! **Waiting**: a job waits for a thread at most as long as the threads take to clear `queue`
-//! jobs plus [`MAX_SLOT_WAIT`], and never past the point where its caller's deadline leaves no
-//! time to hash; then it is taken out and its caller shed. A client that resends at once on
+//! jobs (one job's time when `queue` is 0), and never past the point where its caller's deadline
+//! leaves no time to hash; then it is taken out and its caller shed. The queue may hold more
+//! jobs than `queue` (up to `max_pending`): those beyond are the ones that will be shed unless
+//! earlier ones go, and they wait rather than being refused at once. A client that resends at once on
 //! RESOURCE_EXHAUSTED is therefore parked (no CPU) for that long instead of spinning, so cheap
 //! rejections cannot crowd the hashing threads off the cores.
 //!
@@ -33,8 +35,6 @@ use crate::{
     metrics::{HASH_POOL_BUSY, HASH_POOL_QUEUED, HASH_POOL_REJECTED},
 };
 
-/// How much longer than the time to clear the configured queue a job may wait for a thread.
-pub const MAX_SLOT_WAIT: Duration = Duration::from_secs(1);
 /// Turns charged on top of the one every job pays when a password check fails.
 pub const FAILURE_TURNS: u64 = 3;
 /// Clients remembered while they have nothing queued, because their failures still count.
@@ -130,12 +130,12 @@ impl HashPool {
             }),
             work: Condvar::new(),
         });
-        let rounds = (queue as f64 / threads as f64).ceil();
+        let rounds = (queue as f64 / threads as f64).ceil().max(1.0);
         let handle = Handle {
             shared: Arc::clone(&shared),
             threads,
             queue,
-            max_wait: one_job.mul_f64(rounds) + MAX_SLOT_WAIT,
+            max_wait: one_job.mul_f64(rounds),
             one_job,
         };
         for index in 0..threads {
@@ -401,6 +401,9 @@ mod tests {
 
     use super::*;
 
+    /// One job's time as the pool is told: long enough that no test job's wait runs out.
+    const PATIENT: Duration = Duration::from_secs(5);
+
     fn from(last_octet: u8) -> Requester {
         Requester { client: ClientKey::V4([127, 0, 0, last_octet]), deadline: None }
     }
@@ -441,14 +444,18 @@ mod tests {
     }
 
     async fn until(pool: &HashPool, condition: impl Fn(PoolStats) -> bool) {
+        let started = Instant::now();
         while !condition(pool.stats()) {
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            if started.elapsed() > Duration::from_secs(3) {
+                panic!("stuck at {:?}", pool.stats());
+            }
+            tokio::time::sleep(PATIENT).await;
         }
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn turns_alternate_between_clients_whatever_they_sent() {
-        let pool = HashPool::start(1, 8, Duration::from_millis(1)).unwrap();
+        let pool = HashPool::start(1, 8, PATIENT).unwrap();
         let (release, busy) = block(&pool).await;
         let order = Arc::default();
         let mut jobs = Vec::new();
@@ -466,9 +473,9 @@ mod tests {
         assert_eq!(*order.lock().unwrap(), ["a1", "b1", "a2", "a3"]);
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_newcomer_pushes_out_the_last_turn_of_a_client_holding_the_queue() {
-        let pool = HashPool::start_with(1, 2, Duration::from_millis(1), 2).unwrap();
+        let pool = HashPool::start_with(1, 2, PATIENT, 2).unwrap();
         let (release, busy) = block(&pool).await;
         let order = Arc::default();
         let first = record(&pool, from(2), &order, "a1");
@@ -486,9 +493,9 @@ mod tests {
         assert_eq!(*order.lock().unwrap(), ["a1", "b1"]);
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_caller_is_shed_when_its_deadline_leaves_no_time_or_its_wait_runs_out() {
-        // No queue configured: a job waits for the thread at most MAX_SLOT_WAIT.
+        // No queue configured: a job waits for the thread at most one job's time.
         let pool = HashPool::start(1, 0, Duration::from_millis(50)).unwrap();
         let (release, busy) = block(&pool).await;
         let hurried = Requester { deadline: Some(Instant::now() + Duration::from_millis(20)), ..from(2) };
@@ -502,9 +509,9 @@ mod tests {
         assert!(order.lock().unwrap().is_empty());
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn failures_put_a_client_behind_clients_that_succeed() {
-        let pool = HashPool::start(1, 8, Duration::from_millis(1)).unwrap();
+        let pool = HashPool::start(1, 8, PATIENT).unwrap();
         // Client 2 fails once, then both queue two jobs behind a busy thread.
         pool.run(&from(2), || false, |ok| if *ok { 0 } else { FAILURE_TURNS }).await.unwrap();
         let (release, busy) = block(&pool).await;
@@ -522,9 +529,9 @@ mod tests {
         assert_eq!(*order.lock().unwrap(), ["b1", "b2", "a1", "a2"]);
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_job_whose_caller_gave_up_is_not_computed() {
-        let pool = HashPool::start(1, 2, Duration::from_millis(1)).unwrap();
+        let pool = HashPool::start(1, 2, PATIENT).unwrap();
         let (release, busy) = block(&pool).await;
         let (ran, did_run) = mpsc::channel();
         let pool_ = pool.clone();
@@ -540,9 +547,9 @@ mod tests {
         assert!(did_run.try_recv().is_err());
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn clients_are_forgotten_once_they_owe_nothing() {
-        let pool = HashPool::start(1, 4, Duration::from_millis(1)).unwrap();
+        let pool = HashPool::start(1, 4, PATIENT).unwrap();
         for octet in 1..=200 {
             pool.run(&from(octet), || true, |_| 0).await.unwrap();
         }

@@ -69,7 +69,7 @@ async fn one_address_filling_the_hash_queue_does_not_keep_another_out(app: TestA
         .await;
     // 40 logins at a time from 127.0.0.2, each resent as soon as it is answered: one runs and
     // the rest wait, far more than one thread clears in the time a job may wait (the time to
-    // clear the 4-job queue and a second, at about 100 ms a login at cost 11).
+    // clear the 4-job queue, at about 100 ms a login at cost 11).
     let flooder = app.channel_from(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2))).await;
     let stop = Arc::new(AtomicBool::new(false));
     let flood: Vec<_> = (0..40)
