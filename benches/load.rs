@@ -1025,8 +1025,14 @@ async fn cost_upgrade(args: &Args) {
     let old = Server::start_in(args, low, &data_dir, &[]).await;
     let users = old.users(args.upgrade_samples.clamp(1, 8)).await;
     drop(old);
-    // Failures here would lock the accounts: this scenario times hashing, not the lockout.
-    let server = Server::start_in(args, args.cost, &data_dir, &[("IDENTITY_MAX_FAILED_LOGINS", "0")]).await;
+    // Failures here would be throttled: this scenario times hashing, not the lockout.
+    let server = Server::start_in(
+        args,
+        args.cost,
+        &data_dir,
+        &[("IDENTITY_LOGIN_FREE_FAILURES", "1000000"), ("IDENTITY_LOCKOUT_THRESHOLD", "0")],
+    )
+    .await;
     let mut auth = AuthServiceClient::new(channels(server.addr, 1).await.remove(0));
     let (mut existing, mut unknown) = (Vec::new(), Vec::new());
     for n in 0..args.upgrade_samples {

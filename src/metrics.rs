@@ -5,8 +5,10 @@
 //! |---|---|---|
 //! | `identity_rpc_requests_total` | counter | `method`, `code` |
 //! | `identity_rpc_duration_seconds` | histogram | `method` |
-//! | `identity_logins_total` | counter | `outcome`: success, wrong_password, unknown_email, deactivated, locked_out, shed |
-//! | `identity_lockouts_total` | counter | |
+//! | `identity_logins_total` | counter | `outcome`: success, wrong_password, unknown_email, deactivated, throttled, locked_out, shed |
+//! | `identity_lockouts_total` | counter | emails locked after `IDENTITY_LOCKOUT_THRESHOLD` consecutive failures |
+//! | `identity_login_throttled_total` | counter | `rpc`: login, change_password (refused during a client's delay, no hash spent) |
+//! | `identity_sessions_ended_for_password_guessing_total` | counter | |
 //! | `identity_refresh_token_reuse_total` | counter | |
 //! | `identity_hash_pool_busy` / `identity_hash_pool_queued` | gauge | |
 //! | `identity_hash_pool_rejected_total` | counter | |
@@ -37,6 +39,8 @@ pub const RPC_REQUESTS: &str = "identity_rpc_requests_total";
 pub const RPC_DURATION: &str = "identity_rpc_duration_seconds";
 pub const LOGINS: &str = "identity_logins_total";
 pub const LOCKOUTS: &str = "identity_lockouts_total";
+pub const LOGIN_THROTTLED: &str = "identity_login_throttled_total";
+pub const SESSIONS_ENDED_FOR_GUESSING: &str = "identity_sessions_ended_for_password_guessing_total";
 pub const REFRESH_TOKEN_REUSE: &str = "identity_refresh_token_reuse_total";
 pub const HASH_POOL_BUSY: &str = "identity_hash_pool_busy";
 pub const HASH_POOL_QUEUED: &str = "identity_hash_pool_queued";

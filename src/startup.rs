@@ -130,11 +130,14 @@ impl App {
             token_cache_size: config.token_cache_size,
             clock: clock.clone(),
             refresh_ttl: config.refresh_token_ttl,
-            lockout: (config.max_failed_logins > 0).then(|| LockoutPolicy {
-                max_failures: config.max_failed_logins,
-                window: chrono::TimeDelta::from_std(config.lockout_duration)
-                    .unwrap_or(chrono::TimeDelta::MAX),
-            }),
+            lockout: LockoutPolicy {
+                free_failures: config.login_free_failures,
+                first_delay: config.login_delay,
+                max_delay: config.login_max_delay,
+                lock_threshold: config.lockout_threshold,
+                lock_duration: config.lockout_duration,
+            },
+            signup_reveals_accounts: config.signup_reveals_accounts,
             callers: CallerPolicy {
                 certificates: config.mtls_callers.clone(),
                 max_streams_per_caller: config.max_streams_per_caller,

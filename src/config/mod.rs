@@ -149,14 +149,38 @@ variables! {
         "IDENTITY_SESSION_PURGE_INTERVAL", "1h", "how often old sessions are deleted",
             |c| show_duration(c.session_purge_interval);
     ]
-    max_failed_logins: u32 = text(|s| in_range(s, 0, 1000)), [
-        "IDENTITY_MAX_FAILED_LOGINS", "5", "failed logins per email within the window before lockout; 0: off",
-            |c| c.max_failed_logins.to_string();
+    // OWASP and NIST SP 800-63B-4: slow each client down on each email, and lock the email
+    // itself only after many consecutive failures from everyone (see `service::throttle`).
+    login_free_failures: u32 = text(|s| in_range(s, 1, 1_000_000)), [
+        "IDENTITY_LOGIN_FREE_FAILURES", "3", "failed logins one client may make on one email before it must wait",
+            |c| c.login_free_failures.to_string();
+    ]
+    login_delay: Duration = text(|s| {
+        bounded_duration(s, Duration::from_secs(1), Duration::from_secs(24 * 3600))
+    }), [
+        "IDENTITY_LOGIN_DELAY", "1m", "the first wait after the free failures; each further failure doubles it",
+            |c| show_duration(c.login_delay);
+    ]
+    login_max_delay: Duration = text(|s| {
+        bounded_duration(s, Duration::from_secs(1), Duration::from_secs(24 * 3600))
+    }), [
+        "IDENTITY_LOGIN_MAX_DELAY", "1h", "the longest wait between two attempts of one client on one email",
+            |c| show_duration(c.login_max_delay);
+    ]
+    // NIST SP 800-63B-4 section 3.2.2: no more than 100 consecutive failed attempts.
+    lockout_threshold: u32 = text(|s| in_range(s, 0, 100)), [
+        "IDENTITY_LOCKOUT_THRESHOLD", "100", "consecutive failed logins on one email, from all clients, that lock it; 0: never",
+            |c| c.lockout_threshold.to_string();
     ]
     lockout_duration: Duration = text(|s| {
         bounded_duration(s, Duration::from_secs(1), Duration::from_secs(7 * 24 * 3600))
     }), [
-        "IDENTITY_LOCKOUT_DURATION", "15m", "the lockout window", |c| show_duration(c.lockout_duration);
+        "IDENTITY_LOCKOUT_DURATION", "15m", "how long an email stays locked once it reaches the threshold",
+            |c| show_duration(c.lockout_duration);
+    ]
+    signup_reveals_accounts: bool = text(boolean), [
+        "IDENTITY_SIGNUP_REVEALS_ACCOUNTS", "true", "`false`: Signup of a taken email answers like a successful one",
+            |c| c.signup_reveals_accounts.to_string();
     ]
     tls: Option<TlsFiles> = custom(tls_files), [
         "IDENTITY_TLS_CERT_FILE", "", "PEM certificate chain: serve TLS",
@@ -201,11 +225,7 @@ variables! {
         "IDENTITY_MAX_CONNECTIONS_PER_CLIENT", "100", "open connections per client address; more are closed at once",
             |c| c.max_connections_per_client.to_string();
     ]
-    reflection: bool = text(|s| match s {
-        "true" => Ok(true),
-        "false" => Ok(false),
-        _ => Err("must be `true` or `false`".into()),
-    }), [
+    reflection: bool = text(boolean), [
         "IDENTITY_REFLECTION", "true", "serve gRPC server reflection", |c| c.reflection.to_string();
     ]
     trusted_proxies: TrustedProxies = text(TrustedProxies::parse), [
@@ -310,6 +330,17 @@ impl MailDelivery {
     }
 }
 
+/// The lockout variable of old, refused at start with a pointer to its replacements.
+const RETIRED_MAX_FAILED_LOGINS: &str = "IDENTITY_MAX_FAILED_LOGINS";
+
+fn boolean(s: &str) -> Result<bool, String> {
+    match s {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err("must be `true` or `false`".into()),
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
@@ -332,7 +363,18 @@ impl Config {
 
     /// Reads the given `(name, value)` pairs as if they were the environment.
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
-        Self::parse(&Env::new(vars))
+        let env = Env::new(vars);
+        // Its meaning changed (a per-email lock after 5 failures is what issue 15 removed):
+        // refuse it rather than ignore it, so an operator reads the migration note.
+        if env.get(RETIRED_MAX_FAILED_LOGINS)?.is_some() {
+            return Err(problem(
+                RETIRED_MAX_FAILED_LOGINS,
+                "was replaced: use IDENTITY_LOCKOUT_THRESHOLD (consecutive failures from all clients, \
+                 default 100) and IDENTITY_LOGIN_FREE_FAILURES / IDENTITY_LOGIN_DELAY (per client); \
+                 see docs/operations.md",
+            ));
+        }
+        Self::parse(&env)
     }
 
     /// Every setting by its variable name with its effective value, for `identity
@@ -528,6 +570,15 @@ mod tests {
         }
         let config = config(&[]).unwrap();
         assert_eq!(config.describe().len(), VARIABLES.len(), "one line per variable");
+    }
+
+    #[test]
+    fn the_retired_lockout_variable_is_refused_with_its_replacements() {
+        let error = config(&[("IDENTITY_MAX_FAILED_LOGINS", "5")]).unwrap_err();
+        assert_eq!(error.variable, "IDENTITY_MAX_FAILED_LOGINS");
+        assert!(error.problem.contains("IDENTITY_LOCKOUT_THRESHOLD"), "{error}");
+        let error = config(&[("IDENTITY_LOCKOUT_THRESHOLD", "101")]).unwrap_err();
+        assert_eq!(error.variable, "IDENTITY_LOCKOUT_THRESHOLD");
     }
 
     #[test]

@@ -79,7 +79,7 @@ impl UserService for UserApi {
         self.identity.shed_if_saturated(&requester)?;
         let request = request.into_inner();
         let mut violations = Violations::default();
-        let current = violations.check(PresentedPassword::parse(
+        let current = violations.check(PresentedPassword::parse_settable(
             "current_password",
             request.current_password,
             MAX_CURRENT_PASSWORD_BYTES,

@@ -2,10 +2,11 @@
 //! hash (in the store's `UserRecord`) is read here and goes no further.
 
 use super::Identity;
-use crate::metrics::{LOCKOUTS, LOGINS};
+use super::throttle::PASSWORD_CHANGE_FAILURES_END_SESSION;
+use crate::metrics::{LOGINS, SESSIONS_ENDED_FOR_GUESSING};
 use crate::{
     clients::Requester,
-    domain::{Email, FullName, NormalizedEmail, Password, PresentedPassword, User, UserId},
+    domain::{Email, FullName, Password, PresentedPassword, User, UserId},
     error::AppError,
     passwords::HashError,
     store::{NewUser, PasswordChange, StoreError, UserRecord},
@@ -19,6 +20,9 @@ pub struct SignupInput {
 }
 
 impl Identity {
+    /// Creates an account. With `signup_reveals_accounts` off, a taken email answers exactly
+    /// as a new account would (a `User` with a fresh id that is never stored, after the same
+    /// hashing), so Signup tells nobody which emails have accounts; the audit log records it.
     pub async fn signup(&self, input: SignupInput, requester: &Requester) -> Result<User, AppError> {
         let hash = self.hasher.hash(&input.password, requester).await?;
         let user = NewUser {
@@ -32,6 +36,19 @@ impl Identity {
             Ok(user) => {
                 tracing::info!(target: "audit", event = "signup", user_id = %user.id);
                 Ok(user)
+            }
+            Err(StoreError::UniqueViolation) if !self.signup_reveals_accounts => {
+                // The owner's "you already have an account" mail comes with the recovery
+                // issue's outbox; until then the attempt is only audited.
+                tracing::info!(target: "audit", event = "signup_for_existing_account", client = %requester.client,
+                    "signup of a taken email answered as a success; nothing stored");
+                Ok(User {
+                    id: user.id,
+                    email: input.email.as_str().to_owned(),
+                    full_name: input.full_name.as_str().to_owned(),
+                    is_active: true,
+                    created_at: user.now,
+                })
             }
             Err(StoreError::UniqueViolation) => Err(AppError::EmailTaken),
             Err(error) => Err(error.into()),
@@ -47,7 +64,7 @@ impl Identity {
         requester: &Requester,
     ) -> Result<(User, super::SessionTokens), AppError> {
         let email_lower = email.normalized();
-        let counted = self.count_attempt(&email_lower).await?;
+        let ticket = self.admit_login(&email_lower, requester).await?;
         let user = self.store.find_user_by_email(&email_lower).await?;
         let verified =
             match self.hasher.verify(password, user.as_ref().map(|u| &u.password_hash), requester).await {
@@ -55,9 +72,7 @@ impl Identity {
                 Err(error) => {
                     metrics::counter!(LOGINS, "outcome" => "shed").increment(1);
                     // Shed or failed before the password was checked: that attempt is not a failure.
-                    if self.lockout.is_some() {
-                        self.store.uncount_login_attempt(&email_lower).await?;
-                    }
+                    self.attempt_unchecked(&ticket).await?;
                     return Err(error.into());
                 }
             };
@@ -70,63 +85,26 @@ impl Identity {
                     ("wrong password", "wrong_password")
                 };
                 metrics::counter!(LOGINS, "outcome" => outcome).increment(1);
-                tracing::info!(target: "audit", event = "login_failed", user_id = %user.id, reason);
-                self.note_failure(counted);
+                tracing::info!(target: "audit", event = "login_failed", user_id = %user.id, reason,
+                    client = %requester.client);
+                self.login_failed(&ticket).await?;
                 return Err(AppError::InvalidCredentials);
             }
             None => {
                 metrics::counter!(LOGINS, "outcome" => "unknown_email").increment(1);
-                tracing::info!(target: "audit", event = "login_failed", reason = "unknown email");
-                self.note_failure(counted);
+                tracing::info!(target: "audit", event = "login_failed", reason = "unknown email",
+                    client = %requester.client);
+                self.login_failed(&ticket).await?;
                 return Err(AppError::InvalidCredentials);
             }
         };
-        if self.lockout.is_some() {
-            self.store.clear_login_attempts(&email_lower).await?;
-        }
+        self.attempt_succeeded(&ticket).await?;
         self.rehash_if_weaker(&user, password, requester).await;
         let UserRecord { user, .. } = user;
         let tokens = self.start_session(&user).await?;
         metrics::counter!(LOGINS, "outcome" => "success").increment(1);
         tracing::info!(target: "audit", event = "login", user_id = %user.id, session_id = %tokens.session_id);
         Ok((user, tokens))
-    }
-
-    /// Counts this attempt against the email's window (whether or not an account exists, so the
-    /// lockout reveals nothing), and refuses it when the window already holds the maximum.
-    /// Returns the attempts now counted in the window, this one included (0 without lockout).
-    async fn count_attempt(&self, email_lower: &NormalizedEmail) -> Result<i64, AppError> {
-        let Some(lockout) = &self.lockout else { return Ok(0) };
-        let now = self.clock.now();
-        let window = self.store.count_login_attempt(email_lower, now, now - lockout.window).await?;
-        let counted = i64::from(window.failures);
-        if counted <= i64::from(lockout.max_failures) {
-            return Ok(counted);
-        }
-        // A refused attempt checks no password, so it must not count: otherwise a burst of
-        // concurrent logins (right passwords included) would keep the email locked for the
-        // whole window after the burst.
-        self.store.uncount_login_attempt(email_lower).await?;
-        // `window_started_at` comes from a database row: checked, not trusted to be sane.
-        let retry_after = window
-            .window_started_at
-            .checked_add_signed(lockout.window)
-            .and_then(|ends| (ends - now).to_std().ok())
-            .unwrap_or_default();
-        metrics::counter!(LOGINS, "outcome" => "locked_out").increment(1);
-        tracing::info!(target: "audit", event = "login_locked_out", retry_after_s = retry_after.as_secs());
-        Err(AppError::LockedOut { retry_after })
-    }
-
-    /// A wrong password that fills the window locks the email: the moment worth an alert.
-    fn note_failure(&self, counted: i64) {
-        if let Some(lockout) = &self.lockout
-            && counted == i64::from(lockout.max_failures)
-        {
-            metrics::counter!(LOCKOUTS).increment(1);
-            tracing::warn!(target: "audit", event = "lockout", window_s = lockout.window.num_seconds(),
-                "too many failed logins for one email: locked until the window passes");
-        }
     }
 
     /// Raising `IDENTITY_BCRYPT_COST` upgrades each user at their next successful login, the
@@ -181,10 +159,23 @@ impl Identity {
         requester: &Requester,
     ) -> Result<(), AppError> {
         let UserRecord { user, password_hash } = self.active_account(&caller.claims).await?;
-        if !self.hasher.verify(current, Some(&password_hash), requester).await? {
-            tracing::info!(target: "audit", event = "password_change_failed", user_id = %user.id, reason = "wrong current password");
+        let ticket = self.admit_password_check(user.id, requester).await?;
+        let verified = match self.hasher.verify(current, Some(&password_hash), requester).await {
+            Ok(verified) => verified,
+            Err(error) => {
+                self.attempt_unchecked(&ticket).await?;
+                return Err(error.into());
+            }
+        };
+        if !verified {
+            tracing::info!(target: "audit", event = "password_change_failed", user_id = %user.id,
+                reason = "wrong current password", failures = ticket.pair_failures, client = %requester.client);
+            if ticket.pair_failures >= PASSWORD_CHANGE_FAILURES_END_SESSION {
+                return Err(self.end_guessing_session(caller, user.id).await);
+            }
             return Err(AppError::Unauthenticated("the current password is incorrect"));
         }
+        self.attempt_succeeded(&ticket).await?;
         let new_hash = self.hasher.hash(new, requester).await?;
         let now = self.clock.now();
         let change = self
@@ -206,5 +197,24 @@ impl Identity {
         tracing::info!(target: "audit", event = "password_changed", user_id = %user.id,
             session_id = %caller.claims.sid, sessions_revoked);
         Ok(())
+    }
+
+    /// Someone holding this session keeps guessing its account's password: whoever it is,
+    /// the session ends (revoked like a logout, so every replica and verifier learns of it).
+    async fn end_guessing_session(&self, caller: &VerifiedToken, user: UserId) -> AppError {
+        let session_id = caller.claims.sid;
+        match self.store.revoke_session(session_id, self.clock.now()).await {
+            Ok(revocation) => {
+                if let Some(revocation) = &revocation {
+                    self.revoked_here(revocation);
+                }
+                metrics::counter!(SESSIONS_ENDED_FOR_GUESSING).increment(1);
+                tracing::warn!(target: "audit", event = "session_ended_for_password_guessing", user_id = %user,
+                    %session_id, failures = PASSWORD_CHANGE_FAILURES_END_SESSION,
+                    "repeated wrong current passwords: session revoked");
+                AppError::Unauthenticated("the current password is incorrect; the session has ended")
+            }
+            Err(error) => error.into(),
+        }
     }
 }

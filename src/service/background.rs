@@ -212,7 +212,8 @@ impl Supervised for Purge {
 
 impl Identity {
     /// Deletes sessions that expired or were revoked more than [`SESSION_RETENTION`] ago,
-    /// records of mail sent before then, and login windows that have passed, and prunes revocations no token can be affected by.
+    /// records of mail sent before then, and login throttle rows idle for `THROTTLE_MEMORY`,
+    /// and prunes revocations no token can be affected by.
     pub async fn purge(&self) {
         let now = self.clock.now();
         self.revocations.prune(now);
@@ -229,10 +230,6 @@ impl Identity {
             Ok(deleted) => tracing::info!(deleted, "purged records of sent mail"),
             Err(error) => tracing::warn!(%error, "could not purge records of sent mail"),
         }
-        if let Some(lockout) = &self.lockout
-            && let Err(error) = self.store.purge_login_attempts(now - lockout.window).await
-        {
-            tracing::warn!(%error, "could not purge old login attempts");
-        }
+        self.purge_throttle(now).await;
     }
 }

@@ -10,6 +10,7 @@ mod callers;
 mod mail;
 mod recovery;
 mod sessions;
+mod throttle;
 
 use std::{sync::Arc, time::Duration};
 
@@ -22,6 +23,7 @@ pub use callers::{CallerPolicy, ServiceKeyAdmin, StreamLimits, StreamPermit};
 pub use mail::{FAILED_LIST_LIMIT, MailAdmin};
 pub use recovery::RecoverySettings;
 pub use sessions::SessionTokens;
+pub use throttle::{LockoutPolicy, PASSWORD_CHANGE_FAILURES_END_SESSION, THROTTLE_MEMORY};
 
 use crate::{
     clients::Requester,
@@ -33,15 +35,10 @@ use crate::{
     tokens::{RevocationSet, TokenIssuer, TokenRejected, VerifiedToken, VerifiedTokenCache},
 };
 
-/// Brute-force protection: at most `max_failures` failed logins per email per `window`.
-#[derive(Debug, Clone, Copy)]
-pub struct LockoutPolicy {
-    pub max_failures: u32,
-    pub window: TimeDelta,
-}
-
 pub struct Identity {
-    lockout: Option<LockoutPolicy>,
+    lockout: LockoutPolicy,
+    schedule: crate::store::DelaySchedule,
+    signup_reveals_accounts: bool,
     store: Store,
     hasher: PasswordHasher,
     tokens: TokenIssuer,
@@ -65,8 +62,9 @@ pub struct IdentityParts {
     pub token_cache_size: usize,
     pub clock: Clock,
     pub refresh_ttl: Duration,
-    /// `None` turns lockout off.
-    pub lockout: Option<LockoutPolicy>,
+    pub lockout: LockoutPolicy,
+    /// `false`: Signup of a taken email answers like a successful signup.
+    pub signup_reveals_accounts: bool,
     /// Who may call the service-facing RPCs, and their stream limits.
     pub callers: CallerPolicy,
     pub mail: MailQueue,
@@ -77,6 +75,8 @@ impl Identity {
     pub fn new(parts: IdentityParts) -> Self {
         Self {
             lockout: parts.lockout,
+            schedule: parts.lockout.schedule(),
+            signup_reveals_accounts: parts.signup_reveals_accounts,
             store: parts.store,
             hasher: parts.hasher,
             tokens: parts.tokens,

@@ -27,7 +27,7 @@ use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
-pub use attempts::AttemptWindow;
+pub use attempts::{AccountCount, Admission, DelaySchedule};
 pub use error::StoreError;
 pub use listener::{LISTENER_APPLICATION_NAME, RevocationListener};
 pub use outbox::{FailedAttempt, MailClaim};

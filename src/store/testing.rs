@@ -167,6 +167,31 @@ impl Store {
         };
         Ok(inserted)
     }
+
+    /// Failed password checks still counted for `subject` (a normalized email, or
+    /// `user:<id>`), summed over every client: the guesses the server let through.
+    pub async fn throttled_failures(&self, subject: &str) -> Result<i64, StoreError> {
+        const SQL: &str =
+            "SELECT CAST(COALESCE(SUM(failures), 0) AS BIGINT) FROM login_throttle WHERE subject = $1";
+        let sum = with_pool!(self, pool => sqlx::query_scalar(SQL).bind(subject).fetch_one(pool).await)?;
+        Ok(sum)
+    }
+
+    /// The consecutive failed logins counted for a normalized email (0 without a row).
+    pub async fn consecutive_login_failures(&self, email: &str) -> Result<i64, StoreError> {
+        const SQL: &str = "SELECT CAST(failures AS BIGINT) FROM login_failures WHERE email_lower = $1";
+        let failures: Option<i64> =
+            with_pool!(self, pool => sqlx::query_scalar(SQL).bind(email).fetch_optional(pool).await)?;
+        Ok(failures.unwrap_or(0))
+    }
+
+    /// Rows in the two lockout tables together.
+    pub async fn lockout_rows(&self) -> Result<i64, StoreError> {
+        const SQL: &str =
+            "SELECT (SELECT COUNT(*) FROM login_throttle) + (SELECT COUNT(*) FROM login_failures)";
+        let rows = with_pool!(self, pool => sqlx::query_scalar(SQL).fetch_one(pool).await)?;
+        Ok(rows)
+    }
 }
 
 /// One outbox row as a test sees it.

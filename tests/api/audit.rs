@@ -9,12 +9,17 @@ use identity::proto::{
     ChangePasswordRequest, LoginRequest, LogoutRequest, RefreshTokenRequest, SignupRequest,
 };
 
+use tonic::Code;
+
 use crate::{
-    helpers::{PASSWORD, TestApp, bearer},
+    helpers::{PASSWORD, TestApp, assert_code, bearer},
     on_both_backends,
 };
 
-on_both_backends!(audit_events_carry_ids_and_never_secrets);
+on_both_backends!(
+    audit_events_carry_ids_and_never_secrets,
+    a_signup_that_hides_a_taken_email_answers_like_a_new_account_and_is_audited,
+);
 
 /// Every log line the test process writes, as JSON, for tests to search.
 #[derive(Clone, Default)]
@@ -165,4 +170,45 @@ async fn audit_events_carry_ids_and_never_secrets(app: TestApp) {
     ] {
         assert!(!everything.contains(secret), "a secret reached the logs");
     }
+}
+
+async fn a_signup_that_hides_a_taken_email_answers_like_a_new_account_and_is_audited(app: TestApp) {
+    captured_logs();
+    let app = app.restart_with(&[("IDENTITY_SIGNUP_REVEALS_ACCOUNTS", "false")]).await;
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let email = format!("hidden-{run}@example.com");
+    let first = app.signup(&email, PASSWORD, "First Owner").await.unwrap();
+    let other_password = "saffron-glacier-77-lantern";
+    let again = app
+        .auth()
+        .signup(with_request_id(
+            SignupRequest {
+                email: email.to_uppercase(),
+                password: other_password.into(),
+                full_name: "Someone".into(),
+            },
+            &format!("{run}-again"),
+        ))
+        .await
+        .expect("a taken email answers like a new account")
+        .into_inner()
+        .user
+        .unwrap();
+    // The same shape as a new account: its own fresh id, the email and name as sent, active.
+    assert_ne!(again.id, first.id);
+    assert!(again.id.parse::<uuid::Uuid>().is_ok());
+    assert_eq!(
+        (again.email.as_str(), again.full_name.as_str(), again.is_active),
+        (email.to_uppercase().as_str(), "Someone", true)
+    );
+    assert!(again.created_at.is_some());
+    // Nothing was stored: the owner's password still works, the second one does not.
+    assert_eq!(app.login(&email, PASSWORD).await.unwrap().user.unwrap().id, first.id);
+    assert_code(app.login(&email, other_password).await, Code::Unauthenticated);
+    let audit = lines_with(&format!("{run}-again"));
+    assert!(
+        audit.iter().any(|l| l.contains(r#""event":"signup_for_existing_account""#)),
+        "no audit event: {audit:#?}"
+    );
+    assert!(!audit.join("\n").contains(other_password));
 }

@@ -50,10 +50,13 @@ async fn login_failures_all_read_invalid_email_or_password(app: TestApp) {
     let wrong =
         assert_code(app.login("heidi@example.com", "wrong-password-entirely").await, Code::Unauthenticated);
     let deactivated = assert_code(app.login("ivan@example.com", PASSWORD).await, Code::Unauthenticated);
-    let too_long = assert_code(app.login("heidi@example.com", &"x".repeat(100)).await, Code::Unauthenticated);
-    for status in [&unknown, &wrong, &deactivated, &too_long] {
+    for status in [&unknown, &wrong, &deactivated] {
         assert_eq!(status.message(), "invalid email or password");
     }
+    // A password longer than any the policy can set depends on the input alone, like a
+    // malformed email, so naming its field reveals nothing (and nothing is counted).
+    let too_long = assert_code(app.login("heidi@example.com", &"x".repeat(100)).await, Code::InvalidArgument);
+    assert_eq!(bad_fields(&too_long), ["password"]);
 }
 
 async fn login_requires_both_fields(app: TestApp) {
