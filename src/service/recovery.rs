@@ -1,6 +1,6 @@
 //! Password reset by email: a request stores a single-use token (256 random bits, kept only as
 //! its SHA-256 digest) and queues a message with a link to it, in one transaction; a reset
-//! consumes the token, sets the new password, clears the lockout window and ends every
+//! consumes the token, sets the new password, clears the email's lock and ends every
 //! session. A request answers the same, after the same statements, whether or not the email
 //! has an account, so it reveals nothing; the hourly allowance per address
 //! (`IDENTITY_MAIL_MAX_PER_HOUR`) keeps it from being used to flood an inbox.

@@ -1,6 +1,6 @@
 //! The `password_reset_tokens` table: a reset request stores a token's digest and queues its
 //! message in one transaction; a reset consumes the token, sets the password, clears the
-//! lockout window and ends every session in another. A request runs the same statements
+//! email's lock and ends every session in another. A request runs the same statements
 //! whether or not the email has an account (and whether or not it is over its hourly
 //! allowance), so neither its answer nor its work tells the two apart.
 
@@ -117,7 +117,7 @@ impl Store {
     }
 
     /// Consumes the reset token with this digest (unused and unexpired), sets the new password,
-    /// clears the lockout window of the account's email and ends every session, in one
+    /// clears the lock of the account's email (`login_failures`) and ends every session, in one
     /// transaction. `None` when the token is unknown, used, expired or superseded, or its
     /// account is gone or deactivated. Of two concurrent calls with one token, one gets it:
     /// the consuming UPDATE locks the row, and the second finds `used_at` set.
@@ -131,7 +131,9 @@ impl Store {
              WHERE token_digest = $2 AND used_at IS NULL AND expires_at > $1 RETURNING user_id";
         const SET_PASSWORD: &str = "UPDATE users SET password_hash = $1, updated_at = $2
              WHERE id = $3 AND is_active RETURNING email_lower";
-        const CLEAR_LOCKOUT: &str = "DELETE FROM login_attempts WHERE email_lower = $1";
+        // The email's lock and run of failures end; per-client delays stay, so an attacker's
+        // addresses are not handed fresh free guesses by the owner's reset.
+        const CLEAR_LOCKOUT: &str = "DELETE FROM login_failures WHERE email_lower = $1";
         let outcome = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let user: Option<Uuid> =
