@@ -344,23 +344,35 @@ impl AsyncRead for Connection {
     }
 }
 
-impl AsyncWrite for Connection {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if matches!(this.progress, Progress::TimedOut) {
+impl Connection {
+    /// One write through `write`, with the handshake bookkeeping every write needs: refused once
+    /// timed out, progress noted when bytes went out, the deadline checked while blocked.
+    fn write_with(
+        &mut self,
+        cx: &mut Context<'_>,
+        write: impl FnOnce(&mut TcpStream, &mut Context<'_>) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        if matches!(self.progress, Progress::TimedOut) {
             return Poll::Ready(Err(Self::timed_out()));
         }
-        match Pin::new(&mut this.stream).poll_write(cx, buf) {
+        match write(&mut self.stream, cx) {
             Poll::Ready(Ok(written)) => {
                 if written > 0 {
-                    this.progress.wrote();
+                    self.progress.wrote();
                 }
                 Poll::Ready(Ok(written))
             }
             Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
-            Poll::Pending if this.expired(cx) => Poll::Ready(Err(Self::timed_out())),
+            Poll::Pending if self.expired(cx) => Poll::Ready(Err(Self::timed_out())),
             Poll::Pending => Poll::Pending,
         }
+    }
+}
+
+impl AsyncWrite for Connection {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.write_with(cx, |stream, cx| Pin::new(stream).poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -369,20 +381,7 @@ impl AsyncWrite for Connection {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if matches!(this.progress, Progress::TimedOut) {
-            return Poll::Ready(Err(Self::timed_out()));
-        }
-        match Pin::new(&mut this.stream).poll_write_vectored(cx, bufs) {
-            Poll::Ready(Ok(written)) => {
-                if written > 0 {
-                    this.progress.wrote();
-                }
-                Poll::Ready(Ok(written))
-            }
-            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
-            Poll::Pending if this.expired(cx) => Poll::Ready(Err(Self::timed_out())),
-            Poll::Pending => Poll::Pending,
-        }
+        this.write_with(cx, |stream, cx| Pin::new(stream).poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {

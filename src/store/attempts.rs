@@ -3,7 +3,7 @@
 //! client. Each step is one atomic statement, so parallel guesses on any replica cannot slip
 //! past a limit. Times are Unix milliseconds (the service's clock, never the database's).
 
-use super::{PURGE_BATCH, Store, StoreError, with_pool};
+use super::{Store, StoreError, with_pool};
 
 /// How delays grow for one (subject, client) pair.
 #[derive(Debug, Clone, Copy)]
@@ -196,21 +196,7 @@ impl Store {
               WHERE last_failure_ms < $1 AND locked_until_ms < $1 LIMIT $2)";
         let mut total = 0;
         for sql in [PAIRS, EMAILS] {
-            loop {
-                let started = std::time::Instant::now();
-                let deleted = with_pool!(self, pool => sqlx::query(sql)
-                    .bind(before_ms)
-                    .bind(i64::from(PURGE_BATCH))
-                    .execute(pool)
-                    .await
-                    .map(|done| done.rows_affected()))?;
-                total += deleted;
-                if deleted < u64::from(PURGE_BATCH) {
-                    break;
-                }
-                // Rest as long as the batch took, as `delete_in_batches` does.
-                tokio::time::sleep(started.elapsed().min(std::time::Duration::from_secs(1))).await;
-            }
+            total += self.delete_in_batches(sql, before_ms).await?;
         }
         Ok(total)
     }

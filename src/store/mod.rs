@@ -73,6 +73,26 @@ pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// never holds SQLite's single writer (or Postgres's row locks) for long.
 pub const PURGE_BATCH: u32 = 1000;
 
+/// The cutoff a batched purge binds as `$1`: a timestamp, or milliseconds since the epoch for the
+/// tables that store times so (the login throttle).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Cutoff {
+    At(DateTime<Utc>),
+    Millis(i64),
+}
+
+impl From<DateTime<Utc>> for Cutoff {
+    fn from(at: DateTime<Utc>) -> Self {
+        Self::At(at)
+    }
+}
+
+impl From<i64> for Cutoff {
+    fn from(ms: i64) -> Self {
+        Self::Millis(ms)
+    }
+}
+
 /// Runs `$body` with `$pool` bound to a connection of the concrete pool, so that one piece of
 /// sqlx code is type-checked once per backend without a tower of generic bounds. `$body`
 /// evaluates to a `Result<_, sqlx::Error>`; it runs within the statement timeout (see
@@ -203,16 +223,27 @@ impl Store {
     /// connection anew, so requests waiting for one get their turn between batches; after each
     /// batch the purge rests as long as the batch took, so it never has more than half of the
     /// database's time (it is background work: nobody waits for it). Returns the rows deleted.
-    async fn delete_in_batches(&self, sql: &'static str, before: DateTime<Utc>) -> Result<u64, StoreError> {
+    async fn delete_in_batches(
+        &self,
+        sql: &'static str,
+        before: impl Into<Cutoff>,
+    ) -> Result<u64, StoreError> {
+        let before = before.into();
         let mut total = 0;
         loop {
             let started = std::time::Instant::now();
-            let deleted = with_pool!(self, pool => sqlx::query(sql)
-                .bind(before)
+            let deleted = with_pool!(self, pool => {
+                let query = sqlx::query(sql);
+                let query = match before {
+                    Cutoff::At(at) => query.bind(at),
+                    Cutoff::Millis(ms) => query.bind(ms),
+                };
+                query
                 .bind(i64::from(PURGE_BATCH))
                 .execute(pool)
                 .await
-                .map(|done| done.rows_affected()))?;
+                .map(|done| done.rows_affected())
+            })?;
             total += deleted;
             if deleted < u64::from(PURGE_BATCH) {
                 return Ok(total);
