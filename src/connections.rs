@@ -292,6 +292,11 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// The client's address.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.info.remote_addr
+    }
+
     /// Called when the stream has no progress to report: has the deadline passed?
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
         let Some(deadline) = &mut self.deadline else { return false };

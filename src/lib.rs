@@ -11,6 +11,7 @@ pub mod domain;
 pub mod error;
 pub mod hash_pool;
 pub mod health;
+pub mod http;
 pub mod mail;
 pub mod metrics;
 pub mod passwords;

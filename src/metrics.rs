@@ -17,7 +17,7 @@
 //! | `identity_revocation_watchers` | gauge | open WatchRevocations streams |
 //! | `identity_db_connections` | gauge | `state`: idle, in_use |
 //! | `identity_db_acquire_seconds` | histogram | |
-//! | `identity_connections_open` | gauge | `listener`: api, health |
+//! | `identity_connections_open` | gauge | `listener`: api, health, http, metrics |
 //! | `identity_connections_refused_total` | counter | `listener`; `reason`: max_connections, max_per_client |
 //! | `identity_connections_handshake_timeouts_total` | counter | `listener` |
 //! | `identity_accept_errors_total` | counter | `listener` (the process is out of descriptors or memory) |
@@ -94,19 +94,6 @@ pub fn install() -> Result<PrometheusHandle, MetricsError> {
 
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, MetricsError> {
     TcpListener::bind(addr).await.map_err(|source| MetricsError::Bind { addr, source })
-}
-
-/// Serves `GET /metrics` in the Prometheus text format until `shutdown` completes.
-pub async fn serve(
-    listener: TcpListener,
-    handle: PrometheusHandle,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) {
-    let app = axum::Router::new()
-        .route("/metrics", axum::routing::get(move || std::future::ready(handle.render())));
-    if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
-        tracing::warn!(%error, "metrics server stopped");
-    }
 }
 
 /// Every `interval` until a stop is requested, records how many database connections are idle

@@ -84,6 +84,8 @@ pub struct App {
     /// A plaintext listener serving only grpc.health.v1, for probes that cannot speak TLS.
     health_listener: Option<TcpListener>,
     metrics: Option<(TcpListener, metrics_exporter_prometheus::PrometheusHandle)>,
+    /// The well-known documents, and their own listener unless they share the metrics one.
+    http: Option<(Option<TcpListener>, crate::http::WellKnown)>,
     #[cfg(feature = "test-helpers")]
     faults: crate::supervisor::Faults,
     outbox: Arc<Outbox>,
@@ -109,6 +111,23 @@ impl App {
         let keys =
             KeyRing::load(config.signing_key_file.as_deref(), &config.data_dir, &config.verify_key_files)?;
         tracing::info!(kid = %keys.signing.kid, verifying = keys.jwks().len(), "signing keys loaded");
+        let http = match config.http_addr {
+            Some(addr) => {
+                let shared = metrics.as_ref().filter(|_| config.metrics_addr == Some(addr));
+                let (listener, local_addr) = match shared {
+                    Some((listener, _)) => (None, listener.local_addr()),
+                    None => {
+                        let listener = bind(addr).await?;
+                        let local_addr = listener.local_addr();
+                        (Some(listener), local_addr)
+                    }
+                };
+                let local_addr = local_addr.map_err(|source| StartupError::Bind { addr, source })?;
+                let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{local_addr}"));
+                Some((listener, crate::http::WellKnown::new(keys.jwks(), &config.issuer, &public_url)))
+            }
+            None => None,
+        };
         let hasher =
             PasswordHasher::start(config.bcrypt_cost, config.hash_threads, config.hash_queue).await?;
         let tokens = TokenIssuer::new(
@@ -166,6 +185,7 @@ impl App {
             reflection: config.reflection,
             health_listener,
             metrics,
+            http,
             listener,
             local_addr,
             store,
@@ -200,6 +220,15 @@ impl App {
     /// Where `/metrics` is served, when it is.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics.as_ref().and_then(|(listener, _)| listener.local_addr().ok())
+    }
+
+    /// Where the well-known documents are served, when they are.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        match &self.http {
+            Some((Some(listener), _)) => listener.local_addr().ok(),
+            Some((None, _)) => self.metrics_addr(),
+            None => None,
+        }
     }
 
     /// The plaintext health-only listener's address, when one is configured.
@@ -260,8 +289,26 @@ impl App {
                 }
             });
         }
-        if let Some((listener, handle)) = self.metrics {
-            beside.spawn(crate::metrics::serve(listener, handle, stopped(stop_requested.clone())));
+        let mut metrics = self.metrics;
+        if let Some((own_listener, well_known)) = self.http {
+            // Sharing the metrics listener: one server for both.
+            let (listener, handle) = match own_listener {
+                Some(listener) => (Some(listener), None),
+                None => metrics
+                    .take()
+                    .map(|(listener, handle)| (Some(listener), Some(handle)))
+                    .unwrap_or((None, None)),
+            };
+            if let Some(listener) = listener {
+                let router = crate::http::router(Some(well_known), handle);
+                let stop = stopped(stop_requested.clone());
+                beside.spawn(crate::http::serve(listener, router, self.connection_limits, "http", stop));
+            }
+        }
+        if let Some((listener, handle)) = metrics {
+            let router = crate::http::router(None, Some(handle));
+            let stop = stopped(stop_requested.clone());
+            beside.spawn(crate::http::serve(listener, router, self.connection_limits, "metrics", stop));
         }
 
         let (reflection_v1, reflection_v1alpha) = if self.reflection {

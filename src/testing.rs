@@ -58,6 +58,7 @@ pub struct TestServer {
     addr: SocketAddr,
     health_addr: Option<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
+    http_addr: Option<SocketAddr>,
     identity: Arc<Identity>,
     faults: Faults,
     channel: Channel,
@@ -75,6 +76,7 @@ impl TestServer {
     pub async fn start_with_clock(config: &Config, clock: Clock) -> Result<Self, TestServerError> {
         let app = App::build_with_clock(config, clock).await?;
         let (addr, health_addr, metrics_addr) = (app.local_addr(), app.health_addr(), app.metrics_addr());
+        let http_addr = app.http_addr();
         let identity = app.identity();
         let faults = app.faults();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -86,6 +88,7 @@ impl TestServer {
             addr,
             health_addr,
             metrics_addr,
+            http_addr,
             identity,
             faults,
             channel,
@@ -130,6 +133,11 @@ impl TestServer {
 
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
+    }
+
+    /// Where the well-known documents are served, when they are.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
 
     /// The service logic, for in-process callers.

@@ -4,16 +4,18 @@
 //
 //   npm ci
 //   node client.js 127.0.0.1:50051        # or IDENTITY_ADDR=127.0.0.1:50051 node client.js
+//   node client.js 127.0.0.1:50051 http://127.0.0.1:8080   # also over IDENTITY_HTTP_ADDR
 //
 // Signs up a fresh user, logs in, checks the access token both remotely (ValidateToken) and
-// locally (jose against GetJwks), refreshes, logs out and checks the session is gone. Prints one
+// locally (jose against GetJwks, and with an HTTP URL also jose's createRemoteJWKSet against the
+// discovery document's jwks_uri), refreshes, logs out and checks the session is gone. Prints one
 // line per step; exits non-zero with a FAIL line on the first mismatch.
 import { randomUUID } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
-import { createLocalJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
+import { createLocalJWKSet, createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
 
 const PROTO_DIR = fileURLToPath(new URL('../../proto', import.meta.url));
 const ISSUER = 'identity';
@@ -60,8 +62,32 @@ async function verifyLocally(token, jwks) {
   }
 }
 
+// Verifies an access token as a gateway or resource server that speaks only HTTP does: the
+// discovery document names the key set, createRemoteJWKSet fetches (and caches) it and picks the
+// token's key. The algorithms allowed are the issuer's published ones, never the token's say-so.
+async function verifyOverHttp(token, httpUrl) {
+  const discoveryUrl = `${httpUrl.replace(/\/+$/, '')}/.well-known/openid-configuration`;
+  const response = await fetch(discoveryUrl, { signal: AbortSignal.timeout(TIMEOUT_MS) });
+  expect(response.ok, `GET ${discoveryUrl}: HTTP ${response.status}`);
+  const discovery = await response.json();
+  const keys = createRemoteJWKSet(new URL(discovery.jwks_uri), { timeoutDuration: TIMEOUT_MS });
+  try {
+    const { payload, protectedHeader } = await jwtVerify(token, keys, {
+      algorithms: discovery.id_token_signing_alg_values_supported,
+      typ: 'at+jwt',
+      issuer: ISSUER,
+      audience: AUDIENCE,
+      requiredClaims: ['exp', 'iat', 'nbf', 'sub', 'jti', 'sid'],
+    });
+    return { payload, alg: protectedHeader.alg, jwksUri: discovery.jwks_uri };
+  } catch (err) {
+    throw new Error(`verification over HTTP: ${err.code ?? err.name}: ${err.message}`);
+  }
+}
+
 async function main() {
   const addr = process.argv[2] ?? process.env.IDENTITY_ADDR ?? '127.0.0.1:50051';
+  const httpUrl = process.argv[3] ?? process.env.IDENTITY_HTTP_URL;
   const files = readdirSync(`${PROTO_DIR}/identity/v1`).filter((f) => f.endsWith('.proto'));
   // keepCase: fields keep their proto names (access_token), as in the other languages' clients.
   const definition = await protoLoader.load(files.map((f) => `identity/v1/${f}`), {
@@ -109,6 +135,13 @@ async function main() {
   expect(local.sub === user.id && local.sid === claims.session_id && local.jti === claims.token_id
     && local.email === email, `local claims differ from ValidateToken: ${JSON.stringify(local)}`);
   ok('verify locally', `EdDSA signature, typ, iss, aud, exp ok (jti ${local.jti})`);
+
+  if (httpUrl) {
+    const { payload: remote, alg, jwksUri } = await verifyOverHttp(tokens.access_token, httpUrl);
+    expect(remote.sub === user.id && remote.jti === claims.token_id,
+      `claims verified over HTTP differ from ValidateToken: ${JSON.stringify(remote)}`);
+    ok('verify over http', `createRemoteJWKSet(${jwksUri}): ${alg} signature ok`);
+  }
 
   const bearer = new grpc.Metadata();
   bearer.set('authorization', `Bearer ${tokens.access_token}`);

@@ -3,13 +3,17 @@
 
     pip install -r requirements.txt
     python client.py 127.0.0.1:50051        # or IDENTITY_ADDR=127.0.0.1:50051 python client.py
+    python client.py 127.0.0.1:50051 http://127.0.0.1:8080   # also over IDENTITY_HTTP_ADDR
 
 Signs up a fresh user, logs in, checks the access token both remotely (ValidateToken) and locally
-(PyJWT against GetJwks), refreshes, logs out and checks the session is gone. Prints one line per
-step; exits non-zero with a FAIL line on the first mismatch.
+(PyJWT against GetJwks, and with an HTTP URL also PyJWKClient against the discovery document's
+jwks_uri), refreshes, logs out and checks the session is gone. Prints one line per step; exits
+non-zero with a FAIL line on the first mismatch.
 """
 
 import importlib.resources
+import json
+import urllib.request
 import os
 import shutil
 import sys
@@ -96,8 +100,29 @@ def verify_locally(token, jwks):
         fail(f"local verification: {type(err).__name__}: {err}")
 
 
+def verify_over_http(token, http_url):
+    """Verifies an access token as a gateway or resource server that speaks only HTTP does: the
+    discovery document names the key set, PyJWKClient fetches it and picks the token's key. The
+    algorithms allowed are the issuer's published ones, never the token's say-so."""
+    discovery_url = f"{http_url.rstrip('/')}/.well-known/openid-configuration"
+    with urllib.request.urlopen(discovery_url, timeout=TIMEOUT) as response:
+        discovery = json.load(response)
+    algorithms = discovery["id_token_signing_alg_values_supported"]
+    keys = jwt.PyJWKClient(discovery["jwks_uri"], cache_keys=True, timeout=TIMEOUT)
+    try:
+        key = keys.get_signing_key_from_jwt(token)
+        expect(key.algorithm_name in algorithms, f"key algorithm {key.algorithm_name} not published")
+        claims = jwt.decode(token, key.key, algorithms=[key.algorithm_name], issuer=ISSUER,
+                            audience=AUDIENCE,
+                            options={"require": ["exp", "iat", "nbf", "iss", "aud", "sub", "jti"]})
+    except jwt.PyJWTError as err:
+        fail(f"verification over HTTP: {type(err).__name__}: {err}")
+    return claims, key.algorithm_name, discovery["jwks_uri"]
+
+
 def main():
     addr = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("IDENTITY_ADDR", "127.0.0.1:50051")
+    http_url = sys.argv[2] if len(sys.argv) > 2 else os.environ.get("IDENTITY_HTTP_URL")
     channel = grpc.insecure_channel(addr)
     try:
         grpc.channel_ready_future(channel).result(timeout=TIMEOUT)
@@ -144,6 +169,12 @@ def main():
            and local["jti"] == claims.token_id and local["email"] == email,
            f"local claims differ from ValidateToken: {local}")
     ok("verify locally", f"EdDSA signature, iss, aud, exp ok (jti {local['jti']})")
+
+    if http_url:
+        remote, algorithm, jwks_uri = verify_over_http(tokens.access_token, http_url)
+        expect(remote["sub"] == user.id and remote["jti"] == claims.token_id,
+               f"claims verified over HTTP differ from ValidateToken: {remote}")
+        ok("verify over http", f"PyJWKClient({jwks_uri}): {algorithm} signature ok")
 
     bearer = [("authorization", f"Bearer {tokens.access_token}")]
     me = rpc("GetCurrentUser", users.GetCurrentUser, user_pb.GetCurrentUserRequest(),

@@ -57,6 +57,11 @@ impl PublicJwk {
         usable.then(|| Self { kid: kid.to_owned(), x: x.to_owned() })
     }
 
+    /// The `alg` tokens signed by this key's private half carry.
+    pub fn algorithm_name(&self) -> &'static str {
+        Self::ALG
+    }
+
     /// The full JWK, every member set, as `jsonwebtoken` models it.
     pub fn to_jwk(&self) -> Jwk {
         Jwk {

@@ -203,6 +203,14 @@ variables! {
     metrics_addr: Option<SocketAddr> = optional(socket_addr), [
         "IDENTITY_METRICS_ADDR", "", "serve Prometheus metrics at http://ADDR/metrics", |c| show_addr(c.metrics_addr);
     ]
+    http_addr: Option<SocketAddr> = optional(socket_addr), [
+        "IDENTITY_HTTP_ADDR", "", "serve /.well-known/jwks.json and /.well-known/openid-configuration at http://ADDR (may equal IDENTITY_METRICS_ADDR)",
+            |c| show_addr(c.http_addr);
+    ]
+    public_url: Option<String> = custom(public_url), [
+        "IDENTITY_PUBLIC_URL", "", "the URL clients reach IDENTITY_HTTP_ADDR by, for jwks_uri; unset: http://ADDR",
+            |c| c.public_url.clone().unwrap_or_default();
+    ]
     // Well under the idle timeouts of common proxies and load balancers (60 s and up).
     revocation_heartbeat: Duration = text(|s| {
         bounded_duration(s, Duration::from_millis(100), Duration::from_secs(300))
@@ -411,6 +419,31 @@ fn database_url(env: &Env) -> Result<SecretString, ConfigError> {
     Ok(SecretString::from(url))
 }
 
+/// An absolute `http(s)://` URL without query or fragment, kept without its trailing slash;
+/// only meaningful when the HTTP listener runs.
+fn public_url(env: &Env) -> Result<Option<String>, ConfigError> {
+    const NAME: &str = "IDENTITY_PUBLIC_URL";
+    let Some(url) = env.get(NAME)? else { return Ok(None) };
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+    let Some(rest) = rest else {
+        return Err(problem(NAME, format!("must start with https:// or http:// (got {url:?})")));
+    };
+    if rest.is_empty()
+        || rest.starts_with('/')
+        || url.contains(['?', '#'])
+        || url.contains(char::is_whitespace)
+    {
+        return Err(problem(
+            NAME,
+            format!("must be an absolute URL with a host and no query or fragment (got {url:?})"),
+        ));
+    }
+    if env.get("IDENTITY_HTTP_ADDR")?.is_none() {
+        return Err(problem(NAME, "needs IDENTITY_HTTP_ADDR: it is where the keys are served"));
+    }
+    Ok(Some(url.trim_end_matches('/').to_owned()))
+}
+
 /// The allow-list makes sense only where client certificates are verified.
 fn mtls_callers(env: &Env) -> Result<AllowedCertificates, ConfigError> {
     const NAME: &str = "IDENTITY_MTLS_CALLERS";
@@ -542,6 +575,32 @@ mod tests {
         let proxies =
             config(&[("IDENTITY_TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.7")]).unwrap().trusted_proxies;
         assert_eq!(proxies.to_string(), "10.0.0.0/8,192.0.2.7/32");
+    }
+
+    #[test]
+    fn the_public_url_is_absolute_and_needs_the_http_listener() {
+        let http = ("IDENTITY_HTTP_ADDR", "127.0.0.1:8080");
+        let url = |value| config(&[http, ("IDENTITY_PUBLIC_URL", value)]);
+        assert_eq!(
+            url("https://id.example.com/").unwrap().public_url.as_deref(),
+            Some("https://id.example.com")
+        );
+        assert_eq!(
+            url("http://10.0.0.1:8080/auth").unwrap().public_url.as_deref(),
+            Some("http://10.0.0.1:8080/auth")
+        );
+        for bad in [
+            "id.example.com",
+            "ftp://id.example.com",
+            "https://",
+            "https:///x",
+            "https://a/?q=1",
+            "https://a/#f",
+        ] {
+            assert_eq!(url(bad).unwrap_err().variable, "IDENTITY_PUBLIC_URL", "{bad}");
+        }
+        let error = config(&[("IDENTITY_PUBLIC_URL", "https://id.example.com")]).unwrap_err();
+        assert!(error.problem.contains("IDENTITY_HTTP_ADDR"), "{error}");
     }
 
     #[test]

@@ -64,6 +64,8 @@ pub struct TestApp {
     pub db: TestDatabase,
     pub extra_env: Vec<(String, String)>,
     pub metrics_addr: Option<SocketAddr>,
+    /// Where the well-known documents are served (`IDENTITY_HTTP_ADDR`), when they are.
+    pub http_addr: Option<SocketAddr>,
     server: TestServer,
 }
 
@@ -101,6 +103,7 @@ impl TestApp {
             addr: server.addr(),
             channel: server.channel(),
             metrics_addr: server.metrics_addr(),
+            http_addr: server.http_addr(),
             clock,
             store,
             db,

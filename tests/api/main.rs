@@ -27,3 +27,4 @@ mod transport;
 mod tricky_text;
 mod users;
 mod watch;
+mod well_known;
