@@ -17,6 +17,11 @@ use std::{
 };
 
 use clap::Parser;
+use envoy_types::pb::envoy::service::auth::v3::{
+    AttributeContext, CheckRequest,
+    attribute_context::{HttpRequest, Request as AttributeRequest},
+    authorization_client::AuthorizationClient,
+};
 use hdrhistogram::Histogram;
 use identity::{
     config::Config,
@@ -38,12 +43,13 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use tonic_types::StatusExt;
 
 const PASSWORD: &str = "bench-orbit-tundra-42-vessel";
-const ALL: &str = "inprocess,echo,validate-repeated,validate-new,jwks,refresh,reset,signup,login,health-under-login,purge,retry-storm,fair-flood,cost-upgrade";
+const ALL: &str = "inprocess,echo,validate-repeated,ext-authz,validate-new,jwks,refresh,reset,signup,login,health-under-login,purge,retry-storm,fair-flood,cost-upgrade";
 
 #[derive(Parser)]
 #[command(about = "Load scenarios against an in-process identity server")]
 struct Args {
-    /// Comma-separated scenarios: inprocess, echo, validate-repeated, validate-new, jwks,
+    /// Comma-separated scenarios: inprocess, echo, validate-repeated, ext-authz (Envoy's Check
+    /// with a repeated token, in the same rounds as echo), validate-new, jwks,
     /// refresh, reset, signup, login, health-under-login, purge, retry-storm, fair-flood,
     /// cost-upgrade. `reset` runs RequestPasswordReset for existing and for unknown emails and
     /// prints both (compare their p50: the medians).
@@ -389,6 +395,7 @@ async fn main() {
     print_header();
     let mut echo_rps = Vec::new();
     let mut validate_rps = Vec::new();
+    let mut check_rps = Vec::new();
     let echo_channels =
         if wants("echo") { Some(Arc::new(start_echo(&identity, args.connections).await)) } else { None };
     let sample = Arc::new(mint_tokens(&identity, 1).remove(0));
@@ -417,6 +424,21 @@ async fn main() {
             .await;
             report.print();
             validate_rps.push(report.rps());
+        }
+        if wants("ext-authz") {
+            let (channel, sample) = (channel.clone(), Arc::clone(&sample));
+            let report = run("ext_authz Check repeated", args.concurrency, args.duration, move |task, _| {
+                let mut client = AuthorizationClient::new(channel(task));
+                let request = check_request(&sample);
+                async move {
+                    let response = client.check(request).await?.into_inner();
+                    let allowed = response.status.is_some_and(|status| status.code == 0);
+                    if allowed { Ok(()) } else { Err(Status::internal("denied")) }
+                }
+            })
+            .await;
+            report.print();
+            check_rps.push(report.rps());
         }
     }
 
@@ -586,6 +608,16 @@ async fn main() {
             validate / echo,
             validate_rps.len()
         );
+    }
+    if let (Some(check), Some(echo)) = (median(&mut check_rps), median(&mut echo_rps)) {
+        println!(
+            "ratio ext_authz Check (repeated) / echo: {:.2} (medians of {} rounds: {check:.0} / {echo:.0} requests/s)",
+            check / echo,
+            check_rps.len()
+        );
+    }
+    if let (Some(check), Some(validate)) = (median(&mut check_rps), median(&mut validate_rps)) {
+        println!("ratio ext_authz Check / ValidateToken (repeated): {:.2}", check / validate);
     }
     if let Some(login) = login_rps {
         println!("ratio Login / bcrypt limit: {:.2}", login / bcrypt_limit);
@@ -862,6 +894,31 @@ async fn sweep_main(args: &Args, sweep: &str) {
 fn median(values: &mut [f64]) -> Option<f64> {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied()
+}
+
+/// A CheckRequest as Envoy sends it for `GET /orders/42` with `authorization: Bearer <token>` and
+/// a few ordinary headers.
+fn check_request(token: &str) -> CheckRequest {
+    let headers = [
+        ("authorization", format!("Bearer {token}")),
+        (":authority", "shop.example.com".to_owned()),
+        (":method", "GET".to_owned()),
+        (":path", "/orders/42".to_owned()),
+        ("accept", "application/json".to_owned()),
+        ("user-agent", "bench/1.0".to_owned()),
+        ("x-request-id", "7f1c2d9e-4b7a-4c55-9e0f-1a2b3c4d5e6f".to_owned()),
+    ];
+    let http = HttpRequest {
+        method: "GET".into(),
+        path: "/orders/42".into(),
+        host: "shop.example.com".into(),
+        headers: headers.into_iter().map(|(name, value)| (name.to_owned(), value)).collect(),
+        ..HttpRequest::default()
+    };
+    let request = AttributeRequest { http: Some(http), ..AttributeRequest::default() };
+    CheckRequest {
+        attributes: Some(AttributeContext { request: Some(request), ..AttributeContext::default() }),
+    }
 }
 
 /// Serves [`Echo`] on an ephemeral port, answering with the claims of a real token.

@@ -14,9 +14,11 @@ use tokio::sync::{Mutex, watch};
 use tonic::server::NamedService;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
+use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
+
 use crate::{
     rpc::{
-        AuthApi, TokenApi, UserApi,
+        AuthApi, ExtAuthzApi, TokenApi, UserApi,
         proto::{
             auth_service_server::AuthServiceServer, token_service_server::TokenServiceServer,
             user_service_server::UserServiceServer,
@@ -27,11 +29,13 @@ use crate::{
     tokens::RevocationSet,
 };
 
-/// The health entries readiness probes ask about: one per API service.
-pub const API_SERVICES: [&str; 3] = [
+/// The health entries readiness probes ask about: one per API service (Envoy's external
+/// authorization included, for a gRPC health check on its cluster).
+pub const API_SERVICES: [&str; 4] = [
     <AuthServiceServer<AuthApi> as NamedService>::NAME,
     <TokenServiceServer<TokenApi> as NamedService>::NAME,
     <UserServiceServer<UserApi> as NamedService>::NAME,
+    <AuthorizationServer<ExtAuthzApi> as NamedService>::NAME,
 ];
 
 /// The one writer of the health entries. Clones share the state.

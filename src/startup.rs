@@ -8,6 +8,8 @@ use secrecy::ExposeSecret;
 use tokio::{net::TcpListener, sync::watch, task::JoinSet};
 use tonic::transport::{Server, ServerTlsConfig};
 
+use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
+
 use crate::{
     clients::TrustedProxies,
     clock::Clock,
@@ -18,7 +20,7 @@ use crate::{
     mail::{Deliverer, MailQueue, Outbox, OutboxSettings, OutboxWorker, Templates},
     passwords::{HashError, PasswordHasher},
     rpc::{
-        AuthApi, TokenApi, UserApi,
+        AuthApi, ExtAuthzApi, TokenApi, UserApi,
         proto::{
             auth_service_server::AuthServiceServer, token_service_server::TokenServiceServer,
             user_service_server::UserServiceServer,
@@ -32,6 +34,10 @@ use crate::{
     tokens::{KeyError, KeyRing, RevocationSet, TokenIssuer},
     transport::{self, MAX_REQUEST_BYTES},
 };
+
+/// Largest Check request from Envoy: its default limit on request headers (60 KiB) and room
+/// for the other attributes.
+const EXT_AUTHZ_MAX_REQUEST_BYTES: usize = 96 * 1024;
 
 /// How long the tasks beside the API (background work, side listeners) get to finish after a
 /// stop before they are aborted.
@@ -328,6 +334,9 @@ impl App {
             self.revocation_heartbeat,
         ))
         .max_decoding_message_size(MAX_REQUEST_BYTES);
+        // Envoy sends every header of the request it asks about (up to its 60 KiB default).
+        let ext_authz = AuthorizationServer::new(ExtAuthzApi::new(Arc::clone(&self.identity)))
+            .max_decoding_message_size(EXT_AUTHZ_MAX_REQUEST_BYTES);
         let user = UserServiceServer::new(UserApi::new(
             Arc::clone(&self.identity),
             self.policy,
@@ -353,6 +362,7 @@ impl App {
                     .add_service(auth)
                     .add_service(token)
                     .add_service(user)
+                    .add_service(ext_authz)
                     .serve_with_incoming_shutdown(incoming, on_shutdown)
                     .await
             }

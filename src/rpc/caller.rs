@@ -19,12 +19,7 @@ const MALFORMED: &str = "authorization metadata must be `Bearer <service key>`";
 pub fn credential<T>(request: &Request<T>) -> Result<Credential, AppError> {
     if let Some(header) = request.metadata().get("authorization") {
         let value = header.to_str().map_err(|_| AppError::Unauthenticated(MALFORMED))?;
-        let token = value
-            .split_once(' ')
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim())
-            .filter(|token| !token.is_empty())
-            .ok_or(AppError::Unauthenticated(MALFORMED))?;
+        let token = super::bearer_token(value).ok_or(AppError::Unauthenticated(MALFORMED))?;
         if token.starts_with(ServiceKey::PREFIX) {
             return ServiceKey::presented(token)
                 .map(Credential::ServiceKey)

@@ -16,7 +16,14 @@ pub const SERVED_DESCRIPTOR_SETS: [&[u8]; 4] = [
     tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
 ];
 
-static KNOWN: LazyLock<HashSet<String>> = LazyLock::new(|| methods_of(&SERVED_DESCRIPTOR_SETS));
+/// Served methods whose descriptors are not compiled in (envoy-types ships none).
+const SERVED_WITHOUT_DESCRIPTORS: [&str; 1] = ["/envoy.service.auth.v3.Authorization/Check"];
+
+static KNOWN: LazyLock<HashSet<String>> = LazyLock::new(|| {
+    let mut known = methods_of(&SERVED_DESCRIPTOR_SETS);
+    known.extend(SERVED_WITHOUT_DESCRIPTORS.iter().map(|path| (*path).to_owned()));
+    known
+});
 
 /// `path` itself if it names a served method, else `"other"`: a bounded label value.
 pub fn label(path: &str) -> &'static str {
@@ -62,6 +69,7 @@ mod tests {
             "/grpc.health.v1.Health/Watch",
             "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
             "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+            "/envoy.service.auth.v3.Authorization/Check",
         ] {
             assert_eq!(label(path), path);
         }

@@ -4,6 +4,7 @@
 mod auth;
 mod caller;
 pub mod codec;
+mod ext_authz;
 mod logging;
 pub mod methods;
 mod requester;
@@ -11,6 +12,7 @@ mod token;
 mod user;
 
 pub use auth::AuthApi;
+pub use ext_authz::{EMAIL_HEADER, ExtAuthzApi, SESSION_ID_HEADER, USER_ID_HEADER};
 pub use logging::RpcLogLayer;
 pub use token::{TokenApi, claims_message as token_claims_message};
 pub use user::UserApi;
@@ -27,6 +29,16 @@ pub mod proto {
     /// Serialized descriptors of the `identity.v1` files, served by reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         include_bytes!(concat!(env!("OUT_DIR"), "/identity_descriptor.bin"));
+}
+
+/// The token of an `authorization` value `Bearer <token>` (the scheme in any case, RFC 9110
+/// §11.1); `None` for another scheme or an empty token.
+pub fn bearer_token(value: &str) -> Option<&str> {
+    value
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .filter(|token| !token.is_empty())
 }
 
 pub fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {

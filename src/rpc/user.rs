@@ -44,11 +44,7 @@ impl UserApi {
             .map_err(|_| {
                 AppError::Unauthenticated("authorization metadata must be `Bearer <access token>`")
             })?;
-        let token = header
-            .split_once(' ')
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim())
-            .filter(|token| !token.is_empty())
+        let token = super::bearer_token(header)
             .ok_or(AppError::Unauthenticated("authorization metadata must be `Bearer <access token>`"))?;
         self.identity.validate(token).map_err(|reason| {
             tracing::debug!(%reason, "inactive bearer token");

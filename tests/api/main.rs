@@ -7,6 +7,7 @@ mod audit;
 mod callers;
 mod cli;
 mod connections;
+mod ext_authz;
 mod health;
 mod lockout;
 mod login;

@@ -1,0 +1,134 @@
+//! Envoy external authorization (`envoy.service.auth.v3.Authorization/Check`), so that Envoy,
+//! Istio, Contour or Emissary can ask this service about each request at the edge: an active
+//! bearer token (signature, window, revocation set; the cached check ValidateToken makes, no
+//! database round trip) is allowed with the caller's identity in `x-identity-*` headers for the
+//! upstream; anything else is denied with HTTP 401 and `www-authenticate: Bearer`.
+//!
+//! Every answer is a CheckResponse, never a gRPC error: Envoy treats an error as a failure of
+//! the authorization service, which `failure_mode_allow` turns into an *allowed* request.
+
+use std::sync::Arc;
+
+use envoy_types::pb::{
+    envoy::{
+        config::core::v3::{HeaderValue, HeaderValueOption, header_value_option::HeaderAppendAction},
+        service::auth::v3::{
+            CheckRequest, CheckResponse, DeniedHttpResponse, OkHttpResponse,
+            authorization_server::Authorization, check_response::HttpResponse,
+        },
+        r#type::v3::{HttpStatus, StatusCode as HttpStatusCode},
+    },
+    google::rpc,
+};
+use tonic::{Request, Response, Status};
+
+use crate::{service::Identity, tokens::VerifiedToken};
+
+/// The headers the upstream receives on an allowed request, each set (replacing any copy the
+/// client sent) from the verified token.
+pub const USER_ID_HEADER: &str = "x-identity-user-id";
+pub const SESSION_ID_HEADER: &str = "x-identity-session-id";
+pub const EMAIL_HEADER: &str = "x-identity-email";
+
+pub struct ExtAuthzApi {
+    identity: Arc<Identity>,
+}
+
+impl ExtAuthzApi {
+    pub fn new(identity: Arc<Identity>) -> Self {
+        Self { identity }
+    }
+}
+
+#[tonic::async_trait]
+impl Authorization for ExtAuthzApi {
+    #[tracing::instrument(skip_all)]
+    async fn check(&self, request: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
+        let Some(header) = authorization_header(request.get_ref()) else {
+            return Ok(Response::new(denied(Denial::NoToken)));
+        };
+        let Some(token) = super::bearer_token(header) else {
+            tracing::debug!("ext_authz: authorization is not a bearer token");
+            return Ok(Response::new(denied(Denial::InvalidToken)));
+        };
+        Ok(Response::new(match self.identity.validate(token) {
+            Ok(verified) => allowed(&verified),
+            Err(reason) => {
+                tracing::debug!(%reason, "ext_authz: inactive token");
+                denied(Denial::InvalidToken)
+            }
+        }))
+    }
+}
+
+/// The request's `authorization` header, from the header map Envoy sends (lower-case names;
+/// `header_map` instead when Envoy is configured with `encode_raw_headers`).
+fn authorization_header(request: &CheckRequest) -> Option<&str> {
+    let http = request.attributes.as_ref()?.request.as_ref()?.http.as_ref()?;
+    let is_authorization = |name: &str| name.eq_ignore_ascii_case("authorization");
+    if let Some((_, value)) = http.headers.iter().find(|(name, _)| is_authorization(name)) {
+        return Some(value);
+    }
+    let raw = http.header_map.as_ref()?.headers.iter().find(|header| is_authorization(&header.key))?;
+    if raw.raw_value.is_empty() { Some(raw.value.as_str()) } else { std::str::from_utf8(&raw.raw_value).ok() }
+}
+
+/// A header set on the request, replacing every copy already there: `append_action` says so to
+/// Envoy versions that read it, and the deprecated `append` left unset reads as `false` (also
+/// replace) to the older ones.
+fn set_header(key: &str, value: String) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue { key: key.to_owned(), value, raw_value: Vec::new() }),
+        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd.into(),
+        ..HeaderValueOption::default()
+    }
+}
+
+fn allowed(verified: &VerifiedToken) -> CheckResponse {
+    let claims = &verified.claims;
+    // Set, not removed: Envoy applies `headers_to_remove` after the headers it sets, so listing
+    // these there would strip the values given here. Setting replaces every forged copy.
+    let headers = vec![
+        set_header(USER_ID_HEADER, claims.sub.to_string()),
+        set_header(SESSION_ID_HEADER, claims.sid.to_string()),
+        set_header(EMAIL_HEADER, claims.email.clone()),
+    ];
+    CheckResponse {
+        status: Some(rpc::Status { code: tonic::Code::Ok.into(), ..rpc::Status::default() }),
+        http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+            headers,
+            ..OkHttpResponse::default()
+        })),
+        ..CheckResponse::default()
+    }
+}
+
+/// Why a request is refused, as RFC 6750 §3 tells the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Denial {
+    /// No credentials: the bare challenge.
+    NoToken,
+    /// A token that is not a well-formed active one.
+    InvalidToken,
+}
+
+fn denied(denial: Denial) -> CheckResponse {
+    let challenge = match denial {
+        Denial::NoToken => "Bearer".to_owned(),
+        Denial::InvalidToken => "Bearer error=\"invalid_token\"".to_owned(),
+    };
+    let response = DeniedHttpResponse {
+        status: Some(HttpStatus { code: HttpStatusCode::Unauthorized.into() }),
+        headers: vec![set_header("www-authenticate", challenge)],
+        body: String::new(),
+    };
+    CheckResponse {
+        status: Some(rpc::Status {
+            code: tonic::Code::Unauthenticated.into(),
+            message: "no active bearer token".into(),
+            details: Vec::new(),
+        }),
+        http_response: Some(HttpResponse::DeniedResponse(response)),
+        ..CheckResponse::default()
+    }
+}

@@ -1,0 +1,151 @@
+//! Envoy external authorization over real gRPC, with Envoy's own message types: what Envoy would
+//! do with each answer (forward with which headers, or refuse with which status) is what is
+//! checked.
+
+use std::{collections::HashMap, time::Duration};
+
+use envoy_types::pb::envoy::{
+    config::core::v3::header_value_option::HeaderAppendAction,
+    service::auth::v3::{
+        AttributeContext, CheckRequest, CheckResponse,
+        attribute_context::{HttpRequest, Request},
+        authorization_client::AuthorizationClient,
+        check_response::HttpResponse,
+    },
+};
+use identity::proto::LogoutRequest;
+
+use crate::{helpers::TestApp, on_both_backends};
+
+on_both_backends!(
+    an_active_token_is_allowed_with_the_identity_headers_and_forged_copies_replaced,
+    an_expired_token_is_denied_with_401,
+    a_revoked_session_is_denied_at_once,
+    garbage_and_missing_credentials_are_denied_with_a_bearer_challenge,
+);
+
+/// A CheckRequest as Envoy sends it for an HTTP request with `headers`.
+fn check_request(headers: &[(&str, &str)]) -> CheckRequest {
+    let headers: HashMap<String, String> =
+        headers.iter().map(|(name, value)| (name.to_string(), value.to_string())).collect();
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(Request {
+                http: Some(HttpRequest {
+                    method: "GET".into(),
+                    path: "/orders/42".into(),
+                    host: "shop.example.com".into(),
+                    headers,
+                    ..HttpRequest::default()
+                }),
+                ..Request::default()
+            }),
+            ..AttributeContext::default()
+        }),
+    }
+}
+
+async fn check(app: &TestApp, request: CheckRequest) -> CheckResponse {
+    AuthorizationClient::new(app.channel.clone()).check(request).await.expect("Check answers").into_inner()
+}
+
+/// What Envoy forwards upstream after an OK answer: the incoming headers with the answer's
+/// headers set (replacing, as `OVERWRITE_IF_EXISTS_OR_ADD` says), then `headers_to_remove` removed, in that
+/// order (`ext_authz.cc`, `Filter::onComplete`).
+fn upstream_headers(incoming: &[(&str, &str)], response: &CheckResponse) -> HashMap<String, String> {
+    let Some(HttpResponse::OkResponse(ok)) = &response.http_response else {
+        panic!("not an OK answer: {response:?}");
+    };
+    let mut headers: HashMap<String, String> =
+        incoming.iter().map(|(name, value)| (name.to_string(), value.to_string())).collect();
+    for option in &ok.headers {
+        let header = option.header.as_ref().unwrap();
+        assert_eq!(option.append_action(), HeaderAppendAction::OverwriteIfExistsOrAdd, "{option:?} replaces");
+        headers.insert(header.key.clone(), header.value.clone());
+    }
+    for name in &ok.headers_to_remove {
+        headers.remove(name);
+    }
+    headers
+}
+
+/// The HTTP status and `www-authenticate` Envoy sends the client after a denial.
+fn denial(response: &CheckResponse) -> (i32, Option<String>) {
+    assert_ne!(response.status.as_ref().map(|status| status.code), Some(0), "denied: {response:?}");
+    let Some(HttpResponse::DeniedResponse(denied)) = &response.http_response else {
+        panic!("not a denial: {response:?}");
+    };
+    let challenge = denied
+        .headers
+        .iter()
+        .filter_map(|option| option.header.as_ref())
+        .find(|header| header.key == "www-authenticate")
+        .map(|header| header.value.clone());
+    (denied.status.as_ref().map_or(0, |status| status.code), challenge)
+}
+
+async fn an_active_token_is_allowed_with_the_identity_headers_and_forged_copies_replaced(app: TestApp) {
+    let (user, login) = app.signed_in_user().await;
+    let token = login.tokens.unwrap().access_token;
+    let claims = app.identity().validate(&token).unwrap().claims.clone();
+    let authorization = format!("Bearer {token}");
+    let incoming = [
+        ("authorization", authorization.as_str()),
+        ("x-identity-user-id", "00000000-0000-0000-0000-000000000000"),
+        ("x-identity-email", "admin@example.com"),
+        ("x-identity-session-id", "forged"),
+        ("accept", "application/json"),
+    ];
+    let response = check(&app, check_request(&incoming)).await;
+    assert_eq!(response.status.as_ref().map(|status| status.code), Some(0), "{response:?}");
+    let upstream = upstream_headers(&incoming, &response);
+    assert_eq!(upstream["x-identity-user-id"], user.id);
+    assert_eq!(upstream["x-identity-session-id"], claims.sid.to_string());
+    assert_eq!(upstream["x-identity-email"], user.email);
+    assert_eq!(upstream["accept"], "application/json", "other headers pass untouched");
+
+    // The scheme is matched without regard to case, as HTTP says.
+    let lower = format!("bearer {token}");
+    let response = check(&app, check_request(&[("authorization", &lower)])).await;
+    assert_eq!(upstream_headers(&[], &response)["x-identity-user-id"], user.id);
+}
+
+async fn an_expired_token_is_denied_with_401(app: TestApp) {
+    let (_, login) = app.signed_in_user().await;
+    let authorization = format!("Bearer {}", login.tokens.unwrap().access_token);
+    let request = || check_request(&[("authorization", &authorization)]);
+    assert_eq!(check(&app, request()).await.status.unwrap().code, 0);
+    app.clock.advance(Duration::from_secs(15 * 60));
+    assert_eq!(denial(&check(&app, request()).await), (401, Some("Bearer error=\"invalid_token\"".into())));
+}
+
+async fn a_revoked_session_is_denied_at_once(app: TestApp) {
+    let (_, login) = app.signed_in_user().await;
+    let tokens = login.tokens.unwrap();
+    let authorization = format!("Bearer {}", tokens.access_token);
+    let request = || check_request(&[("authorization", &authorization)]);
+    assert_eq!(check(&app, request()).await.status.unwrap().code, 0);
+    app.auth().logout(LogoutRequest { refresh_token: tokens.refresh_token }).await.unwrap();
+    assert_eq!(denial(&check(&app, request()).await), (401, Some("Bearer error=\"invalid_token\"".into())));
+}
+
+async fn garbage_and_missing_credentials_are_denied_with_a_bearer_challenge(app: TestApp) {
+    let (_, login) = app.signed_in_user().await;
+    let token = login.tokens.unwrap().access_token;
+    let invalid = Some("Bearer error=\"invalid_token\"".to_owned());
+    let long = format!("Bearer {}", "a".repeat(8000));
+    let two = format!("Bearer {token},Bearer {token}");
+    let basic = format!("Basic {token}");
+    for value in ["Bearer not.a.token", "Bearer", "Bearer ", "garbage", &basic, &long, &two, "Bearer \u{e9}"]
+    {
+        let response = check(&app, check_request(&[("authorization", value)])).await;
+        assert_eq!(denial(&response), (401, invalid.clone()), "authorization: {value:?}");
+    }
+    let bare = Some("Bearer".to_owned());
+    for headers in [vec![], vec![("cookie", "session=1")], vec![("x-identity-user-id", "forged")]] {
+        let response = check(&app, check_request(&headers)).await;
+        assert_eq!(denial(&response), (401, bare.clone()), "headers {headers:?}");
+    }
+    // Not even an HTTP request: still an answer, never an error Envoy could fail open on.
+    assert_eq!(denial(&check(&app, CheckRequest::default()).await), (401, bare));
+}
