@@ -324,6 +324,7 @@ fn mint_tokens(identity: &Identity, count: usize) -> Vec<String> {
                 user_id: identity::domain::UserId::new(),
                 email: "bench@example.com",
                 full_name: "Bench",
+                email_verified: true,
                 session_id: identity::domain::SessionId::new(),
                 session_expires_at: now + chrono::TimeDelta::days(1),
             };

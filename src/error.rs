@@ -12,6 +12,11 @@ use crate::{domain::InvalidRequest, passwords::HashError, store::StoreError};
 /// have accounts.
 pub const INVALID_CREDENTIALS: &str = "invalid email or password";
 
+/// Said to a login with the right password for an unverified email, when verification is
+/// required: what the user can do about it.
+pub const EMAIL_NOT_VERIFIED: &str = "the email address is not verified yet: open the link in the verification \
+     message (a new one has been sent, unless several were this hour), then log in again";
+
 /// How long a client should wait before retrying work that was shed.
 const OVERLOAD_RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -29,6 +34,14 @@ pub enum AppError {
     /// UNAUTHENTICATED, for a missing or inactive token.
     #[error("{0}")]
     Unauthenticated(&'static str),
+    /// FAILED_PRECONDITION: the account is not in the state the call needs; the message says
+    /// what to do.
+    #[error("{0}")]
+    FailedPrecondition(&'static str),
+    /// FAILED_PRECONDITION with the `ErrorInfo` reason `EMAIL_NOT_VERIFIED`: the right password,
+    /// but `IDENTITY_REQUIRE_VERIFIED_EMAIL` is on and the email is not verified yet.
+    #[error("{EMAIL_NOT_VERIFIED}")]
+    EmailNotVerified,
     /// PERMISSION_DENIED: a known caller without the permission the call needs.
     #[error("{0}")]
     PermissionDenied(&'static str),
@@ -86,6 +99,16 @@ impl From<AppError> for Status {
             }
             AppError::EmailTaken => Status::already_exists(message),
             AppError::InvalidCredentials | AppError::Unauthenticated(_) => Status::unauthenticated(message),
+            AppError::FailedPrecondition(_) => Status::failed_precondition(message),
+            AppError::EmailNotVerified => Status::with_error_details(
+                Code::FailedPrecondition,
+                message,
+                ErrorDetails::with_error_info(
+                    "EMAIL_NOT_VERIFIED",
+                    "identity",
+                    std::collections::HashMap::new(),
+                ),
+            ),
             AppError::PermissionDenied(_) => Status::permission_denied(message),
             AppError::TooManyStreams(_) => Status::resource_exhausted(message),
             AppError::LockedOut { retry_after } => Status::with_error_details(
@@ -138,6 +161,10 @@ mod tests {
         assert_eq!(Status::from(AppError::Overloaded).code(), Code::ResourceExhausted);
         assert_eq!(Status::from(AppError::PermissionDenied("x")).code(), Code::PermissionDenied);
         assert_eq!(Status::from(AppError::TooManyStreams("x")).code(), Code::ResourceExhausted);
+        assert_eq!(Status::from(AppError::FailedPrecondition("x")).code(), Code::FailedPrecondition);
+        let unverified = Status::from(AppError::EmailNotVerified);
+        assert_eq!(unverified.code(), Code::FailedPrecondition);
+        assert_eq!(unverified.get_error_details().error_info().unwrap().reason, "EMAIL_NOT_VERIFIED");
         let down = StoreError::Unavailable(sqlx::Error::PoolTimedOut);
         assert_eq!(Status::from(AppError::from(down)).code(), Code::Unavailable);
         let bug = StoreError::Internal(sqlx::Error::RowNotFound);

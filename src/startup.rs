@@ -173,6 +173,10 @@ impl App {
                 reset_token_ttl: chrono::TimeDelta::from_std(config.reset_token_ttl)
                     .unwrap_or(chrono::TimeDelta::minutes(30)),
                 reset_url: config.reset_url.clone(),
+                verify_token_ttl: chrono::TimeDelta::from_std(config.verify_token_ttl)
+                    .unwrap_or(chrono::TimeDelta::hours(24)),
+                verify_url: config.verify_url.clone(),
+                require_verified_email: config.require_verified_email,
                 max_mail_per_hour: config.mail_max_per_hour,
             },
         }));

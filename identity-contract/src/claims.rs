@@ -27,6 +27,10 @@ pub struct AccessClaims {
     /// The session the token belongs to; revoking the session revokes the token.
     pub sid: SessionId,
     pub email: String,
+    /// Whether the user proved control of `email` (a verification or password-reset link) when
+    /// the token was issued. Tokens from before the claim existed read as `false`.
+    #[serde(default)]
+    pub email_verified: bool,
     /// The user's full name.
     pub name: String,
 }

@@ -125,6 +125,7 @@ fn claims() -> AccessClaims {
         jti: TokenId::new(),
         sid: SessionId::new(),
         email: "a@example.com".into(),
+        email_verified: true,
         name: "A".into(),
     }
 }
@@ -367,4 +368,12 @@ fn a_ttl_with_a_fraction_of_a_second_allows_its_whole_seconds() {
             sign(&AccessClaims { exp: NOW + lifetime, ..claims() }, &key.public.kid, &key.encoding).unwrap();
         assert_eq!(rules.decode(&token, &decoding).is_ok(), accepted, "lifetime {lifetime}");
     }
+}
+
+#[test]
+fn a_token_from_before_the_email_verified_claim_reads_as_unverified() {
+    let mut value = serde_json::to_value(claims()).unwrap();
+    value.as_object_mut().unwrap().remove("email_verified");
+    let decoded: AccessClaims = serde_json::from_value(value).unwrap();
+    assert!(!decoded.email_verified);
 }

@@ -284,8 +284,19 @@ variables! {
         "IDENTITY_RESET_URL", "http://localhost:3000/reset-password?token={token}", "the link in a reset message; {token} is replaced by the token",
             |c| c.reset_url.clone();
     ]
+    verify_token_ttl: Duration = text(|s| bounded_duration(s, Duration::from_secs(60), Duration::from_secs(7 * 24 * 3600))), [
+        "IDENTITY_VERIFY_TOKEN_TTL", "24h", "how long an email verification link works", |c| show_duration(c.verify_token_ttl);
+    ]
+    verify_url: String = text(|s| if s.contains("{token}") { Ok(s.to_owned()) } else { Err("must contain {token}".into()) }), [
+        "IDENTITY_VERIFY_URL", "http://localhost:3000/verify-email?token={token}", "the link in a verification message; {token} is replaced by the token",
+            |c| c.verify_url.clone();
+    ]
+    require_verified_email: bool = text(boolean), [
+        "IDENTITY_REQUIRE_VERIFIED_EMAIL", "false", "`true`: Login of an account whose email is not verified answers FAILED_PRECONDITION",
+            |c| c.require_verified_email.to_string();
+    ]
     mail_max_per_hour: u32 = text(|s| in_range(s, 1, 10_000)), [
-        "IDENTITY_MAIL_MAX_PER_HOUR", "5", "reset messages per address per hour; beyond it requests answer OK and send nothing",
+        "IDENTITY_MAIL_MAX_PER_HOUR", "5", "messages of each kind per address per hour; beyond it requests answer OK and send nothing",
             |c| c.mail_max_per_hour.to_string();
     ]
     log_format: LogFormat = text(|s| match s {

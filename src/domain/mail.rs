@@ -17,12 +17,16 @@ pub enum MailKind {
     VerifyEmail,
     /// A notice to the old address that the account's email changed.
     EmailChanged,
+    /// A notice to an account's owner that someone signed up with their address (sent instead
+    /// of an ALREADY_EXISTS answer when `IDENTITY_SIGNUP_REVEALS_ACCOUNTS=false`).
+    AccountExists,
     /// A message the operator's tooling or a test writes.
     Test,
 }
 
 impl MailKind {
-    pub const ALL: [Self; 4] = [Self::PasswordReset, Self::VerifyEmail, Self::EmailChanged, Self::Test];
+    pub const ALL: [Self; 5] =
+        [Self::PasswordReset, Self::VerifyEmail, Self::EmailChanged, Self::AccountExists, Self::Test];
 
     /// The name stored in the outbox, used for template files and metric labels.
     pub fn as_str(self) -> &'static str {
@@ -30,6 +34,7 @@ impl MailKind {
             Self::PasswordReset => "password_reset",
             Self::VerifyEmail => "verify_email",
             Self::EmailChanged => "email_changed",
+            Self::AccountExists => "account_exists",
             Self::Test => "test",
         }
     }
@@ -42,6 +47,28 @@ impl MailKind {
 impl fmt::Display for MailKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// What a single-use token sent by email proves when it comes back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LinkPurpose {
+    /// Control of the account's address: it may set a new password.
+    PasswordReset,
+    /// Control of the account's current address.
+    VerifyEmail,
+    /// Control of a new address the account asked to move to.
+    ChangeEmail,
+}
+
+impl LinkPurpose {
+    /// The name stored with the token.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PasswordReset => "password_reset",
+            Self::VerifyEmail => "verify_email",
+            Self::ChangeEmail => "change_email",
+        }
     }
 }
 

@@ -22,7 +22,7 @@ pub use caller::{
 pub use email::{ConfusableKey, Email, NormalizedEmail};
 pub use full_name::FullName;
 pub use identity_contract::{SessionId, TokenId, UserId};
-pub use mail::{FailedMail, MailContent, MailId, MailKind, NewMail, OutboxMessage};
+pub use mail::{FailedMail, LinkPurpose, MailContent, MailId, MailKind, NewMail, OutboxMessage};
 pub use password::{Password, PasswordPolicy, PresentedPassword};
 pub use presented::Presented;
 pub use stored::{PasswordHash, RefreshTokenDigest};

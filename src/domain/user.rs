@@ -13,4 +13,13 @@ pub struct User {
     pub full_name: String,
     pub is_active: bool,
     pub created_at: DateTime<Utc>,
+    /// Whether the owner of `email` proved control of it (a verification or reset link), and
+    /// when: `Some` exactly when verified.
+    pub email_verified_at: Option<DateTime<Utc>>,
+}
+
+impl User {
+    pub fn email_verified(&self) -> bool {
+        self.email_verified_at.is_some()
+    }
 }

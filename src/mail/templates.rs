@@ -1,7 +1,7 @@
 //! The text of each message: a subject, a plain-text part and an HTML part per kind, written as
 //! minijinja templates. Built-in versions ship in the binary; a file of the same name in
 //! `IDENTITY_MAIL_TEMPLATES` replaces one (`password_reset.subject.txt`, `password_reset.txt`,
-//! `password_reset.html`, and likewise `verify_email.*`, `email_changed.*`). Every template is
+//! `password_reset.html`, and likewise `verify_email.*`, `email_changed.*`, `account_exists.*`). Every template is
 //! compiled and tried at start, so a broken override stops the service there, not at the
 //! first message. Templates see `name`, `link`, `expires_at` and `expires_in`; HTML output is
 //! escaped.
@@ -29,7 +29,7 @@ fn builtin(kind: MailKind, part: &str) -> &'static str {
         };
     }
     templates!(PasswordReset => "password_reset", VerifyEmail => "verify_email",
-        EmailChanged => "email_changed", Test => "test")
+        EmailChanged => "email_changed", AccountExists => "account_exists", Test => "test")
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -9,8 +9,8 @@ use super::{
     proto::{
         LoginRequest, LoginResponse, LogoutRequest, LogoutResponse, RefreshTokenRequest,
         RefreshTokenResponse, RequestPasswordResetRequest, RequestPasswordResetResponse,
-        ResetPasswordRequest, ResetPasswordResponse, SignupRequest, SignupResponse,
-        auth_service_server::AuthService,
+        ResetPasswordRequest, ResetPasswordResponse, SignupRequest, SignupResponse, VerifyEmailRequest,
+        VerifyEmailResponse, auth_service_server::AuthService,
     },
     requester::requester,
     tokens_message, user_message,
@@ -129,6 +129,19 @@ impl AuthService for AuthApi {
         let (token, password) = parse_reset(&self.policy, request.into_inner()).map_err(AppError::from)?;
         self.identity.reset_password(&token, &password, &requester).await?;
         Ok(Response::new(ResetPasswordResponse {}))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn verify_email(
+        &self,
+        request: Request<VerifyEmailRequest>,
+    ) -> Result<Response<VerifyEmailResponse>, Status> {
+        let mut violations = Violations::default();
+        let token =
+            violations.check(Presented::parse("token", request.into_inner().token, MAX_REFRESH_TOKEN_BYTES));
+        let token = violations.finish(token).map_err(AppError::from)?;
+        let email = self.identity.verify_email(token.into_inner().trim()).await?;
+        Ok(Response::new(VerifyEmailResponse { email }))
     }
 
     #[tracing::instrument(skip_all)]

@@ -55,6 +55,8 @@ fn user_message(user: &User) -> proto::User {
         full_name: user.full_name.clone(),
         is_active: user.is_active,
         created_at: Some(timestamp(user.created_at)),
+        email_verified: user.email_verified(),
+        email_verified_at: user.email_verified_at.map(timestamp),
     }
 }
 

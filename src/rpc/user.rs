@@ -6,15 +6,16 @@ use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 use super::{
     proto::{
-        ChangePasswordRequest, ChangePasswordResponse, GetCurrentUserRequest, GetCurrentUserResponse,
-        user_service_server::UserService,
+        ChangeEmailRequest, ChangeEmailResponse, ChangePasswordRequest, ChangePasswordResponse,
+        GetCurrentUserRequest, GetCurrentUserResponse, SendVerificationEmailRequest,
+        SendVerificationEmailResponse, user_service_server::UserService,
     },
     requester::requester,
     user_message,
 };
 use crate::{
-    clients::TrustedProxies,
-    domain::{PasswordPolicy, PresentedPassword, Violations},
+    clients::{Requester, TrustedProxies},
+    domain::{Email, PasswordPolicy, PresentedPassword, Violations},
     error::AppError,
     service::Identity,
     tokens::VerifiedToken,
@@ -51,6 +52,23 @@ impl UserApi {
             AppError::Unauthenticated("invalid or expired access token")
         })
     }
+
+    /// The caller of a call that checks the current password (and so hashes): authenticated,
+    /// and shed before any other work when the hash pool is full.
+    fn password_checking_caller<T>(
+        &self,
+        request: &Request<T>,
+    ) -> Result<(Arc<VerifiedToken>, Requester), AppError> {
+        let caller = self.authenticate(request.metadata())?;
+        let requester = requester(request, &self.proxies);
+        self.identity.shed_if_saturated(&requester)?;
+        Ok((caller, requester))
+    }
+}
+
+/// The current password of a call that checks it.
+fn current_password(raw: String) -> Result<PresentedPassword, crate::domain::FieldViolation> {
+    PresentedPassword::parse_settable("current_password", raw, MAX_CURRENT_PASSWORD_BYTES)
 }
 
 #[tonic::async_trait]
@@ -70,21 +88,40 @@ impl UserService for UserApi {
         &self,
         request: Request<ChangePasswordRequest>,
     ) -> Result<Response<ChangePasswordResponse>, Status> {
-        let caller = self.authenticate(request.metadata())?;
-        let requester = requester(&request, &self.proxies);
-        self.identity.shed_if_saturated(&requester)?;
+        let (caller, requester) = self.password_checking_caller(&request)?;
         let request = request.into_inner();
         let mut violations = Violations::default();
-        let current = violations.check(PresentedPassword::parse_settable(
-            "current_password",
-            request.current_password,
-            MAX_CURRENT_PASSWORD_BYTES,
-        ));
+        let current = violations.check(current_password(request.current_password));
         let context = [caller.claims.email.as_str(), caller.claims.name.as_str()];
         let new_password =
             violations.check(self.policy.check("new_password", &request.new_password, &context));
         let (current, new_password) = violations.finish(current.zip(new_password)).map_err(AppError::from)?;
         self.identity.change_password(&caller, &current, &new_password, &requester).await?;
         Ok(Response::new(ChangePasswordResponse {}))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn send_verification_email(
+        &self,
+        request: Request<SendVerificationEmailRequest>,
+    ) -> Result<Response<SendVerificationEmailResponse>, Status> {
+        let caller = self.authenticate(request.metadata())?;
+        self.identity.send_verification(&caller.claims).await?;
+        Ok(Response::new(SendVerificationEmailResponse {}))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn change_email(
+        &self,
+        request: Request<ChangeEmailRequest>,
+    ) -> Result<Response<ChangeEmailResponse>, Status> {
+        let (caller, requester) = self.password_checking_caller(&request)?;
+        let request = request.into_inner();
+        let mut violations = Violations::default();
+        let current = violations.check(current_password(request.current_password));
+        let new_email = violations.check(Email::parse("new_email", &request.new_email));
+        let (current, new_email) = violations.finish(current.zip(new_email)).map_err(AppError::from)?;
+        self.identity.change_email(&caller, &current, &new_email, &requester).await?;
+        Ok(Response::new(ChangeEmailResponse {}))
     }
 }

@@ -2,7 +2,7 @@
 //! hash (in the store's `UserRecord`) is read here and goes no further.
 
 use super::Identity;
-use super::throttle::PASSWORD_CHANGE_FAILURES_END_SESSION;
+use super::{throttle::PASSWORD_CHANGE_FAILURES_END_SESSION, verification::VerificationLink};
 use crate::metrics::{LOGINS, SESSIONS_ENDED_FOR_GUESSING};
 use crate::{
     clients::Requester,
@@ -20,9 +20,10 @@ pub struct SignupInput {
 }
 
 impl Identity {
-    /// Creates an account. With `signup_reveals_accounts` off, a taken email answers exactly
-    /// as a new account would (a `User` with a fresh id that is never stored, after the same
-    /// hashing), so Signup tells nobody which emails have accounts; the audit log records it.
+    /// Creates an account and queues the verification message to its address. With
+    /// `signup_reveals_accounts` off, a taken email answers exactly as a new account would (a
+    /// `User` with a fresh id that is never stored, after the same hashing), so Signup tells
+    /// nobody which emails have accounts; the owner is told by mail instead.
     pub async fn signup(&self, input: SignupInput, requester: &Requester) -> Result<User, AppError> {
         let hash = self.hasher.hash(&input.password, requester).await?;
         let user = NewUser {
@@ -32,22 +33,23 @@ impl Identity {
             password_hash: &hash,
             now: self.clock.now(),
         };
-        match self.store.insert_user(&user).await {
+        // The account and its verification link are stored together.
+        let link = VerificationLink::new();
+        match self.store.insert_user_to_verify(&user, self.verification_token(&link)).await {
             Ok(user) => {
+                self.mail.wake();
                 tracing::info!(target: "audit", event = "signup", user_id = %user.id);
                 Ok(user)
             }
             Err(StoreError::UniqueViolation) if !self.signup_reveals_accounts => {
-                // The owner's "you already have an account" mail comes with the recovery
-                // issue's outbox; until then the attempt is only audited.
-                tracing::info!(target: "audit", event = "signup_for_existing_account", client = %requester.client,
-                    "signup of a taken email answered as a success; nothing stored");
+                self.notify_existing_account(&input.email, requester).await;
                 Ok(User {
                     id: user.id,
                     email: input.email.as_str().to_owned(),
                     full_name: input.full_name.as_str().to_owned(),
                     is_active: true,
                     created_at: user.now,
+                    email_verified_at: None,
                 })
             }
             Err(StoreError::UniqueViolation) => Err(AppError::EmailTaken),
@@ -101,6 +103,16 @@ impl Identity {
         self.attempt_succeeded(&ticket).await?;
         self.rehash_if_weaker(&user, password, requester).await;
         let UserRecord { user, .. } = user;
+        if self.recovery.require_verified_email && !user.email_verified() {
+            // The password is proven, so saying this reveals nothing; a new link goes out
+            // (within the allowance), since the user cannot ask for one without a session.
+            if let Err(error) = self.queue_verification(user.id).await {
+                tracing::warn!(user_id = %user.id, %error, "could not queue a verification message");
+            }
+            metrics::counter!(LOGINS, "outcome" => "email_not_verified").increment(1);
+            tracing::info!(target: "audit", event = "login_refused", user_id = %user.id, reason = "email not verified");
+            return Err(AppError::EmailNotVerified);
+        }
         let tokens = self.start_session(&user).await?;
         metrics::counter!(LOGINS, "outcome" => "success").increment(1);
         tracing::info!(target: "audit", event = "login", user_id = %user.id, session_id = %tokens.session_id);
@@ -149,6 +161,38 @@ impl Identity {
         }
     }
 
+    /// Checks the caller's current password, counted per (account, client) like a login: a
+    /// wrong one is UNAUTHENTICATED (audited as `failed_event`), and after
+    /// [`PASSWORD_CHANGE_FAILURES_END_SESSION`] of them the session ends. Returns the account.
+    pub(super) async fn check_current_password(
+        &self,
+        caller: &VerifiedToken,
+        current: &PresentedPassword,
+        requester: &Requester,
+        failed_event: &'static str,
+    ) -> Result<UserRecord, AppError> {
+        let record = self.active_account(&caller.claims).await?;
+        let user_id = record.user.id;
+        let ticket = self.admit_password_check(user_id, requester).await?;
+        let verified = match self.hasher.verify(current, Some(&record.password_hash), requester).await {
+            Ok(verified) => verified,
+            Err(error) => {
+                self.attempt_unchecked(&ticket).await?;
+                return Err(error.into());
+            }
+        };
+        if !verified {
+            tracing::info!(target: "audit", event = failed_event, %user_id,
+                reason = "wrong current password", failures = ticket.pair_failures, client = %requester.client);
+            if ticket.pair_failures >= PASSWORD_CHANGE_FAILURES_END_SESSION {
+                return Err(self.end_guessing_session(caller, user_id).await);
+            }
+            return Err(AppError::Unauthenticated("the current password is incorrect"));
+        }
+        self.attempt_succeeded(&ticket).await?;
+        Ok(record)
+    }
+
     /// Sets a new password after checking the current one, and ends every other session of the
     /// user; the caller's session stays valid.
     pub async fn change_password(
@@ -158,24 +202,8 @@ impl Identity {
         new: &Password,
         requester: &Requester,
     ) -> Result<(), AppError> {
-        let UserRecord { user, password_hash } = self.active_account(&caller.claims).await?;
-        let ticket = self.admit_password_check(user.id, requester).await?;
-        let verified = match self.hasher.verify(current, Some(&password_hash), requester).await {
-            Ok(verified) => verified,
-            Err(error) => {
-                self.attempt_unchecked(&ticket).await?;
-                return Err(error.into());
-            }
-        };
-        if !verified {
-            tracing::info!(target: "audit", event = "password_change_failed", user_id = %user.id,
-                reason = "wrong current password", failures = ticket.pair_failures, client = %requester.client);
-            if ticket.pair_failures >= PASSWORD_CHANGE_FAILURES_END_SESSION {
-                return Err(self.end_guessing_session(caller, user.id).await);
-            }
-            return Err(AppError::Unauthenticated("the current password is incorrect"));
-        }
-        self.attempt_succeeded(&ticket).await?;
+        let UserRecord { user, password_hash } =
+            self.check_current_password(caller, current, requester, "password_change_failed").await?;
         let new_hash = self.hasher.hash(new, requester).await?;
         let now = self.clock.now();
         let change = self

@@ -222,8 +222,8 @@ impl Identity {
             Ok(deleted) => tracing::info!(deleted, "purged old sessions"),
             Err(error) => tracing::warn!(%error, "could not purge old sessions"),
         }
-        if let Err(error) = self.store.purge_reset_tokens(now - SESSION_RETENTION).await {
-            tracing::warn!(%error, "could not purge expired reset tokens");
+        if let Err(error) = self.store.purge_email_tokens(now - SESSION_RETENTION).await {
+            tracing::warn!(%error, "could not purge expired email tokens");
         }
         match self.store.purge_sent_mail(now - SESSION_RETENTION).await {
             Ok(0) => {}

@@ -11,6 +11,7 @@ mod mail;
 mod recovery;
 mod sessions;
 mod throttle;
+mod verification;
 
 use std::{sync::Arc, time::Duration};
 

@@ -55,6 +55,7 @@ impl Identity {
             user_id: user.id,
             email: &user.email,
             full_name: &user.full_name,
+            email_verified: user.email_verified(),
             session_id,
             session_expires_at,
         };

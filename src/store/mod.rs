@@ -3,15 +3,15 @@
 //! (both databases take `$N` placeholders, `RETURNING` and `ON CONFLICT`, and every timestamp is
 //! bound by the service from its clock rather than taken from the database's `now()`) and
 //! type-checked per backend by [`with_pool!`]. One file per table family: `users`, `sessions`,
-//! `attempts`, `service_keys`, the mail `outbox`, the revocation `listener`, and a test-only API in `testing`. No business rules
+//! `attempts`, `service_keys`, the mail `outbox` and the `email_tokens` its links carry, the revocation `listener`, and a test-only API in `testing`. No business rules
 //! live here.
 
 mod attempts;
+mod email_tokens;
 mod error;
 mod guard;
 mod listener;
 mod outbox;
-mod resets;
 mod service_keys;
 mod sessions;
 #[cfg(any(test, feature = "test-helpers"))]
@@ -28,10 +28,10 @@ use sqlx::{
 };
 
 pub use attempts::{AccountCount, Admission, DelaySchedule};
+pub use email_tokens::{EmailVerified, LinkRequested, LinkToken, ResetRequestWork, ResetRequested};
 pub use error::StoreError;
 pub use listener::{LISTENER_APPLICATION_NAME, RevocationListener};
 pub use outbox::{FailedAttempt, MailClaim};
-pub use resets::{ResetRequest, ResetRequestWork, ResetRequested};
 pub use service_keys::ServiceKeyRecord;
 pub use sessions::{
     NewSession, REVOCATION_CHANNEL, Revocation, RevocationPosition, RevokedSession, Rotation,

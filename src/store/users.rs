@@ -37,6 +37,8 @@ pub(super) struct UserRow {
     password_normalized: bool,
     is_active: bool,
     created_at: DateTime<Utc>,
+    email_verified: bool,
+    email_verified_at: Option<DateTime<Utc>>,
 }
 
 impl From<UserRow> for UserRecord {
@@ -48,6 +50,8 @@ impl From<UserRow> for UserRecord {
                 full_name: row.full_name,
                 is_active: row.is_active,
                 created_at: row.created_at,
+                // Both columns are written together; the flag is what a query filters on.
+                email_verified_at: row.email_verified_at.filter(|_| row.email_verified),
             },
             password_hash: PasswordHash::from_stored(row.password_hash, row.password_normalized),
         }
@@ -57,10 +61,45 @@ impl From<UserRow> for UserRecord {
 /// The columns [`UserRow`] reads, in one place for every query that returns users.
 macro_rules! user_columns {
     () => {
-        "id, email, full_name, password_hash, password_normalized, is_active, created_at"
+        "id, email, full_name, password_hash, password_normalized, is_active, created_at, email_verified, email_verified_at"
     };
 }
 pub(super) use user_columns;
+
+/// Inserting a user, on its own or inside a caller's transaction (with its verification link).
+pub(super) trait InsertUser {
+    async fn insert_user(&mut self, user: &NewUser<'_>) -> Result<UserRow, sqlx::Error>;
+}
+
+macro_rules! insert_user {
+    ($connection:ty) => {
+        impl InsertUser for $connection {
+            async fn insert_user(&mut self, user: &NewUser<'_>) -> Result<UserRow, sqlx::Error> {
+                const SQL: &str = concat!(
+                    "INSERT INTO users (id, email, email_lower, email_skeleton, full_name,
+                         password_hash, password_normalized, is_active, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, TRUE, $8, $8)
+                     RETURNING ",
+                    user_columns!()
+                );
+                let normalized = user.email.normalized();
+                sqlx::query_as::<_, UserRow>(SQL)
+                    .bind(user.id.into_uuid())
+                    .bind(user.email.as_str())
+                    .bind(normalized.as_str())
+                    .bind(normalized.confusable_key().as_str())
+                    .bind(user.full_name.as_str())
+                    .bind(user.password_hash.expose())
+                    .bind(user.password_hash.is_of_normalized_text())
+                    .bind(user.now)
+                    .fetch_one(&mut *self)
+                    .await
+            }
+        }
+    };
+}
+insert_user!(sqlx::PgConnection);
+insert_user!(sqlx::SqliteConnection);
 
 pub struct NewUser<'a> {
     pub id: UserId,
@@ -92,25 +131,7 @@ impl Store {
     /// Inserts a user; `StoreError::UniqueViolation` when the normalized email, or an address
     /// that looks like it (its confusable key), is taken.
     pub async fn insert_user(&self, user: &NewUser<'_>) -> Result<User, StoreError> {
-        const SQL: &str = concat!(
-            "INSERT INTO users (id, email, email_lower, email_skeleton, full_name,
-                 password_hash, password_normalized, is_active, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, TRUE, $8, $8)
-             RETURNING ",
-            user_columns!()
-        );
-        let normalized = user.email.normalized();
-        let row = with_pool!(self, pool => sqlx::query_as::<_, UserRow>(SQL)
-            .bind(user.id.into_uuid())
-            .bind(user.email.as_str())
-            .bind(normalized.as_str())
-            .bind(normalized.confusable_key().as_str())
-            .bind(user.full_name.as_str())
-            .bind(user.password_hash.expose())
-            .bind(user.password_hash.is_of_normalized_text())
-            .bind(user.now)
-            .fetch_one(pool)
-            .await)?;
+        let row = with_pool!(self, pool => pool.insert_user(user).await)?;
         Ok(UserRecord::from(row).user)
     }
 

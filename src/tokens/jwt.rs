@@ -66,6 +66,7 @@ pub struct AccessTokenSubject<'a> {
     pub user_id: UserId,
     pub email: &'a str,
     pub full_name: &'a str,
+    pub email_verified: bool,
     pub session_id: SessionId,
     /// The access token never outlives its session.
     pub session_expires_at: DateTime<Utc>,
@@ -113,6 +114,7 @@ impl TokenIssuer {
             jti: TokenId::new(),
             sid: subject.session_id,
             email: subject.email.to_owned(),
+            email_verified: subject.email_verified,
             name: subject.full_name.to_owned(),
         };
         let token = identity_contract::sign(&claims, &self.keys.signing.kid, &self.keys.signing.encoding)?;
@@ -152,6 +154,7 @@ mod tests {
             user_id: UserId::new(),
             email: "a@example.com",
             full_name: "A",
+            email_verified: false,
             session_id: SessionId::new(),
             session_expires_at: now + chrono::TimeDelta::days(30),
         }

@@ -27,5 +27,6 @@ mod tokens;
 mod transport;
 mod tricky_text;
 mod users;
+mod verification;
 mod watch;
 mod well_known;

@@ -29,16 +29,21 @@ on_both_backends!(
 const WITHIN: Duration = Duration::from_secs(20);
 const NEW_PASSWORD: &str = "quartz-lantern-meadow-77-harbor";
 const RESET_URL: &str = "https://app.example.com/reset?token={token}";
+pub const VERIFY_URL: &str = "https://app.example.com/verify?token={token}";
 
-fn backend(app: &TestApp) -> Backend {
+pub fn backend(app: &TestApp) -> Backend {
     if app.db.url.starts_with("postgres") { Backend::Postgres } else { Backend::Sqlite }
 }
 
-async fn with_smtp(app: TestApp, env: &[(&str, &str)]) -> (TestApp, SmtpServer) {
+/// The subject of a reset message (signups also queue verification messages).
+pub const RESET: &str = "Reset your password";
+
+/// `app`'s backend again, now delivering to an SMTP server started for the test.
+pub async fn with_smtp(app: TestApp, env: &[(&str, &str)]) -> (TestApp, SmtpServer) {
     let backend = backend(&app);
     drop(app);
     let smtp = SmtpServer::start().await;
-    let mut all = vec![("IDENTITY_RESET_URL", RESET_URL)];
+    let mut all = vec![("IDENTITY_RESET_URL", RESET_URL), ("IDENTITY_VERIFY_URL", VERIFY_URL)];
     all.extend_from_slice(env);
     let app = spawn_with_smtp(backend, &smtp, &all).await.unwrap();
     (app, smtp)
@@ -64,11 +69,10 @@ async fn a_reset_link_sets_a_new_password_and_ends_every_session(app: TestApp) {
     let access = login.tokens.unwrap().access_token;
     request_reset(&app, &user.email.to_uppercase()).await;
 
-    let received = smtp.wait_for(1, WITHIN).await;
+    let received = smtp.wait_for_subject(RESET, 1, WITHIN).await;
     assert_eq!(received.len(), 1);
     let message = &received[0];
     assert_eq!(message.recipients, std::slice::from_ref(&user.email));
-    assert_eq!(message.header("Subject"), Some("Reset your password"));
     assert!(message.data.contains("text/plain") && message.data.contains("text/html"));
     assert!(message.data.contains("Hello Test User,"));
     let link = message.link().unwrap();
@@ -83,7 +87,9 @@ async fn a_reset_link_sets_a_new_password_and_ends_every_session(app: TestApp) {
         Code::Unauthenticated,
     );
     assert_code(app.login(&user.email, PASSWORD).await, Code::Unauthenticated);
-    assert!(app.login(&user.email, NEW_PASSWORD).await.is_ok());
+    // Opening the link proved control of the inbox: the email is verified too.
+    let after = app.login(&user.email, NEW_PASSWORD).await.unwrap().user.unwrap();
+    assert!(after.email_verified && after.email_verified_at.is_some(), "{after:?}");
 }
 
 async fn an_unknown_email_gets_the_same_answer_after_the_same_work(app: TestApp) {
@@ -98,7 +104,9 @@ async fn an_unknown_email_gets_the_same_answer_after_the_same_work(app: TestApp)
     assert!(matches!(known.outcome, ResetRequested::Queued { .. }), "{known:?}");
     assert_eq!(unknown.outcome, ResetRequested::NoAccount);
     assert_eq!(known.statements, unknown.statements);
-    let rows = app.store.mail_rows().await.unwrap();
+    assert_eq!(known.rows_written, unknown.rows_written, "the same writes too: {known:?} {unknown:?}");
+    let rows: Vec<_> =
+        app.store.mail_rows().await.unwrap().into_iter().filter(|row| row.kind == "password_reset").collect();
     assert_eq!(rows.len(), 1, "only the account's message is queued: {rows:?}");
     assert_eq!(rows[0].recipient, user.email);
     // A malformed email is the caller's mistake, said as such.
@@ -120,9 +128,9 @@ async fn a_used_expired_or_superseded_token_gets_one_clear_error(app: TestApp) {
 
     // Superseded: the first link stops working once a second is asked for.
     request_reset(&app, &user.email).await;
-    let first = smtp.wait_for(1, WITHIN).await[0].token().unwrap();
+    let first = smtp.wait_for_subject(RESET, 1, WITHIN).await[0].token().unwrap();
     request_reset(&app, &user.email).await;
-    let second = smtp.wait_for(2, WITHIN).await[1].token().unwrap();
+    let second = smtp.wait_for_subject(RESET, 2, WITHIN).await[1].token().unwrap();
     unusable(reset(&app, &first, NEW_PASSWORD).await);
 
     // A weak password is refused by the policy, naming the field, and leaves the token usable.
@@ -135,7 +143,7 @@ async fn a_used_expired_or_superseded_token_gets_one_clear_error(app: TestApp) {
 
     // Expired: past IDENTITY_RESET_TOKEN_TTL.
     request_reset(&app, &user.email).await;
-    let third = smtp.wait_for(3, WITHIN).await[2].token().unwrap();
+    let third = smtp.wait_for_subject(RESET, 3, WITHIN).await[2].token().unwrap();
     app.clock.advance(Duration::from_secs(31 * 60));
     unusable(reset(&app, &third, "another-fine-passphrase-2026").await);
 
@@ -148,7 +156,7 @@ async fn of_two_concurrent_resets_with_one_token_exactly_one_succeeds(app: TestA
     let (app, smtp) = with_smtp(app, &[]).await;
     let (user, _) = app.signed_in_user().await;
     request_reset(&app, &user.email).await;
-    let token = smtp.wait_for(1, WITHIN).await[0].token().unwrap();
+    let token = smtp.wait_for_subject(RESET, 1, WITHIN).await[0].token().unwrap();
     for _ in 0..3 {
         let (a, b) = tokio::join!(
             reset(&app, &token, NEW_PASSWORD),
@@ -171,9 +179,10 @@ async fn requests_beyond_the_hourly_allowance_answer_ok_and_send_nothing(app: Te
     for _ in 0..5 {
         request_reset(&app, &user.email).await;
     }
-    let received = smtp.wait_for(3, WITHIN).await;
+    let received = smtp.wait_for_subject(RESET, 3, WITHIN).await;
     assert_eq!(received.len(), 3);
-    assert_eq!(app.store.mail_rows().await.unwrap().len(), 3, "nothing queued beyond the allowance");
+    let resets = app.store.mail_rows().await.unwrap().into_iter().filter(|row| row.kind == "password_reset");
+    assert_eq!(resets.count(), 3, "nothing queued beyond the allowance");
     // The newest link sent still works (a throttled request supersedes nothing); messages of
     // one batch go out concurrently, so it may have arrived in any place.
     let mut worked = 0;
@@ -184,5 +193,5 @@ async fn requests_beyond_the_hourly_allowance_answer_ok_and_send_nothing(app: Te
     // An hour later the allowance is back.
     app.clock.advance(Duration::from_secs(3601));
     request_reset(&app, &user.email).await;
-    assert_eq!(smtp.wait_for(4, WITHIN).await.len(), 4);
+    assert_eq!(smtp.wait_for_subject(RESET, 4, WITHIN).await.len(), 4);
 }

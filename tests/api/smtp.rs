@@ -101,17 +101,35 @@ impl SmtpServer {
 
     /// Waits until at least `count` messages have arrived (at most `within`), then returns all.
     pub async fn wait_for(&self, count: usize, within: Duration) -> Vec<Received> {
+        self.wait_for_matching(count, within, |_| true).await
+    }
+
+    /// Waits until at least `count` messages with this subject have arrived (at most `within`),
+    /// then returns those, in order of arrival.
+    pub async fn wait_for_subject(&self, subject: &str, count: usize, within: Duration) -> Vec<Received> {
+        self.wait_for_matching(count, within, |m| m.header("Subject") == Some(subject)).await
+    }
+
+    /// Waits until at least `count` messages that are `wanted` have arrived (at most `within`),
+    /// then returns those, in order of arrival.
+    pub async fn wait_for_matching(
+        &self,
+        count: usize,
+        within: Duration,
+        wanted: impl Fn(&Received) -> bool,
+    ) -> Vec<Received> {
+        let matching = || self.received().into_iter().filter(|m| wanted(m)).collect::<Vec<_>>();
         let wait = async {
             loop {
                 let arrived = self.inbox.arrived.notified();
-                if self.inbox.messages.lock().unwrap().len() >= count {
+                if matching().len() >= count {
                     return;
                 }
                 arrived.await;
             }
         };
         let _ = tokio::time::timeout(within, wait).await;
-        self.received()
+        matching()
     }
 }
 

@@ -23,6 +23,7 @@ async fn a_valid_token_passes_and_the_handler_sees_its_claims() {
     assert_eq!(claims.sub.to_string(), user.id);
     assert_eq!(claims.email, user.email);
     assert_eq!(claims.name, "Test User");
+    assert!(!claims.email_verified, "a new account's email is not verified yet");
     assert_eq!((claims.iss.as_str(), claims.aud.as_str()), ("identity", "identity"));
     assert!(claims.exp > unix_now() && claims.iat <= unix_now());
 }
