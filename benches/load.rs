@@ -6,6 +6,7 @@
 //!     cargo bench --bench load -- --help
 //!     cargo bench --bench load                                  # every scenario
 //!     cargo bench --bench load -- --scenarios echo,validate-repeated --duration 10s
+//!     cargo bench --bench load -- --scenarios inprocess,validate-new --env IDENTITY_SIGNING_ALG=RS256
 
 use std::{
     net::SocketAddr,
@@ -377,8 +378,9 @@ async fn main() {
 
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
-        "identity load test: {cores} cores, bcrypt cost {}, hash threads {}, hash queue {}, backend {}, {} per scenario, {} connections",
+        "identity load test: {cores} cores, bcrypt cost {}, signing {}, hash threads {}, hash queue {}, backend {}, {} per scenario, {} connections",
         config.bcrypt_cost,
+        config.signing_alg,
         config.hash_threads,
         identity.hasher_queue_capacity(),
         if config.is_postgres() { "postgres" } else { "sqlite" },

@@ -13,6 +13,7 @@ use std::{
 };
 
 use clap::{Parser, Subcommand};
+use identity_contract::SigningAlgorithm;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -45,8 +46,13 @@ enum Command {
     Serve,
     /// Apply database migrations and exit.
     Migrate,
-    /// Write a new Ed25519 signing key (PKCS#8 PEM) to PATH, or to standard output.
-    Keygen { path: Option<PathBuf> },
+    /// Write a new signing key (PKCS#8 PEM) to PATH, or to standard output.
+    Keygen {
+        path: Option<PathBuf>,
+        /// The algorithm the key is for: EdDSA (Ed25519), ES256 (P-256) or RS256 (RSA, 2048 bits).
+        #[arg(long, default_value = "EdDSA", value_parser = parse_algorithm)]
+        alg: SigningAlgorithm,
+    },
     /// Operator actions on one account.
     User {
         #[command(subcommand)]
@@ -119,10 +125,10 @@ const EXIT_CONFIG: u8 = 2;
 
 /// Runs the parsed command line; `shutdown` resolves when a server should stop.
 pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send) -> ExitCode {
-    if let Some(Command::Keygen { path }) = &cli.command {
+    if let Some(Command::Keygen { path, alg }) = &cli.command {
         // Before the configuration, which a key generator must not need.
         telemetry::init(LogFormat::Text);
-        return match keygen(path.as_deref()) {
+        return match keygen(path.as_deref(), *alg) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => fail(&error),
         };
@@ -221,10 +227,14 @@ pub async fn migrate(config: &Config) -> Result<(), StartupError> {
     Ok(())
 }
 
-/// Writes a new Ed25519 PKCS#8 PEM key to `path` (mode 0600, never over an existing file), or
-/// to standard output.
-pub fn keygen(path: Option<&Path>) -> Result<(), KeyError> {
-    let pem = generate_key_pem()?;
+fn parse_algorithm(name: &str) -> Result<SigningAlgorithm, String> {
+    SigningAlgorithm::from_name(name).ok_or_else(|| "must be EdDSA, ES256 or RS256".to_owned())
+}
+
+/// Writes a new PKCS#8 PEM key for `algorithm` to `path` (mode 0600, never over an existing
+/// file), or to standard output.
+pub fn keygen(path: Option<&Path>, algorithm: SigningAlgorithm) -> Result<(), KeyError> {
+    let pem = generate_key_pem(algorithm)?;
     let Some(path) = path else {
         let mut out = std::io::stdout();
         return out
@@ -449,10 +459,11 @@ async fn create_service_key(
 pub fn check_files(config: &Config) -> Result<(), String> {
     crate::secret_files::check_private_keys(config).map_err(|e| e.to_string())?;
     if config.signing_key_file.is_some() || !config.verify_key_files.is_empty() {
-        let generated = config.data_dir.join("signing_key.pem");
+        let generated = config.data_dir.join(crate::tokens::generated_key_file(config.signing_alg));
         let signing = config.signing_key_file.as_deref().unwrap_or(&generated);
         if config.signing_key_file.is_some() || generated.exists() {
-            crate::tokens::KeyRing::load(Some(signing), &config.data_dir, &config.verify_key_files)
+            let verify = &config.verify_key_files;
+            crate::tokens::KeyRing::load(Some(signing), &config.data_dir, verify, config.signing_alg)
                 .map_err(|e| e.to_string())?;
         }
     }

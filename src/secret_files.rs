@@ -47,7 +47,7 @@ pub fn check_private_keys(config: &crate::config::Config) -> Result<(), ExposedK
         Some(path) => ensure_private("IDENTITY_SIGNING_KEY_FILE", path)?,
         None => ensure_private(
             "the generated signing key",
-            &config.data_dir.join(crate::tokens::GENERATED_KEY_FILE),
+            &config.data_dir.join(crate::tokens::generated_key_file(config.signing_alg)),
         )?,
     }
     // A retired key may be kept as its private key: it still verifies, so it must not leak.

@@ -114,9 +114,18 @@ impl App {
         };
         crate::secret_files::check_private_keys(config)?;
         let store = connect_and_migrate(config).await?;
-        let keys =
-            KeyRing::load(config.signing_key_file.as_deref(), &config.data_dir, &config.verify_key_files)?;
-        tracing::info!(kid = %keys.signing.kid, verifying = keys.jwks().len(), "signing keys loaded");
+        let keys = KeyRing::load(
+            config.signing_key_file.as_deref(),
+            &config.data_dir,
+            &config.verify_key_files,
+            config.signing_alg,
+        )?;
+        tracing::info!(
+            kid = %keys.signing.kid,
+            algorithm = %keys.signing.algorithm,
+            verifying = keys.jwks().len(),
+            "signing keys loaded"
+        );
         let http = match config.http_addr {
             Some(addr) => {
                 let shared = metrics.as_ref().filter(|_| config.metrics_addr == Some(addr));

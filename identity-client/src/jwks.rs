@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use identity_contract::{PublicJwk, jsonwebtoken::DecodingKey};
+use identity_contract::{JwkMembers, PublicJwk, VerificationKey};
 use tokio::{sync::Mutex, time::Instant};
 use tonic::transport::Channel;
 
@@ -17,7 +17,7 @@ use crate::{
     proto::{GetJwksRequest, JsonWebKey, TokenServiceClient},
 };
 
-type Keys = HashMap<String, Arc<DecodingKey>>;
+type Keys = HashMap<String, Arc<VerificationKey>>;
 
 pub(crate) struct KeySet {
     client: TokenServiceClient<Channel>,
@@ -53,13 +53,13 @@ impl KeySet {
         })
     }
 
-    pub fn get(&self, kid: &str) -> Option<Arc<DecodingKey>> {
+    pub fn get(&self, kid: &str) -> Option<Arc<VerificationKey>> {
         self.keys.read().ok().and_then(|keys| keys.get(kid).cloned())
     }
 
     /// The key for `kid`, fetching the key set again first if no fetch for an unknown key
     /// started within the refresh interval. `None` when the key is still unknown.
-    pub async fn get_or_refetch(&self, kid: &str) -> (Option<Arc<DecodingKey>>, Option<Refreshed>) {
+    pub async fn get_or_refetch(&self, kid: &str) -> (Option<Arc<VerificationKey>>, Option<Refreshed>) {
         let mut last = self.last_refetch.lock().await;
         // Another request may have fetched it while this one waited for the lock.
         if let Some(key) = self.get(kid) {
@@ -110,14 +110,25 @@ async fn fetch_keys(client: &TokenServiceClient<Channel>, timeout: Duration) -> 
     Ok(keys)
 }
 
-/// An Ed25519 signature-verification JWK (RFC 8037), with its key id; `None` for anything else.
-fn usable_key(jwk: &JsonWebKey) -> Option<(String, Arc<DecodingKey>)> {
-    let Some(usable) = PublicJwk::from_members(&jwk.kty, &jwk.crv, &jwk.x, &jwk.kid, &jwk.alg, &jwk.r#use)
-    else {
-        tracing::debug!(kid = %jwk.kid, kty = %jwk.kty, crv = %jwk.crv, "ignoring a JWK that is not an Ed25519 verification key");
+/// A signature-verification JWK of a kind the contract accepts (Ed25519, P-256, RSA of 2048
+/// bits or more), pinned to its algorithm, with its key id; `None` for anything else.
+fn usable_key(jwk: &JsonWebKey) -> Option<(String, Arc<VerificationKey>)> {
+    let members = JwkMembers {
+        kty: &jwk.kty,
+        crv: &jwk.crv,
+        x: &jwk.x,
+        y: &jwk.y,
+        n: &jwk.n,
+        e: &jwk.e,
+        kid: &jwk.kid,
+        alg: &jwk.alg,
+        key_use: &jwk.r#use,
+    };
+    let Some(usable) = PublicJwk::from_members(members) else {
+        tracing::debug!(kid = %jwk.kid, kty = %jwk.kty, crv = %jwk.crv, alg = %jwk.alg, "ignoring a JWK that is not a usable verification key");
         return None;
     };
-    let key = usable.decoding_key().ok()?;
+    let key = usable.verification_key().ok()?;
     Some((usable.kid, Arc::new(key)))
 }
 
@@ -133,11 +144,12 @@ mod tests {
             kid: "k1".into(),
             alg: "EdDSA".into(),
             r#use: "sig".into(),
+            ..JsonWebKey::default()
         }
     }
 
     #[test]
-    fn only_ed25519_verification_keys_are_used() {
+    fn only_verification_keys_the_contract_accepts_are_used() {
         // RFC 8037 appendix A.2.
         let x = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo";
         assert!(usable_key(&jwk("OKP", "Ed25519", x)).is_some());
@@ -146,5 +158,13 @@ mod tests {
         assert!(usable_key(&jwk("OKP", "Ed25519", "short")).is_none());
         assert!(usable_key(&JsonWebKey { r#use: "enc".into(), ..jwk("OKP", "Ed25519", x) }).is_none());
         assert!(usable_key(&JsonWebKey { kid: String::new(), ..jwk("OKP", "Ed25519", x) }).is_none());
+        assert!(usable_key(&JsonWebKey { alg: "HS256".into(), ..jwk("OKP", "Ed25519", x) }).is_none());
+        // A P-256 point (RFC 7515 appendix A.3) is usable as ES256, and only as ES256.
+        let (ex, ey) =
+            ("f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU", "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0");
+        let ec = JsonWebKey { y: ey.into(), alg: "ES256".into(), ..jwk("EC", "P-256", ex) };
+        assert!(usable_key(&ec).is_some());
+        assert!(usable_key(&JsonWebKey { alg: "EdDSA".into(), ..ec.clone() }).is_none());
+        assert!(usable_key(&JsonWebKey { y: String::new(), ..ec }).is_none());
     }
 }

@@ -1,6 +1,6 @@
 //! Local verification of an access token by the contract's rules (`identity_contract`: header,
-//! Ed25519 signature, issuer, audience, claims, validity window with the configured leeway),
-//! with keys from [`KeySet`] and a bounded cache of tokens already verified.
+//! the signature by its key's own algorithm, issuer, audience, claims, validity window with the
+//! configured leeway), with keys from [`KeySet`] and a bounded cache of tokens already verified.
 
 use std::{
     sync::Arc,

@@ -1,19 +1,17 @@
-//! How an access token is signed and checked, for both sides: the header (EdDSA, `typ: at+jwt`,
-//! a `kid`), the `jsonwebtoken::Validation` (issuer, audience, required claims, EdDSA only) and
-//! the validity window (expired from the `exp` second on, not valid before `nbf`, not issued in
-//! the future, with a leeway the server sets to zero and a consumer may configure), and a
-//! ceiling on the lifetime `exp - iat` (the server's access-token TTL; a consumer's own
-//! setting). Each side looks keys up its own way between [`key_id`] and
-//! [`AccessTokenRules::decode`]; everything else is here.
+//! How an access token is signed and checked, for both sides: the header (the signing key's
+//! algorithm, `typ: at+jwt`, a `kid`), the `jsonwebtoken::Validation` (issuer, audience, required
+//! claims, and exactly the algorithm of the key that verifies: a key is pinned to its own, so a
+//! token cannot choose how it is checked) and the validity window (expired from the `exp` second
+//! on, not valid before `nbf`, not issued in the future, with a leeway the server sets to zero and
+//! a consumer may configure), and a ceiling on the lifetime `exp - iat` (the server's
+//! access-token TTL; a consumer's own setting). Each side looks keys up its own way between
+//! [`key_id`] and [`AccessTokenRules::decode`]; everything else is here.
 
 use std::time::Duration;
 
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use jsonwebtoken::{EncodingKey, Header, Validation, errors::ErrorKind};
 
-use crate::AccessClaims;
-
-/// The signing algorithm; nothing else is accepted.
-pub const ALGORITHM: Algorithm = Algorithm::EdDSA;
+use crate::{AccessClaims, SigningAlgorithm, VerificationKey};
 /// RFC 9068 media type of a JWT access token, set as the `typ` header.
 pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
 /// The `typ` spellings accepted (RFC 9068 allows the full media type too), in any case.
@@ -54,29 +52,31 @@ pub enum Rejected {
     LifetimeTooLong,
 }
 
-/// The header of every access token.
-pub fn header(kid: &str) -> Header {
-    Header { typ: Some(ACCESS_TOKEN_TYPE.into()), kid: Some(kid.to_owned()), ..Header::new(ALGORITHM) }
+/// The header of every access token signed with `algorithm` by the key `kid`.
+pub fn header(algorithm: SigningAlgorithm, kid: &str) -> Header {
+    Header { typ: Some(ACCESS_TOKEN_TYPE.into()), kid: Some(kid.to_owned()), ..Header::new(algorithm.jwt()) }
 }
 
-/// Signs `claims` with the private key whose public JWK has key id `kid`.
+/// Signs `claims` with the private key (of `algorithm`) whose public JWK has key id `kid`.
 pub fn sign(
     claims: &AccessClaims,
+    algorithm: SigningAlgorithm,
     kid: &str,
     key: &EncodingKey,
 ) -> Result<String, jsonwebtoken::errors::Error> {
-    jsonwebtoken::encode(&header(kid), claims, key)
+    jsonwebtoken::encode(&header(algorithm, kid), claims, key)
 }
 
-/// Checks the header (EdDSA, an access-token `typ`, a kid) without verifying anything else,
-/// and returns the kid to look the verification key up by.
+/// Checks the header (one of the [`SigningAlgorithm`]s, an access-token `typ`, a kid) without
+/// verifying anything else, and returns the kid to look the verification key up by. Whether the
+/// algorithm is the key's own is [`AccessTokenRules::decode`]'s check.
 pub fn key_id(token: &str) -> Result<String, Rejected> {
     let header = jsonwebtoken::decode_header(token).map_err(|_| Rejected::Malformed)?;
     let typ_ok = header
         .typ
         .as_deref()
         .is_some_and(|typ| ACCEPTED_TYPES.iter().any(|accepted| typ.eq_ignore_ascii_case(accepted)));
-    if header.alg != ALGORITHM || !typ_ok {
+    if SigningAlgorithm::from_jwt(header.alg).is_none() || !typ_ok {
         return Err(Rejected::Header);
     }
     header.kid.ok_or(Rejected::Header)
@@ -90,7 +90,8 @@ pub const MAX_ACCESS_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// The checks for one issuer and audience.
 #[derive(Debug, Clone)]
 pub struct AccessTokenRules {
-    validation: Validation,
+    /// One per [`SigningAlgorithm::ALL`], each accepting that algorithm only.
+    validations: [Validation; 3],
     leeway: i64,
     /// Longest `exp - iat` accepted, in seconds.
     max_lifetime: i64,
@@ -103,25 +104,29 @@ impl AccessTokenRules {
     /// consumer: that TTL if it knows it, else [`MAX_ACCESS_TOKEN_LIFETIME`]). The leeway does
     /// not stretch the lifetime: the issuer stamps both ends from one clock reading.
     pub fn new(issuer: &str, audience: &str, leeway: Duration, max_lifetime: Duration) -> Self {
-        let mut validation = Validation::new(ALGORITHM);
-        validation.set_issuer(&[issuer]);
-        validation.set_audience(&[audience]);
-        validation.set_required_spec_claims(&REQUIRED_CLAIMS);
-        // The window is checked by `check_window`, on every call including cache hits, with one
-        // rule on both sides; jsonwebtoken's own (`exp` still valid at its second) differs.
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.leeway = 0;
+        let validations = SigningAlgorithm::ALL.map(|algorithm| {
+            let mut validation = Validation::new(algorithm.jwt());
+            validation.set_issuer(&[issuer]);
+            validation.set_audience(&[audience]);
+            validation.set_required_spec_claims(&REQUIRED_CLAIMS);
+            // The window is checked by `check_window`, on every call including cache hits, with
+            // one rule on both sides; jsonwebtoken's own (`exp` still valid at its second) differs.
+            validation.validate_exp = false;
+            validation.validate_nbf = false;
+            validation.leeway = 0;
+            validation
+        });
         let seconds = |duration: Duration| i64::try_from(duration.as_secs()).unwrap_or(i64::MAX);
         // A TTL with a fraction of a second still allows its whole seconds' worth of `exp`.
         let max_lifetime = seconds(max_lifetime) + i64::from(max_lifetime.subsec_nanos() > 0);
-        Self { validation, leeway: seconds(leeway), max_lifetime }
+        Self { validations, leeway: seconds(leeway), max_lifetime }
     }
 
-    /// Verifies the signature with `key` and checks issuer, audience, claims and lifetime (the
+    /// Verifies the signature with `key`, by its algorithm only (a header naming another is
+    /// refused as [`Rejected::Header`]), and checks issuer, audience, claims and lifetime (the
     /// header must have passed [`key_id`]). The window is not checked: see
     /// [`AccessTokenRules::check_window`].
-    pub fn decode(&self, token: &str, key: &DecodingKey) -> Result<AccessClaims, Rejected> {
+    pub fn decode(&self, token: &str, key: &VerificationKey) -> Result<AccessClaims, Rejected> {
         let claims = self.decode_claims(token, key)?;
         if claims.exp.saturating_sub(claims.iat) > self.max_lifetime {
             return Err(Rejected::LifetimeTooLong);
@@ -129,8 +134,11 @@ impl AccessTokenRules {
         Ok(claims)
     }
 
-    fn decode_claims(&self, token: &str, key: &DecodingKey) -> Result<AccessClaims, Rejected> {
-        jsonwebtoken::decode::<AccessClaims>(token, key, &self.validation).map(|data| data.claims).map_err(
+    fn decode_claims(&self, token: &str, key: &VerificationKey) -> Result<AccessClaims, Rejected> {
+        let index =
+            SigningAlgorithm::ALL.iter().position(|algorithm| *algorithm == key.algorithm).unwrap_or(0);
+        let validation = &self.validations[index];
+        jsonwebtoken::decode::<AccessClaims>(token, &key.key, validation).map(|data| data.claims).map_err(
             |error| match error.kind() {
                 ErrorKind::InvalidSignature => Rejected::BadSignature,
                 ErrorKind::InvalidIssuer => Rejected::WrongIssuer,
@@ -163,7 +171,7 @@ impl AccessTokenRules {
     pub fn verify<'k>(
         &self,
         token: &str,
-        key_for: impl FnOnce(&str) -> Option<&'k DecodingKey>,
+        key_for: impl FnOnce(&str) -> Option<&'k VerificationKey>,
         now: i64,
     ) -> Result<AccessClaims, Rejected> {
         let kid = key_id(token)?;

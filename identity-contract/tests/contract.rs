@@ -13,9 +13,9 @@ use std::{collections::HashMap, time::Duration};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use identity_contract::{
-    AccessClaims, AccessTokenRules, MAX_ACCESS_TOKEN_LIFETIME, PublicJwk, Rejected, SessionId, TokenId,
-    UserId,
-    jsonwebtoken::{self, Algorithm, DecodingKey, EncodingKey, Header, jwk::Jwk},
+    AccessClaims, AccessTokenRules, MAX_ACCESS_TOKEN_LIFETIME, PublicJwk, PublicKey, Rejected, SessionId,
+    SigningAlgorithm, TokenId, UserId, VerificationKey,
+    jsonwebtoken::{self, Algorithm, EncodingKey, Header, jwk::Jwk},
     key_id, sign,
 };
 use serde_json::{Value, json};
@@ -26,14 +26,16 @@ const NOW: i64 = 1_800_000_000;
 /// The server's access-token TTL in these tests (its default, 15 minutes).
 const TTL: i64 = 900;
 
-/// An Ed25519 key pair from a 32-byte seed: PKCS#8 v1 DER around the seed.
+/// A key pair of one of the signing algorithms.
 struct KeyPair {
     encoding: EncodingKey,
     public: PublicJwk,
+    /// The public key as bytes: Ed25519's 32 bytes, or the SPKI DER of a P-256 or RSA key.
     raw_public: Vec<u8>,
 }
 
 impl KeyPair {
+    /// An Ed25519 key pair from a 32-byte seed: PKCS#8 v1 DER around the seed.
     fn from_seed(seed: [u8; 32]) -> Self {
         let mut der = vec![
             0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
@@ -48,17 +50,61 @@ impl KeyPair {
         let public = PublicJwk::from_ed25519(&raw_public).unwrap();
         Self { encoding, public, raw_public }
     }
+
+    /// A new P-256 key pair.
+    fn p256() -> Self {
+        use p256::pkcs8::{EncodePrivateKey, EncodePublicKey};
+        let secret = std::iter::repeat_with(|| {
+            let mut bytes = [0u8; 32];
+            getrandom::fill(&mut bytes).unwrap();
+            bytes
+        })
+        .find_map(|bytes| p256::SecretKey::from_slice(&bytes).ok())
+        .unwrap();
+        let encoding = EncodingKey::from_ec_der(secret.to_pkcs8_der().unwrap().as_bytes());
+        let raw_public = secret.public_key().to_public_key_der().unwrap().into_vec();
+        let public = PublicJwk::from_encoding_key(&encoding, SigningAlgorithm::ES256).unwrap();
+        Self { encoding, public, raw_public }
+    }
+
+    /// A new RSA key pair of `bits`.
+    fn rsa(bits: usize) -> Self {
+        use rsa::pkcs1::EncodeRsaPrivateKey;
+        use rsa::pkcs8::EncodePublicKey;
+        let private = rsa::PrivateKey::new(&mut getrandom::SysRng, bits).unwrap();
+        let encoding = EncodingKey::from_rsa_der(private.to_pkcs1_der().unwrap().as_bytes());
+        let raw_public = private.to_public_key().to_public_key_der().unwrap().into_vec();
+        let public = PublicJwk::from_encoding_key(&encoding, SigningAlgorithm::RS256).unwrap();
+        Self { encoding, public, raw_public }
+    }
+
+    fn sign(&self, claims: &AccessClaims) -> String {
+        sign(claims, self.public.algorithm(), &self.public.kid, &self.encoding).unwrap()
+    }
+
+    fn x(&self) -> &str {
+        match &self.public.key {
+            PublicKey::Ed25519 { x } | PublicKey::P256 { x, .. } => x,
+            PublicKey::Rsa { n, .. } => n,
+        }
+    }
+}
+
+/// One key of each algorithm, made once (an RSA key takes a while to find).
+fn every_kind() -> &'static [KeyPair; 3] {
+    static KEYS: std::sync::OnceLock<[KeyPair; 3]> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| [ours(), KeyPair::p256(), KeyPair::rsa(2048)])
 }
 
 /// The server's side: its key ring as a map from kid to key, no leeway, its own clock, its TTL.
 struct Server {
-    keys: HashMap<String, DecodingKey>,
+    keys: HashMap<String, VerificationKey>,
     rules: AccessTokenRules,
 }
 
 impl Server {
     fn new(published: &[&PublicJwk]) -> Self {
-        let keys = published.iter().map(|jwk| (jwk.kid.clone(), jwk.decoding_key().unwrap())).collect();
+        let keys = published.iter().map(|jwk| (jwk.kid.clone(), jwk.verification_key().unwrap())).collect();
         let ttl = Duration::from_secs(TTL as u64);
         Self { keys, rules: AccessTokenRules::new(ISSUER, AUDIENCE, Duration::ZERO, ttl) }
     }
@@ -70,7 +116,7 @@ impl Server {
 
 /// identity-client's side: keys taken from the published members (as GetJwks sends them).
 struct Client {
-    keys: HashMap<String, DecodingKey>,
+    keys: HashMap<String, VerificationKey>,
     rules: AccessTokenRules,
 }
 
@@ -82,17 +128,8 @@ impl Client {
     fn with_max_lifetime(published: &[&PublicJwk], leeway: Duration, max_lifetime: Duration) -> Self {
         let keys = published
             .iter()
-            .filter_map(|jwk| {
-                PublicJwk::from_members(
-                    PublicJwk::KTY,
-                    PublicJwk::CRV,
-                    &jwk.x,
-                    &jwk.kid,
-                    PublicJwk::ALG,
-                    PublicJwk::USE,
-                )
-            })
-            .map(|jwk| (jwk.kid.clone(), jwk.decoding_key().unwrap()))
+            .filter_map(|jwk| PublicJwk::from_members(jwk.members()))
+            .map(|jwk| (jwk.kid.clone(), jwk.verification_key().unwrap()))
             .collect();
         Self { keys, rules: AccessTokenRules::new(ISSUER, AUDIENCE, leeway, max_lifetime) }
     }
@@ -141,7 +178,11 @@ fn by_hand(key: &EncodingKey, header: Header, claims: &Value) -> String {
 }
 
 fn documented_header(kid: &str) -> Header {
-    Header { typ: Some("at+jwt".into()), kid: Some(kid.into()), ..Header::new(Algorithm::EdDSA) }
+    header_for(Algorithm::EdDSA, kid)
+}
+
+fn header_for(alg: Algorithm, kid: &str) -> Header {
+    Header { typ: Some("at+jwt".into()), kid: Some(kid.into()), ..Header::new(alg) }
 }
 
 fn assert_both_reject(server: &Server, client: &Client, token: &str, now: i64, reason: Rejected, what: &str) {
@@ -154,7 +195,7 @@ fn a_token_the_server_signs_verifies_in_the_client_with_the_same_claims() {
     let key = ours();
     let (server, client) = (Server::new(&[&key.public]), Client::new(&[&key.public], Duration::ZERO));
     let claims = claims();
-    let token = sign(&claims, &key.public.kid, &key.encoding).unwrap();
+    let token = key.sign(&claims);
 
     assert_eq!(server.verify(&token, NOW), Ok(claims.clone()));
     assert_eq!(client.verify(&token, NOW), Ok(claims.clone()));
@@ -187,7 +228,7 @@ fn both_sides_share_one_validity_window() {
     let key = ours();
     let (server, client) = (Server::new(&[&key.public]), Client::new(&[&key.public], Duration::ZERO));
     let claims = claims();
-    let token = sign(&claims, &key.public.kid, &key.encoding).unwrap();
+    let token = key.sign(&claims);
 
     for now in [claims.nbf, claims.exp - 1] {
         assert!(server.verify(&token, now).is_ok() && client.verify(&token, now).is_ok(), "valid at {now}");
@@ -218,7 +259,7 @@ fn forged_headers_fail_on_both_sides() {
     reject(&unsigned, Rejected::Malformed, "alg none");
     // HS256 keyed with the public key (the classic algorithm confusion), as bytes and as text.
     let hs256 = Header { alg: Algorithm::HS256, ..documented_header(&kid) };
-    for secret in [key.raw_public.as_slice(), key.public.x.as_bytes()] {
+    for secret in [key.raw_public.as_slice(), key.x().as_bytes()] {
         let confused = by_hand(&EncodingKey::from_secret(secret).unwrap(), hs256.clone(), &payload);
         reject(&confused, Rejected::Header, "HS256 with the public key");
     }
@@ -284,7 +325,7 @@ fn forged_claims_fail_on_both_sides() {
     }
 
     // Another payload under the genuine signature.
-    let token = sign(&claims(), &kid, &key.encoding).unwrap();
+    let token = key.sign(&claims());
     let parts: Vec<&str> = token.split('.').collect();
     let mut payload: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
     payload["sub"] = json!(UserId::new().to_string());
@@ -298,7 +339,7 @@ fn a_retired_key_still_verifies_on_both_sides_once_published() {
     let server = Server::new(&[&active.public, &retired.public]);
     let client = Client::new(&[&active.public, &retired.public], Duration::ZERO);
     let claims = claims();
-    let old = sign(&claims, &retired.public.kid, &retired.encoding).unwrap();
+    let old = retired.sign(&claims);
     assert_eq!(server.verify(&old, NOW), Ok(claims.clone()));
     assert_eq!(client.verify(&old, NOW), Ok(claims));
     assert_ne!(active.public.kid, retired.public.kid);
@@ -362,10 +403,9 @@ fn a_lifetime_longer_than_the_ttl_fails_on_both_sides() {
 fn a_ttl_with_a_fraction_of_a_second_allows_its_whole_seconds() {
     let rules = AccessTokenRules::new(ISSUER, AUDIENCE, Duration::ZERO, Duration::from_millis(1500));
     let key = ours();
-    let decoding = key.public.decoding_key().unwrap();
+    let decoding = key.public.verification_key().unwrap();
     for (lifetime, accepted) in [(1, true), (2, true), (3, false)] {
-        let token =
-            sign(&AccessClaims { exp: NOW + lifetime, ..claims() }, &key.public.kid, &key.encoding).unwrap();
+        let token = key.sign(&AccessClaims { exp: NOW + lifetime, ..claims() });
         assert_eq!(rules.decode(&token, &decoding).is_ok(), accepted, "lifetime {lifetime}");
     }
 }
@@ -376,4 +416,81 @@ fn a_token_from_before_the_email_verified_claim_reads_as_unverified() {
     value.as_object_mut().unwrap().remove("email_verified");
     let decoded: AccessClaims = serde_json::from_value(value).unwrap();
     assert!(!decoded.email_verified);
+}
+
+#[test]
+fn every_algorithm_signs_and_verifies_the_same_on_both_sides_and_publishes_its_own_shape() {
+    let keys = every_kind();
+    let published: Vec<&PublicJwk> = keys.iter().map(|key| &key.public).collect();
+    let (server, client) = (Server::new(&published), Client::new(&published, Duration::ZERO));
+    for (key, (alg, kty)) in keys.iter().zip([("EdDSA", "OKP"), ("ES256", "EC"), ("RS256", "RSA")]) {
+        let claims = claims();
+        let token = key.sign(&claims);
+        assert_eq!(server.verify(&token, NOW), Ok(claims.clone()), "server, {alg}");
+        assert_eq!(client.verify(&token, NOW), Ok(claims), "client, {alg}");
+        let header: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(token.split('.').next().unwrap()).unwrap())
+                .unwrap();
+        assert_eq!(header, json!({ "alg": alg, "typ": "at+jwt", "kid": key.public.kid }));
+        let jwk = serde_json::to_value(key.public.to_jwk()).unwrap();
+        assert_eq!(
+            (jwk["kty"].as_str(), jwk["alg"].as_str(), jwk["use"].as_str()),
+            (Some(kty), Some(alg), Some("sig"))
+        );
+        for private in ["d", "p", "q", "dp", "dq", "qi"] {
+            assert!(jwk.get(private).is_none(), "{alg} publishes {private}");
+        }
+    }
+}
+
+#[test]
+fn a_key_verifies_only_its_own_algorithm() {
+    let keys = every_kind();
+    let published: Vec<&PublicJwk> = keys.iter().map(|key| &key.public).collect();
+    let (server, client) = (Server::new(&published), Client::new(&published, Duration::ZERO));
+    let payload = serde_json::to_value(claims()).unwrap();
+    let reject =
+        |token: &str, reason, what: &str| assert_both_reject(&server, &client, token, NOW, reason, what);
+    let rsa = &keys[2];
+
+    // The classic confusion: HS256, keyed with the RSA key's public bytes (DER, PEM text, n).
+    let pem = format!(
+        "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+        base64::engine::general_purpose::STANDARD
+            .encode(&rsa.raw_public)
+            .as_bytes()
+            .chunks(64)
+            .map(|line| std::str::from_utf8(line).unwrap())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    for secret in [rsa.raw_public.as_slice(), pem.as_bytes(), rsa.x().as_bytes()] {
+        let hs256 = header_for(Algorithm::HS256, &rsa.public.kid);
+        let confused = by_hand(&EncodingKey::from_secret(secret).unwrap(), hs256, &payload);
+        reject(&confused, Rejected::Header, "HS256 with the RSA public key");
+    }
+    // A genuine signature of one key, presented under another key's kid and algorithm.
+    for signer in keys {
+        for victim in keys.iter().filter(|victim| victim.public.kid != signer.public.kid) {
+            let header = header_for(signer.public.algorithm().jwt(), &victim.public.kid);
+            let token = by_hand(&signer.encoding, header, &payload);
+            reject(&token, Rejected::Header, "another key's algorithm under this kid");
+        }
+    }
+    // RS256 relabelled as PS256 or RS512: algorithms nobody verifies.
+    let genuine = rsa.sign(&claims());
+    let parts: Vec<&str> = genuine.split('.').collect();
+    for alg in ["PS256", "RS512", "ES384", "HS512"] {
+        let header = b64(&json!({ "alg": alg, "typ": "at+jwt", "kid": rsa.public.kid }));
+        reject(&format!("{header}.{}.{}", parts[1], parts[2]), Rejected::Header, alg);
+    }
+}
+
+#[test]
+fn rsa_keys_shorter_than_2048_bits_are_refused() {
+    use rsa::pkcs1::EncodeRsaPrivateKey;
+    let private = rsa::PrivateKey::new(&mut getrandom::SysRng, 1024).unwrap();
+    let short = EncodingKey::from_rsa_der(private.to_pkcs1_der().unwrap().as_bytes());
+    let error = PublicJwk::from_encoding_key(&short, SigningAlgorithm::RS256).unwrap_err();
+    assert_eq!(error, identity_contract::KeyRejected::RsaTooShort { bits: 1024 });
 }

@@ -100,8 +100,14 @@ variables! {
             |c| c.data_dir.display().to_string();
     ]
     signing_key_file: Option<PathBuf> = optional(|s| Ok(PathBuf::from(s))), [
-        "IDENTITY_SIGNING_KEY_FILE", "", "PKCS#8 PEM Ed25519 key that signs access tokens",
+        "IDENTITY_SIGNING_KEY_FILE", "", "PKCS#8 PEM key (Ed25519, P-256 or RSA, as IDENTITY_SIGNING_ALG says) that signs access tokens",
             |c| show_path(c.signing_key_file.as_ref());
+    ]
+    signing_alg: identity_contract::SigningAlgorithm = text(|s| {
+        identity_contract::SigningAlgorithm::from_name(s).ok_or_else(|| "must be `EdDSA`, `ES256` or `RS256`".to_string())
+    }), [
+        "IDENTITY_SIGNING_ALG", "EdDSA", "algorithm of new access tokens: EdDSA, ES256 or RS256 (the signing key must be of its kind)",
+            |c| c.signing_alg.to_string();
     ]
     verify_key_files: Vec<PathBuf> = text(|s| Ok(path_list(s))), [
         "IDENTITY_VERIFY_KEY_FILES", "", "comma-separated PEM keys that still verify tokens but no longer sign",
@@ -567,6 +573,10 @@ mod tests {
 
         let error = config(&[("IDENTITY_LOG_FORMAT", "xml")]).unwrap_err();
         assert_eq!(error.variable, "IDENTITY_LOG_FORMAT");
+
+        let error = config(&[("IDENTITY_SIGNING_ALG", "HS256")]).unwrap_err();
+        assert_eq!(error.variable, "IDENTITY_SIGNING_ALG");
+        assert_eq!(config(&[("IDENTITY_SIGNING_ALG", "RS256")]).unwrap().signing_alg.name(), "RS256");
 
         let error = config(&[("IDENTITY_TLS_CERT_FILE", "cert.pem")]).unwrap_err();
         assert_eq!(error.variable, "IDENTITY_TLS_KEY_FILE");

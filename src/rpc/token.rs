@@ -5,7 +5,6 @@
 use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
-use identity_contract::PublicJwk;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -188,13 +187,19 @@ impl TokenService for TokenApi {
             .keys()
             .jwks()
             .iter()
-            .map(|jwk| JsonWebKey {
-                kty: PublicJwk::KTY.into(),
-                crv: PublicJwk::CRV.into(),
-                x: jwk.x.clone(),
-                kid: jwk.kid.clone(),
-                alg: PublicJwk::ALG.into(),
-                r#use: PublicJwk::USE.into(),
+            .map(|jwk| {
+                let members = jwk.members();
+                JsonWebKey {
+                    kty: members.kty.into(),
+                    crv: members.crv.into(),
+                    x: members.x.into(),
+                    y: members.y.into(),
+                    n: members.n.into(),
+                    e: members.e.into(),
+                    kid: members.kid.into(),
+                    alg: members.alg.into(),
+                    r#use: members.key_use.into(),
+                }
             })
             .collect();
         Ok(Response::new(GetJwksResponse { keys }))

@@ -117,7 +117,8 @@ impl TokenIssuer {
             email_verified: subject.email_verified,
             name: subject.full_name.to_owned(),
         };
-        let token = identity_contract::sign(&claims, &self.keys.signing.kid, &self.keys.signing.encoding)?;
+        let signing = &self.keys.signing;
+        let token = identity_contract::sign(&claims, signing.algorithm, &signing.kid, &signing.encoding)?;
         // The token carries whole seconds; report the instant it really stops being valid.
         let expires_at = DateTime::from_timestamp(claims.exp, 0).unwrap_or(expires_at);
         Ok(IssuedAccessToken { token, expires_at })
@@ -138,14 +139,16 @@ impl TokenIssuer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use identity_contract::SigningAlgorithm;
+
     use crate::tokens::generate_key_pem;
 
     fn issuer_with_key(dir: &std::path::Path, name: &str) -> TokenIssuer {
         let path = dir.join(name);
         if !path.exists() {
-            std::fs::write(&path, generate_key_pem().unwrap()).unwrap();
+            std::fs::write(&path, generate_key_pem(SigningAlgorithm::EdDSA).unwrap()).unwrap();
         }
-        let keys = KeyRing::load(Some(&path), dir, &[]).unwrap();
+        let keys = KeyRing::load(Some(&path), dir, &[], SigningAlgorithm::EdDSA).unwrap();
         TokenIssuer::new(Arc::new(keys), "identity".into(), "identity".into(), Duration::from_secs(900))
     }
 

@@ -1,4 +1,4 @@
-//! Access tokens (Ed25519-signed JWTs), the keys that sign and verify them, refresh tokens, and
+//! Access tokens (JWTs signed with EdDSA, ES256 or RS256), the keys that sign and verify them, refresh tokens, and
 //! what makes a signed token inactive early: the revocation set.
 
 mod cache;
@@ -9,6 +9,6 @@ mod revocation;
 
 pub use cache::{VerifiedToken, VerifiedTokenCache};
 pub use jwt::{AccessClaims, AccessTokenSubject, IssuedAccessToken, TokenIssuer, TokenRejected};
-pub use keys::{GENERATED_KEY_FILE, KeyError, KeyRing, SigningKey, generate_key_pem};
+pub use keys::{KeyError, KeyRing, SigningKey, generate_key_pem, generated_key_file};
 pub use refresh::{RefreshToken, RefreshTokenDigest};
 pub use revocation::RevocationSet;

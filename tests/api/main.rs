@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod algorithms;
 mod audit;
 mod callers;
 mod cli;

@@ -51,7 +51,11 @@ fn serve(env: &[(&str, &Path)], data_dir: &Path) -> (Option<i32>, String) {
 fn a_private_key_readable_by_others_stops_the_server_with_the_fix() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("signing.pem");
-    std::fs::write(&key, identity::tokens::generate_key_pem().unwrap()).unwrap();
+    std::fs::write(
+        &key,
+        identity::tokens::generate_key_pem(identity_contract::SigningAlgorithm::EdDSA).unwrap(),
+    )
+    .unwrap();
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
     let tls_key = dir.path().join("tls.key");
     std::fs::write(&tls_key, "-----BEGIN PRIVATE KEY-----").unwrap();
@@ -59,7 +63,11 @@ fn a_private_key_readable_by_others_stops_the_server_with_the_fix() {
     let cert = dir.path().join("tls.crt");
     std::fs::write(&cert, "").unwrap();
     let private = dir.path().join("private.pem");
-    std::fs::write(&private, identity::tokens::generate_key_pem().unwrap()).unwrap();
+    std::fs::write(
+        &private,
+        identity::tokens::generate_key_pem(identity_contract::SigningAlgorithm::EdDSA).unwrap(),
+    )
+    .unwrap();
     std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o600)).unwrap();
 
     let cases: [(&[(&str, &Path)], &Path); 4] = [

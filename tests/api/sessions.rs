@@ -259,7 +259,7 @@ async fn key_rotation_keeps_old_tokens_valid_and_signs_with_the_new_key(app: Tes
     let old_kid = jsonwebtoken::decode_header(&old_token).unwrap().kid.unwrap();
     let old_key = app.data_dir().join("signing_key.pem");
     let new_key = app.data_dir().join("next_key.pem");
-    identity::cli::keygen(Some(&new_key)).unwrap();
+    identity::cli::keygen(Some(&new_key), identity_contract::SigningAlgorithm::EdDSA).unwrap();
 
     // Step 1 of the runbook: sign with the new key, keep verifying with the old one.
     let app = app

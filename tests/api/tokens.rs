@@ -101,8 +101,10 @@ async fn forged_and_foreign_tokens_are_inactive(app: TestApp) {
 
     let eddsa_header =
         Header { kid: Some(kid.clone()), typ: Some("at+jwt".into()), ..Header::new(Algorithm::EdDSA) };
-    let other_key =
-        EncodingKey::from_ed_pem(identity::tokens::generate_key_pem().unwrap().as_bytes()).unwrap();
+    let other_key = EncodingKey::from_ed_pem(
+        identity::tokens::generate_key_pem(identity_contract::SigningAlgorithm::EdDSA).unwrap().as_bytes(),
+    )
+    .unwrap();
     let other_key_same_kid = jsonwebtoken::encode(&eddsa_header, &claims, &other_key).unwrap();
 
     // Signed with the server's own key, but not a token it would issue.

@@ -154,7 +154,11 @@ async fn a_new_key_in_the_set_changes_its_etag(app: TestApp) {
     let (app, addr) = with_http(app, &[]).await;
     let before = get(addr, "/.well-known/jwks.json", &[]).await;
     let next = app.data_dir().join("next.pem");
-    std::fs::write(&next, identity::tokens::generate_key_pem().unwrap()).unwrap();
+    std::fs::write(
+        &next,
+        identity::tokens::generate_key_pem(identity_contract::SigningAlgorithm::EdDSA).unwrap(),
+    )
+    .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&next, std::fs::Permissions::from_mode(0o600)).unwrap();
     let next = next.display().to_string();

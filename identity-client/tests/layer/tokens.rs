@@ -76,7 +76,7 @@ async fn a_token_signed_by_another_key_with_the_same_kid_is_refused() {
     let service = ProtectedService::start_synchronised(&identity).await;
     let kid = identity.signing_kid().await;
     let other_key = identity.data_dir.path().join("other.pem");
-    identity::cli::keygen(Some(&other_key)).expect("keygen");
+    identity::cli::keygen(Some(&other_key), identity_contract::SigningAlgorithm::EdDSA).expect("keygen");
 
     let genuine = sign(&identity.signing_key_file(), &kid, &claims(json!({})));
     assert!(service.as_bearer(&genuine).await.is_ok(), "the server's key passes (control)");
