@@ -48,6 +48,10 @@ pub enum AppError {
     /// RESOURCE_EXHAUSTED: the caller, or the server, has as many open streams as allowed.
     #[error("{0}")]
     TooManyStreams(&'static str),
+    /// OUT_OF_RANGE: a stream cursor the stream no longer (or never) covers; the message says
+    /// how to recover.
+    #[error("{0}")]
+    OutOfRange(String),
     /// RESOURCE_EXHAUSTED: too many failed logins for this email; retry after the window.
     #[error("too many failed attempts, retry later")]
     LockedOut { retry_after: Duration },
@@ -111,6 +115,7 @@ impl From<AppError> for Status {
             ),
             AppError::PermissionDenied(_) => Status::permission_denied(message),
             AppError::TooManyStreams(_) => Status::resource_exhausted(message),
+            AppError::OutOfRange(_) => Status::out_of_range(message),
             AppError::LockedOut { retry_after } => Status::with_error_details(
                 Code::ResourceExhausted,
                 message,
@@ -165,6 +170,7 @@ mod tests {
         let unverified = Status::from(AppError::EmailNotVerified);
         assert_eq!(unverified.code(), Code::FailedPrecondition);
         assert_eq!(unverified.get_error_details().error_info().unwrap().reason, "EMAIL_NOT_VERIFIED");
+        assert_eq!(Status::from(AppError::OutOfRange("x".into())).code(), Code::OutOfRange);
         let down = StoreError::Unavailable(sqlx::Error::PoolTimedOut);
         assert_eq!(Status::from(AppError::from(down)).code(), Code::Unavailable);
         let bug = StoreError::Internal(sqlx::Error::RowNotFound);

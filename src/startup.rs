@@ -20,14 +20,15 @@ use crate::{
     mail::{Deliverer, MailQueue, Outbox, OutboxSettings, OutboxWorker, Templates},
     passwords::{HashError, PasswordHasher},
     rpc::{
-        AuthApi, ExtAuthzApi, TokenApi, UserApi,
+        AuthApi, EventApi, ExtAuthzApi, TokenApi, UserApi,
         proto::{
-            auth_service_server::AuthServiceServer, token_service_server::TokenServiceServer,
-            user_service_server::UserServiceServer,
+            auth_service_server::AuthServiceServer, event_service_server::EventServiceServer,
+            token_service_server::TokenServiceServer, user_service_server::UserServiceServer,
         },
     },
     service::{
-        CallerPolicy, Identity, IdentityParts, LockoutPolicy, Purge, RecoverySettings, RevocationSync,
+        CallerPolicy, EventFeed, EventSync, Identity, IdentityParts, LockoutPolicy, Purge, RecoverySettings,
+        RevocationSync,
     },
     store::{Limits, Store, StoreError},
     supervisor::Supervisor,
@@ -154,6 +155,8 @@ impl App {
         // Empty and unsynchronised until the background task has loaded recent revocations
         // (and, on Postgres, subscribed to new ones); health says NOT_SERVING until then.
         let revocations = Arc::new(RevocationSet::new(config.access_token_ttl));
+        // Subscribers read everything up to here from the table; the feed publishes what follows.
+        let events = Arc::new(EventFeed::new(store.latest_event_cursor().await?));
         let mail = MailQueue::default();
         let outbox = Arc::new(build_outbox(config, &store, &clock, mail.clone())?);
         let identity = Arc::new(Identity::new(IdentityParts {
@@ -188,6 +191,8 @@ impl App {
                 require_verified_email: config.require_verified_email,
                 max_mail_per_hour: config.mail_max_per_hour,
             },
+            events,
+            event_retention: config.event_retention,
         }));
         let listener = bind(config.listen_addr).await?;
         let local_addr = listener
@@ -286,6 +291,7 @@ impl App {
         });
         supervisor.spawn(Purge { identity: Arc::clone(&self.identity), interval: self.purge_interval });
         supervisor.spawn(OutboxWorker(Arc::clone(&self.outbox)));
+        supervisor.spawn(EventSync { store: self.store.clone(), feed: Arc::clone(self.identity.events()) });
         if self.metrics.is_some() {
             supervisor.spawn(crate::metrics::PoolSampler {
                 store: self.store.clone(),
@@ -350,6 +356,12 @@ impl App {
         // Envoy sends every header of the request it asks about (up to its 60 KiB default).
         let ext_authz = AuthorizationServer::new(ExtAuthzApi::new(Arc::clone(&self.identity)))
             .max_decoding_message_size(EXT_AUTHZ_MAX_REQUEST_BYTES);
+        let events = EventServiceServer::new(EventApi::new(
+            Arc::clone(&self.identity),
+            stop_requested.clone(),
+            self.revocation_heartbeat,
+        ))
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
         let user = UserServiceServer::new(UserApi::new(
             Arc::clone(&self.identity),
             self.policy,
@@ -376,6 +388,7 @@ impl App {
                     .add_service(token)
                     .add_service(user)
                     .add_service(ext_authz)
+                    .add_service(events)
                     .serve_with_incoming_shutdown(incoming, on_shutdown)
                     .await
             }
@@ -437,7 +450,9 @@ pub async fn connect_and_migrate(config: &Config) -> Result<Store, StartupError>
         acquire_timeout: config.database_acquire_timeout,
         statement_timeout: config.database_statement_timeout,
     };
-    let store = Store::open(config.database_url.expose_secret(), limits).await?;
+    let store = Store::open(config.database_url.expose_secret(), limits)
+        .await?
+        .with_mail_as_events(matches!(config.mail, MailDelivery::None));
     store.migrate().await?;
     let backfilled = store.backfill_email_keys().await?;
     if backfilled > 0 {

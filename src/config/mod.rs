@@ -221,7 +221,7 @@ variables! {
     revocation_heartbeat: Duration = text(|s| {
         bounded_duration(s, Duration::from_millis(100), Duration::from_secs(300))
     }), [
-        "IDENTITY_REVOCATION_HEARTBEAT", "10s", "how often an idle WatchRevocations stream gets a heartbeat",
+        "IDENTITY_REVOCATION_HEARTBEAT", "10s", "how often an idle WatchRevocations or WatchUserEvents stream gets a heartbeat",
             |c| show_duration(c.revocation_heartbeat);
     ]
     handshake_timeout: Duration = text(|s| {
@@ -252,11 +252,11 @@ variables! {
             |c| c.mtls_callers.to_string();
     ]
     max_streams_per_caller: usize = text(|s| in_range(s, 1, 10_000)), [
-        "IDENTITY_MAX_STREAMS_PER_CALLER", "16", "open WatchRevocations streams per service caller",
+        "IDENTITY_MAX_STREAMS_PER_CALLER", "16", "open WatchRevocations and WatchUserEvents streams per service caller",
             |c| c.max_streams_per_caller.to_string();
     ]
     max_streams: usize = text(|s| in_range(s, 1, 1_000_000)), [
-        "IDENTITY_MAX_STREAMS", "1000", "open WatchRevocations streams in all",
+        "IDENTITY_MAX_STREAMS", "1000", "open WatchRevocations and WatchUserEvents streams in all",
             |c| c.max_streams.to_string();
     ]
     mail: MailDelivery = custom(mail_delivery), [
@@ -304,6 +304,12 @@ variables! {
     mail_max_per_hour: u32 = text(|s| in_range(s, 1, 10_000)), [
         "IDENTITY_MAIL_MAX_PER_HOUR", "5", "messages of each kind per address per hour; beyond it requests answer OK and send nothing",
             |c| c.mail_max_per_hour.to_string();
+    ]
+    event_retention: Duration = text(|s| {
+        bounded_duration(s, Duration::from_secs(3600), Duration::from_secs(366 * 24 * 3600))
+    }), [
+        "IDENTITY_EVENT_RETENTION", "7d", "how long user events are kept for WatchUserEvents; an older cursor is OUT_OF_RANGE",
+            |c| show_duration(c.event_retention);
     ]
     log_format: LogFormat = text(|s| match s {
         "text" => Ok(LogFormat::Text),

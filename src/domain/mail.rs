@@ -8,8 +8,10 @@ use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
-/// What a message is for; it picks the templates and the subject.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// What a message is for; it picks the templates and the subject. Serialised (in user events)
+/// by the same snake_case names as [`MailKind::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum MailKind {
     /// A link to set a new password.
     PasswordReset,

@@ -8,6 +8,7 @@
 
 mod caller;
 mod email;
+mod event;
 mod full_name;
 mod mail;
 mod password;
@@ -20,6 +21,7 @@ pub use caller::{
     ServiceKey, ServiceKeyDigest, ServiceKeyName,
 };
 pub use email::{ConfusableKey, Email, NormalizedEmail};
+pub use event::{EventRecord, RevocationReason, UserEvent};
 pub use full_name::FullName;
 pub use identity_contract::{SessionId, TokenId, UserId};
 pub use mail::{FailedMail, LinkPurpose, MailContent, MailId, MailKind, NewMail, OutboxMessage};

@@ -21,6 +21,7 @@ use tracing::Instrument;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 /// Longest client-chosen request id kept; a longer or non-printable one is replaced.
 const MAX_REQUEST_ID_LEN: usize = 128;
 
@@ -128,14 +129,19 @@ fn code_name(code: Code) -> &'static str {
 ///
 /// tonic answers OUT_OF_RANGE for a message over the decode limit, but gRPC's status table says
 /// a message over the server's limit is RESOURCE_EXHAUSTED, which is also what a client should
-/// act on (send less). This service never answers OUT_OF_RANGE itself, so every one is that.
+/// act on (send less). Told apart by tonic's message (percent-encoded in the header) from the
+/// service's own OUT_OF_RANGE (a stream cursor past the retention), which stays.
 fn remap_status(headers: &mut http::HeaderMap) -> Code {
     let code = headers
         .get(&GRPC_STATUS)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<i32>().ok())
         .map_or(Code::Ok, Code::from_i32);
-    if code == Code::OutOfRange {
+    let too_large = headers
+        .get(&GRPC_MESSAGE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|message| message.replace("%20", " ").contains("message length too large"));
+    if code == Code::OutOfRange && too_large {
         headers.insert(GRPC_STATUS, HeaderValue::from(Code::ResourceExhausted as i32));
         return Code::ResourceExhausted;
     }
@@ -183,11 +189,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn out_of_range_becomes_resource_exhausted_and_nothing_else_changes() {
+    fn an_oversized_message_becomes_resource_exhausted_and_nothing_else_changes() {
         let mut headers = http::HeaderMap::new();
         headers.insert(GRPC_STATUS, HeaderValue::from(Code::OutOfRange as i32));
+        headers.insert(
+            GRPC_MESSAGE,
+            HeaderValue::from_static(
+                "Error,%20decoded%20message%20length%20too%20large:%20found%205%20bytes",
+            ),
+        );
         assert_eq!(remap_status(&mut headers), Code::ResourceExhausted);
         assert_eq!(headers[&GRPC_STATUS], "8");
+        let mut cursor = http::HeaderMap::new();
+        cursor.insert(GRPC_STATUS, HeaderValue::from(Code::OutOfRange as i32));
+        cursor.insert(GRPC_MESSAGE, HeaderValue::from_static("after_cursor%201%20is%20older"));
+        assert_eq!(remap_status(&mut cursor), Code::OutOfRange);
         headers.insert(GRPC_STATUS, HeaderValue::from(Code::Unauthenticated as i32));
         assert_eq!(remap_status(&mut headers), Code::Unauthenticated);
         assert_eq!(remap_status(&mut http::HeaderMap::new()), Code::Ok);

@@ -4,6 +4,7 @@
 mod auth;
 mod caller;
 pub mod codec;
+mod events;
 mod ext_authz;
 mod logging;
 pub mod methods;
@@ -12,6 +13,7 @@ mod token;
 mod user;
 
 pub use auth::AuthApi;
+pub use events::EventApi;
 pub use ext_authz::{EMAIL_HEADER, ExtAuthzApi, SESSION_ID_HEADER, USER_ID_HEADER};
 pub use logging::RpcLogLayer;
 pub use token::{TokenApi, claims_message as token_claims_message};

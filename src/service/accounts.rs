@@ -6,7 +6,7 @@ use super::{throttle::PASSWORD_CHANGE_FAILURES_END_SESSION, verification::Verifi
 use crate::metrics::{LOGINS, SESSIONS_ENDED_FOR_GUESSING};
 use crate::{
     clients::Requester,
-    domain::{Email, FullName, Password, PresentedPassword, User, UserId},
+    domain::{Email, FullName, Password, PresentedPassword, RevocationReason, User, UserId},
     error::AppError,
     passwords::HashError,
     store::{NewUser, PasswordChange, StoreError, UserRecord},
@@ -231,7 +231,11 @@ impl Identity {
     /// the session ends (revoked like a logout, so every replica and verifier learns of it).
     async fn end_guessing_session(&self, caller: &VerifiedToken, user: UserId) -> AppError {
         let session_id = caller.claims.sid;
-        match self.store.revoke_session(session_id, self.clock.now()).await {
+        match self
+            .store
+            .revoke_session(session_id, RevocationReason::PasswordGuessing, self.clock.now())
+            .await
+        {
             Ok(revocation) => {
                 if let Some(revocation) = &revocation {
                     self.revoked_here(revocation);

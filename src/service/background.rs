@@ -10,26 +10,23 @@ use tokio::sync::watch;
 use super::Identity;
 use crate::{
     clock::Clock,
-    store::{RevocationListener, RevocationPosition, RevokedSession, Store, StoreError},
+    store::{Hints, RevocationPosition, RevokedSession, Store, StoreError},
     supervisor::{Supervised, TaskName},
     tokens::RevocationSet,
 };
 
 /// Waits between attempts to re-synchronise: from 100 ms, doubling, each stretched by a random
 /// 0-100 % so that replicas restarted together do not retry in lockstep; at most 5 s.
-const RETRY: ExponentialBuilder = ExponentialBuilder::new()
+pub(super) const RETRY: ExponentialBuilder = ExponentialBuilder::new()
     .with_min_delay(Duration::from_millis(100))
     .with_max_delay(Duration::from_millis(2500))
     .with_jitter()
     .without_max_times();
-const RETRY_CEILING: Duration = Duration::from_secs(5);
+pub(super) const RETRY_CEILING: Duration = Duration::from_secs(5);
 /// Expired and revoked sessions are kept this long (for audit and support) before deletion.
 pub const SESSION_RETENTION: TimeDelta = TimeDelta::days(1);
 /// Revocations read per query when catching up by cursor.
 const CATCH_UP_PAGE: u32 = 1000;
-/// How often a SQLite server looks for revocations written by another process (the operator
-/// CLI); SQLite has no NOTIFY.
-const SQLITE_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Keeps the revocation set complete. The sessions table is the authority: subscribe to hints
 /// first (a LISTEN on Postgres), then load recent revocations from the table and note the
@@ -96,29 +93,6 @@ async fn keep_in_sync(
     }
 }
 
-/// What tells the task to look at the table again.
-enum Hints {
-    Notifications(RevocationListener),
-    Timer,
-}
-
-impl Hints {
-    /// Ok when it is time to look; an error when hints may have been missed.
-    async fn next(&mut self) -> Result<(), String> {
-        match self {
-            Self::Notifications(listener) => match listener.next_hint().await {
-                Ok(true) => Ok(()),
-                Ok(false) => Err("lost the notification connection".to_owned()),
-                Err(error) => Err(error.to_string()),
-            },
-            Self::Timer => {
-                tokio::time::sleep(SQLITE_POLL_INTERVAL).await;
-                Ok(())
-            }
-        }
-    }
-}
-
 /// Subscribes, then loads the revocations that can still affect a token and the cursor to
 /// follow from. The cursor is read before the load: cursors are taken in commit order, so
 /// everything up to it is in the load, and anything after it is read on the next hint.
@@ -127,10 +101,7 @@ async fn subscribe_and_reload(
     revocations: &RevocationSet,
     clock: &Clock,
 ) -> Result<(Hints, RevocationPosition), StoreError> {
-    let hints = match store.listen_for_revocations().await? {
-        Some(listener) => Hints::Notifications(listener),
-        None => Hints::Timer,
-    };
+    let hints = store.listen_for_revocations().await?;
     let cursor = store.revocation_cursor().await?;
     let since = clock.now().checked_sub_signed(revocations.horizon()).unwrap_or(DateTime::<Utc>::MIN_UTC);
     let recent = store.sessions_revoked_since(since).await?;
@@ -212,8 +183,8 @@ impl Supervised for Purge {
 
 impl Identity {
     /// Deletes sessions that expired or were revoked more than [`SESSION_RETENTION`] ago,
-    /// records of mail sent before then, and login throttle rows idle for `THROTTLE_MEMORY`,
-    /// and prunes revocations no token can be affected by.
+    /// records of mail sent before then, login throttle rows idle for `THROTTLE_MEMORY` and user
+    /// events past their retention, and prunes revocations no token can be affected by.
     pub async fn purge(&self) {
         let now = self.clock.now();
         self.revocations.prune(now);
@@ -231,5 +202,6 @@ impl Identity {
             Err(error) => tracing::warn!(%error, "could not purge records of sent mail"),
         }
         self.purge_throttle(now).await;
+        self.purge_events(now).await;
     }
 }

@@ -7,6 +7,7 @@ mod accounts;
 mod admin;
 mod background;
 mod callers;
+mod events;
 mod mail;
 mod recovery;
 mod sessions;
@@ -21,6 +22,7 @@ pub use accounts::SignupInput;
 pub use admin::{AccountAction, AccountActionOutcome, AccountAdmin};
 pub use background::{Purge, RevocationSync};
 pub use callers::{CallerPolicy, ServiceKeyAdmin, StreamLimits, StreamPermit};
+pub use events::{EVENT_PAGE, EventFeed, EventSync};
 pub use mail::{FAILED_LIST_LIMIT, MailAdmin};
 pub use recovery::RecoverySettings;
 pub use sessions::SessionTokens;
@@ -52,6 +54,10 @@ pub struct Identity {
     /// Wakes this process's outbox worker after a message is queued.
     mail: MailQueue,
     recovery: RecoverySettings,
+    /// This replica's view of the user-events stream.
+    events: Arc<events::EventFeed>,
+    /// How long user events are kept (`IDENTITY_EVENT_RETENTION`).
+    event_retention: TimeDelta,
 }
 
 /// What [`Identity`] is built from.
@@ -70,6 +76,8 @@ pub struct IdentityParts {
     pub callers: CallerPolicy,
     pub mail: MailQueue,
     pub recovery: RecoverySettings,
+    pub events: Arc<events::EventFeed>,
+    pub event_retention: Duration,
 }
 
 impl Identity {
@@ -89,6 +97,8 @@ impl Identity {
             callers: parts.callers,
             mail: parts.mail,
             recovery: parts.recovery,
+            events: parts.events,
+            event_retention: TimeDelta::from_std(parts.event_retention).unwrap_or(TimeDelta::MAX),
         }
     }
 

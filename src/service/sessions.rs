@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 
 use super::Identity;
 use crate::{
-    domain::{SessionId, User},
+    domain::{RevocationReason, SessionId, User},
     error::AppError,
     store::{NewSession, Rotation},
     tokens::{AccessTokenSubject, IssuedAccessToken, RefreshToken},
@@ -71,7 +71,11 @@ impl Identity {
         match self.store.rotate_refresh_token(&presented.digest(), &next.digest(), now).await? {
             Rotation::Rotated { session_id, expires_at, user } => {
                 if !user.is_active {
-                    if let Some(revocation) = self.store.revoke_session(session_id, now).await? {
+                    if let Some(revocation) = self
+                        .store
+                        .revoke_session(session_id, RevocationReason::AccountDeactivated, now)
+                        .await?
+                    {
                         self.revoked_here(&revocation);
                     }
                     return Err(AppError::Unauthenticated(INVALID_REFRESH_TOKEN));
@@ -87,7 +91,8 @@ impl Identity {
                 })
             }
             Rotation::Reused { session_id } => {
-                let revocation = self.store.revoke_session(session_id, now).await?;
+                let revocation =
+                    self.store.revoke_session(session_id, RevocationReason::RefreshTokenReused, now).await?;
                 metrics::counter!(crate::metrics::REFRESH_TOKEN_REUSE).increment(1);
                 if let Some(revocation) = &revocation {
                     self.revoked_here(revocation);

@@ -12,13 +12,15 @@ use uuid::Uuid;
 
 use super::{
     Store, StoreError,
-    outbox::{INSERT_IF, QueueMail, payload},
+    events::AppendEvents,
+    outbox::{MailRoute, QueueMail},
     sessions::{Revocation, RevokeInTransaction, Target},
     users::{InsertUser, NewUser, UserRecord},
     with_pool,
 };
 use crate::domain::{
-    Email, LinkPurpose, MailContent, MailId, MailKind, NewMail, NormalizedEmail, PasswordHash, User, UserId,
+    Email, LinkPurpose, MailContent, MailKind, NewMail, NormalizedEmail, PasswordHash, RevocationReason,
+    User, UserEvent, UserId,
 };
 
 /// A token to store and the message that carries it, for [`Store`]'s issuing methods.
@@ -97,6 +99,7 @@ trait LinkStatements {
     /// an address) and queues `mail` with it.
     async fn issue_link(
         &mut self,
+        route: MailRoute,
         user: Uuid,
         purpose: LinkPurpose,
         email: Option<&str>,
@@ -131,6 +134,7 @@ macro_rules! link_statements {
 
             async fn issue_link(
                 &mut self,
+                route: MailRoute,
                 user: Uuid,
                 purpose: LinkPurpose,
                 email: Option<&str>,
@@ -147,8 +151,7 @@ macro_rules! link_statements {
                     .bind(token.expires_at)
                     .execute(&mut *self)
                     .await?;
-                self.queue_mail(mail, token.now).await?;
-                Ok(())
+                self.queue_mail(route, UserId::from_uuid(user), mail, token.now).await
             }
         }
     };
@@ -209,16 +212,11 @@ impl Store {
             if let Some(account) = &account {
                 content.name = account.full_name.clone();
             }
-            rows += sqlx::query(INSERT_IF)
-                .bind(MailId::new().into_uuid())
-                .bind(MailKind::PasswordReset.as_str())
-                .bind(&recipient)
-                .bind(payload(&content)?)
-                .bind(token.now)
-                .bind(proceed)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            let mail = NewMail { kind: MailKind::PasswordReset, recipient, content };
+            let owner = owner.map(UserId::from_uuid);
+            let (mail_statements, mail_rows) =
+                tx.queue_mail_if(self.mail_route(), proceed, owner, &mail, token.now).await?;
+            rows += mail_rows;
             tx.commit().await?;
             let outcome = match (user_id, allowed) {
                 (Some(id), true) => ResetRequested::Queued { user_id: UserId::from_uuid(id) },
@@ -227,7 +225,7 @@ impl Store {
             };
             // A first token of an account writes the token and the message; a stand-in is
             // written and deleted: two rows either way (a superseded token adds its deletion).
-            Ok::<_, sqlx::Error>(ResetRequestWork { outcome, statements: 6, rows_written: rows })
+            Ok::<_, sqlx::Error>(ResetRequestWork { outcome, statements: 5 + mail_statements, rows_written: rows })
         })?;
         Ok(work)
     }
@@ -246,7 +244,8 @@ impl Store {
             content.name = user.full_name.as_str().to_owned();
             let mail = NewMail { kind: MailKind::VerifyEmail, recipient: user.email.as_str().to_owned(), content };
             let id = user.id.into_uuid();
-            tx.issue_link(id, LinkPurpose::VerifyEmail, Some(user.email.as_str()), &token, &mail).await?;
+            let route = self.mail_route();
+            tx.issue_link(route, id, LinkPurpose::VerifyEmail, Some(user.email.as_str()), &token, &mail).await?;
             tx.commit().await?;
             Ok::<_, sqlx::Error>(row)
         })?;
@@ -283,7 +282,7 @@ impl Store {
             let mut content = token.content.clone();
             content.name = full_name;
             let mail = NewMail { kind: MailKind::VerifyEmail, recipient: recipient.clone(), content };
-            tx.issue_link(id, purpose, Some(&recipient), &token, &mail).await?;
+            tx.issue_link(self.mail_route(), id, purpose, Some(&recipient), &token, &mail).await?;
             tx.commit().await?;
             Ok::<_, sqlx::Error>(LinkRequested::Queued)
         })?;
@@ -327,6 +326,7 @@ impl Store {
                 if marked.rows_affected() == 0 {
                     return Ok(None);
                 }
+                tx.append_events(&[(user_id, UserEvent::EmailVerified { email: email.clone() })], now).await?;
                 tx.commit().await?;
                 return Ok(Some(EmailVerified::Verified { user_id, email }));
             }
@@ -343,10 +343,15 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             sqlx::query(END_TOKENS).bind(user).execute(&mut *tx).await?;
+            let moved = [
+                (user_id, UserEvent::UserUpdated { email: Some(email.clone()), full_name: None }),
+                (user_id, UserEvent::EmailVerified { email: email.clone() }),
+            ];
+            tx.append_events(&moved, now).await?;
             let mut content = notice.clone();
             content.name = account.full_name;
             let mail = NewMail { kind: MailKind::EmailChanged, recipient: account.email.clone(), content };
-            tx.queue_mail(&mail, now).await?;
+            tx.queue_mail(self.mail_route(), user_id, &mail, now).await?;
             tx.commit().await?;
             Ok::<_, sqlx::Error>(Some(EmailVerified::Changed { user_id, old_email: account.email, new_email: email }))
         })?;
@@ -376,7 +381,7 @@ impl Store {
             let mut content = content.clone();
             content.name = account.full_name;
             let mail = NewMail { kind: MailKind::AccountExists, recipient: account.email, content };
-            tx.queue_mail(&mail, now).await?;
+            tx.queue_mail(self.mail_route(), user_id, &mail, now).await?;
             tx.commit().await?;
             Ok::<_, sqlx::Error>(Some((user_id, LinkRequested::Queued)))
         })?;
@@ -424,7 +429,9 @@ impl Store {
             let Some(email_lower) = email_lower else { return Ok(None) };
             sqlx::query(CLEAR_LOCKOUT).bind(email_lower).execute(&mut *tx).await?;
             let user_id = UserId::from_uuid(user_id);
-            let revocation = tx.revoke(Target::User { user_id, except: None }, now).await?;
+            tx.append_events(&[(user_id, UserEvent::PasswordChanged)], now).await?;
+            let revocation =
+                tx.revoke(Target::User { user_id, except: None }, RevocationReason::PasswordReset, now).await?;
             tx.commit().await?;
             Ok::<_, sqlx::Error>(Some((user_id, revocation)))
         })?;

@@ -9,9 +9,11 @@
 mod attempts;
 mod email_tokens;
 mod error;
+mod events;
 mod guard;
 mod listener;
 mod outbox;
+mod sequence;
 mod service_keys;
 mod sessions;
 #[cfg(any(test, feature = "test-helpers"))]
@@ -24,13 +26,17 @@ use chrono::{DateTime, Utc};
 use sqlx::{
     PgPool, SqlitePool,
     postgres::{PgConnectOptions, PgPoolOptions},
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+    sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqliteOperation, SqlitePoolOptions, SqliteSynchronous,
+    },
 };
+use tokio::sync::Notify;
 
 pub use attempts::{AccountCount, Admission, DelaySchedule};
 pub use email_tokens::{EmailVerified, LinkRequested, LinkToken, ResetRequestWork, ResetRequested};
 pub use error::StoreError;
-pub use listener::{LISTENER_APPLICATION_NAME, RevocationListener};
+pub use events::{EVENTS_CHANNEL, EventBounds};
+pub use listener::{EVENT_LISTENER_APPLICATION_NAME, Hints, LISTENER_APPLICATION_NAME};
 pub use outbox::{FailedAttempt, MailClaim};
 pub use service_keys::ServiceKeyRecord;
 pub use sessions::{
@@ -46,6 +52,12 @@ pub use users::{NewUser, PasswordChange, UserRecord, UserUpdate};
 pub struct Store {
     pool: Pool,
     guard: Arc<guard::Guard>,
+    /// SQLite: woken when this process writes a user event (the connection's update hook), so
+    /// that the stream hears of it at once. Postgres announces events by NOTIFY instead.
+    events_written: Option<Arc<Notify>>,
+    /// `IDENTITY_MAIL=none`: a message is recorded as a `message_requested` user event instead
+    /// of being queued in the outbox.
+    mail_as_events: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -79,6 +91,8 @@ pub const PURGE_BATCH: u32 = 1000;
 pub(crate) enum Cutoff {
     At(DateTime<Utc>),
     Millis(i64),
+    /// A position in the commit sequence (the user-events purge).
+    Position(i64),
 }
 
 impl From<DateTime<Utc>> for Cutoff {
@@ -161,7 +175,12 @@ impl Store {
                 .max_connections(limits.max_connections)
                 .acquire_timeout(limits.acquire_timeout)
                 .connect_lazy_with(options);
-            return Ok(Self { pool: Pool::Postgres(pool), guard: guard::Guard::new(limits, server) });
+            return Ok(Self {
+                pool: Pool::Postgres(pool),
+                guard: guard::Guard::new(limits, server),
+                events_written: None,
+                mail_as_events: false,
+            });
         }
         let options = SqliteConnectOptions::from_str(url)
             .map_err(StoreError::from)?
@@ -179,16 +198,47 @@ impl Store {
         // several connections wait in SQLite's busy handler, which sleeps in growing steps (up
         // to 100 ms); waiting in the pool's queue instead is fair and prompt. Reads take
         // microseconds. `max_connections` is for Postgres.
+        let events_written = Arc::new(Notify::new());
+        let wake = Arc::clone(&events_written);
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(limits.acquire_timeout)
+            .after_connect(move |connection, _| {
+                let wake = Arc::clone(&wake);
+                Box::pin(async move {
+                    // Called inside the writing transaction: the reader it wakes waits for the
+                    // one connection, so it reads after the commit (or finds nothing after a
+                    // rollback).
+                    connection.lock_handle().await?.set_update_hook(move |change| {
+                        if change.table == "user_events"
+                            && matches!(change.operation, SqliteOperation::Insert)
+                        {
+                            wake.notify_one();
+                        }
+                    });
+                    Ok(())
+                })
+            })
             .connect_with(options)
             .await
             .map_err(StoreError::from)?;
         // SQLite gives -wal and -shm the main file's mode; a file made by an older version (or
         // copied in) is tightened here, companions included.
         crate::secret_files::make_private_with_companions(&file);
-        Ok(Self { pool: Pool::Sqlite(pool), guard: guard::Guard::new(limits, None) })
+        Ok(Self {
+            pool: Pool::Sqlite(pool),
+            guard: guard::Guard::new(limits, None),
+            events_written: Some(events_written),
+            mail_as_events: false,
+        })
+    }
+
+    /// With `true` (`IDENTITY_MAIL=none`), messages become `message_requested` user events
+    /// instead of outbox rows.
+    #[must_use]
+    pub fn with_mail_as_events(mut self, mail_as_events: bool) -> Self {
+        self.mail_as_events = mail_as_events;
+        self
     }
 
     /// Applies pending migrations. sqlx takes a lock first, so replicas starting together are safe.
@@ -236,7 +286,7 @@ impl Store {
                 let query = sqlx::query(sql);
                 let query = match before {
                     Cutoff::At(at) => query.bind(at),
-                    Cutoff::Millis(ms) => query.bind(ms),
+                    Cutoff::Millis(ms) | Cutoff::Position(ms) => query.bind(ms),
                 };
                 query
                 .bind(i64::from(PURGE_BATCH))

@@ -9,8 +9,8 @@ use secrecy::SecretString;
 use sqlx::{PgConnection, SqliteConnection};
 use uuid::Uuid;
 
-use super::{Pool, Store, StoreError, with_pool};
-use crate::domain::{FailedMail, MailContent, MailId, MailKind, NewMail, OutboxMessage};
+use super::{Pool, Store, StoreError, events::AppendEvents, with_pool};
+use crate::domain::{FailedMail, MailContent, MailId, MailKind, NewMail, OutboxMessage, UserEvent, UserId};
 
 /// The stored form of [`MailContent`]: JSON text.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -23,7 +23,7 @@ struct Payload {
     expires_at: Option<i64>,
 }
 
-pub(super) fn payload(content: &MailContent) -> Result<String, sqlx::Error> {
+fn payload(content: &MailContent) -> Result<String, sqlx::Error> {
     let payload = Payload {
         name: content.name.clone(),
         link: content.link().map(str::to_owned),
@@ -32,46 +32,101 @@ pub(super) fn payload(content: &MailContent) -> Result<String, sqlx::Error> {
     serde_json::to_string(&payload).map_err(|e| sqlx::Error::Encode(Box::new(e)))
 }
 
-const INSERT: &str =
-    "INSERT INTO mail_outbox (id, kind, recipient, payload, status, attempts, next_attempt_at, created_at)
-     VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5)";
-
-/// [`INSERT`] only when `$6` is true: one statement whether or not a message is due, so that a
+/// An insert only when `$6` is true: one statement whether or not a message is due, so that a
 /// caller's work does not depend on it.
-pub(super) const INSERT_IF: &str =
+const INSERT_IF: &str =
     "INSERT INTO mail_outbox (id, kind, recipient, payload, status, attempts, next_attempt_at, created_at)
      SELECT $1, $2, $3, $4, 'pending', 0, $5, $5 WHERE $6";
+/// The same for a message handed on as a user event: recorded as sent at once, without its
+/// link (the stream carries it), so that the hourly allowances still count it.
+const HANDED_ON_IF: &str = "INSERT INTO mail_outbox
+         (id, kind, recipient, payload, status, attempts, next_attempt_at, created_at, sent_at)
+     SELECT $1, $2, $3, '{}', 'sent', 0, $4, $4, $4 WHERE $5";
+
+/// Where a message goes: the outbox, for a deliverer; or, with `IDENTITY_MAIL=none`, the
+/// user-events stream, as a `message_requested` event for the team's own notification service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum MailRoute {
+    Outbox,
+    Events,
+}
 
 /// Queues a message inside a caller's transaction, so it exists exactly when what it carries
-/// (a token) does.
+/// (a token) does: the one place every message kind goes through.
 pub(super) trait QueueMail {
-    async fn queue_mail(&mut self, mail: &NewMail, now: DateTime<Utc>) -> Result<MailId, sqlx::Error>;
+    /// Queues `mail` to `user` by `route`.
+    async fn queue_mail(
+        &mut self,
+        route: MailRoute,
+        user: UserId,
+        mail: &NewMail,
+        now: DateTime<Utc>,
+    ) -> Result<(), sqlx::Error> {
+        self.queue_mail_if(route, true, Some(user), mail, now).await.map(drop)
+    }
+
+    /// As [`QueueMail::queue_mail`] only when `wanted`, after the same statements either way (a
+    /// caller whose work must not tell whether an account exists passes `wanted = false` and
+    /// no user). Returns the statements run and the rows written.
+    async fn queue_mail_if(
+        &mut self,
+        route: MailRoute,
+        wanted: bool,
+        user: Option<UserId>,
+        mail: &NewMail,
+        now: DateTime<Utc>,
+    ) -> Result<(u32, u64), sqlx::Error>;
 }
 
 macro_rules! queue_mail {
-    ($connection:ty) => {
+    ($connection:ty, $announces:literal) => {
         impl QueueMail for $connection {
-            async fn queue_mail(
+            async fn queue_mail_if(
                 &mut self,
+                route: MailRoute,
+                wanted: bool,
+                user: Option<UserId>,
                 mail: &NewMail,
                 now: DateTime<Utc>,
-            ) -> Result<MailId, sqlx::Error> {
-                let id = MailId::new();
-                sqlx::query(INSERT)
-                    .bind(id.into_uuid())
+            ) -> Result<(u32, u64), sqlx::Error> {
+                let id = MailId::new().into_uuid();
+                if route == MailRoute::Outbox {
+                    let rows = sqlx::query(INSERT_IF)
+                        .bind(id)
+                        .bind(mail.kind.as_str())
+                        .bind(&mail.recipient)
+                        .bind(payload(&mail.content)?)
+                        .bind(now)
+                        .bind(wanted)
+                        .execute(&mut *self)
+                        .await?
+                        .rows_affected();
+                    return Ok((1, rows));
+                }
+                let rows = sqlx::query(HANDED_ON_IF)
+                    .bind(id)
                     .bind(mail.kind.as_str())
                     .bind(&mail.recipient)
-                    .bind(payload(&mail.content)?)
                     .bind(now)
+                    .bind(wanted)
                     .execute(&mut *self)
-                    .await?;
-                Ok(id)
+                    .await?
+                    .rows_affected();
+                let event = UserEvent::MessageRequested {
+                    message_kind: mail.kind,
+                    recipient: mail.recipient.clone(),
+                    name: mail.content.name.clone(),
+                    link: mail.content.link.clone(),
+                    expires_at: mail.content.expires_at,
+                };
+                let written = self.append_event_if(wanted, user, &event, now).await?;
+                Ok((if $announces { 4 } else { 3 }, rows + written))
             }
         }
     };
 }
-queue_mail!(PgConnection);
-queue_mail!(SqliteConnection);
+queue_mail!(PgConnection, true);
+queue_mail!(SqliteConnection, false);
 
 #[derive(sqlx::FromRow)]
 struct ClaimedRow {
@@ -151,10 +206,16 @@ const CLAIM_SQLITE: &str = "UPDATE mail_outbox SET claim = $1, claimed_until = $
      RETURNING id, kind, recipient, payload, attempts, created_at";
 
 impl Store {
-    /// Queues one message on its own (the transactional path is [`QueueMail`]).
-    pub async fn queue_mail(&self, mail: &NewMail, now: DateTime<Utc>) -> Result<MailId, StoreError> {
-        let id = with_pool!(self, pool => pool.queue_mail(mail, now).await)?;
-        Ok(id)
+    /// Queues one message to nobody's account (an operator's test message) on its own, in the
+    /// outbox whatever the route (the transactional path is [`QueueMail`]).
+    pub async fn queue_mail(&self, mail: &NewMail, now: DateTime<Utc>) -> Result<(), StoreError> {
+        with_pool!(self, pool => pool.queue_mail_if(MailRoute::Outbox, true, None, mail, now).await)?;
+        Ok(())
+    }
+
+    /// Where this store sends messages.
+    pub(super) fn mail_route(&self) -> MailRoute {
+        if self.mail_as_events { MailRoute::Events } else { MailRoute::Outbox }
     }
 
     /// Claims up to `limit` due messages for `lease`, counting the attempt. Rows this version

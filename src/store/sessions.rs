@@ -7,8 +7,10 @@ use chrono::{DateTime, Utc};
 use sqlx::{Connection, PgConnection, SqliteConnection};
 use uuid::Uuid;
 
-use super::{Store, StoreError, UserRecord, users::UserRow, with_pool};
-use crate::domain::{RefreshTokenDigest, SessionId, User, UserId};
+use super::{
+    Store, StoreError, UserRecord, events::AppendEvents, sequence::CommitSequence, users::UserRow, with_pool,
+};
+use crate::domain::{RefreshTokenDigest, RevocationReason, SessionId, User, UserEvent, UserId};
 
 pub struct NewSession<'a> {
     pub id: SessionId,
@@ -103,22 +105,23 @@ pub(super) enum Target<'a> {
     },
 }
 
-const NEXT_CURSOR: &str = "UPDATE revocation_cursor SET value = value + 1 WHERE id = 1 RETURNING value";
 const REVOKE_SESSION: &str = "UPDATE sessions SET revoked_at = $1, revocation_seq = $2
-     WHERE id = $3 AND revoked_at IS NULL RETURNING id";
+     WHERE id = $3 AND revoked_at IS NULL RETURNING id, user_id";
 const REVOKE_BY_REFRESH_TOKEN: &str = "UPDATE sessions SET revoked_at = $1, revocation_seq = $2
      WHERE revoked_at IS NULL AND (refresh_token_digest = $3
         OR id = (SELECT session_id FROM retired_refresh_tokens WHERE token_digest = $3))
-     RETURNING id";
+     RETURNING id, user_id";
 const REVOKE_USER: &str = "UPDATE sessions SET revoked_at = $1, revocation_seq = $2
-     WHERE user_id = $3 AND revoked_at IS NULL AND ($4 IS NULL OR id <> $4) RETURNING id";
+     WHERE user_id = $3 AND revoked_at IS NULL AND ($4 IS NULL OR id <> $4) RETURNING id, user_id";
 
-/// Revoking inside a transaction: take the next cursor, mark the sessions, and tell the other
-/// processes (a NOTIFY on Postgres, delivered at commit; nothing on SQLite, whose servers poll).
+/// Revoking inside a transaction: take the next position of the commit sequence, mark the
+/// sessions, record a `session_revoked` user event for each, and tell the other processes (a
+/// NOTIFY on Postgres, delivered at commit; nothing on SQLite, whose servers poll).
 pub(super) trait RevokeInTransaction {
     async fn revoke(
         &mut self,
         target: Target<'_>,
+        reason: RevocationReason,
         now: DateTime<Utc>,
     ) -> Result<Option<Revocation>, sqlx::Error>;
 }
@@ -130,29 +133,38 @@ macro_rules! revoke_in_transaction {
             async fn revoke(
                 &mut self,
                 target: Target<'_>,
+                reason: RevocationReason,
                 now: DateTime<Utc>,
             ) -> Result<Option<Revocation>, sqlx::Error> {
-                let cursor: i64 = sqlx::query_scalar(NEXT_CURSOR).fetch_one(&mut *self).await?;
+                let cursor = *self.take_positions(1).await?.end();
                 let query = match target {
                     Target::Session(id) => {
-                        sqlx::query_scalar(REVOKE_SESSION).bind(now).bind(cursor).bind(id.into_uuid())
+                        sqlx::query_as(REVOKE_SESSION).bind(now).bind(cursor).bind(id.into_uuid())
                     }
-                    Target::RefreshToken(digest) => sqlx::query_scalar(REVOKE_BY_REFRESH_TOKEN)
-                        .bind(now)
-                        .bind(cursor)
-                        .bind(digest.as_bytes()),
-                    Target::User { user_id, except } => sqlx::query_scalar(REVOKE_USER)
+                    Target::RefreshToken(digest) => {
+                        sqlx::query_as(REVOKE_BY_REFRESH_TOKEN).bind(now).bind(cursor).bind(digest.as_bytes())
+                    }
+                    Target::User { user_id, except } => sqlx::query_as(REVOKE_USER)
                         .bind(now)
                         .bind(cursor)
                         .bind(user_id.into_uuid())
                         .bind(except.map(SessionId::into_uuid)),
                 };
-                let session_ids: Vec<Uuid> = query.fetch_all(&mut *self).await?;
-                let session_ids: Vec<SessionId> = session_ids.into_iter().map(SessionId::from_uuid).collect();
-                if session_ids.is_empty() {
+                let revoked: Vec<(Uuid, Uuid)> = query.fetch_all(&mut *self).await?;
+                if revoked.is_empty() {
                     // The cursor value is spent; gaps are harmless.
                     return Ok(None);
                 }
+                let events: Vec<(UserId, UserEvent)> = revoked
+                    .iter()
+                    .map(|(session, user)| {
+                        let session_id = SessionId::from_uuid(*session);
+                        (UserId::from_uuid(*user), UserEvent::SessionRevoked { session_id, reason })
+                    })
+                    .collect();
+                self.append_events(&events, now).await?;
+                let session_ids =
+                    revoked.into_iter().map(|(session, _)| SessionId::from_uuid(session)).collect();
                 let revocation =
                     Revocation { cursor: u64::try_from(cursor).unwrap_or(0), revoked_at: now, session_ids };
                 let announce = $announce;
@@ -255,22 +267,29 @@ impl Store {
         digest: &RefreshTokenDigest,
         now: DateTime<Utc>,
     ) -> Result<Option<Revocation>, StoreError> {
-        self.revoke(Target::RefreshToken(digest), now).await
+        self.revoke(Target::RefreshToken(digest), RevocationReason::Logout, now).await
     }
 
-    /// Revokes one session by id (a deactivated owner found at refresh).
+    /// Revokes one session by id (a deactivated owner found at refresh, a reused refresh token,
+    /// a session guessing its password), for `reason`.
     pub async fn revoke_session(
         &self,
         session_id: SessionId,
+        reason: RevocationReason,
         now: DateTime<Utc>,
     ) -> Result<Option<Revocation>, StoreError> {
-        self.revoke(Target::Session(session_id), now).await
+        self.revoke(Target::Session(session_id), reason, now).await
     }
 
-    async fn revoke(&self, target: Target<'_>, now: DateTime<Utc>) -> Result<Option<Revocation>, StoreError> {
+    async fn revoke(
+        &self,
+        target: Target<'_>,
+        reason: RevocationReason,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Revocation>, StoreError> {
         let revocation = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let revocation = tx.revoke(target, now).await?;
+            let revocation = tx.revoke(target, reason, now).await?;
             tx.commit().await?;
             Ok::<_, sqlx::Error>(revocation)
         })?;
@@ -311,8 +330,8 @@ impl Store {
 
     /// The latest cursor handed out, committed or spent.
     pub async fn revocation_cursor(&self) -> Result<u64, StoreError> {
-        const SQL: &str = "SELECT value FROM revocation_cursor WHERE id = 1";
-        let value: i64 = with_pool!(self, pool => sqlx::query_scalar(SQL).fetch_one(pool).await)?;
+        let value: i64 =
+            with_pool!(self, pool => sqlx::query_scalar(super::sequence::LATEST).fetch_one(pool).await)?;
         Ok(u64::try_from(value).unwrap_or(0))
     }
 

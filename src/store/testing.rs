@@ -213,3 +213,35 @@ impl Store {
         Ok(rows)
     }
 }
+
+impl Store {
+    /// Appends `event` for `user` inside a transaction that then rolls back, as a write path
+    /// failing after its event would. Returns the position the event had taken (handed out
+    /// again afterwards: the rollback undid the sequence too).
+    pub async fn append_event_and_roll_back(
+        &self,
+        user: UserId,
+        event: crate::domain::UserEvent,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        use super::events::AppendEvents;
+        let position = with_pool!(self, pool => {
+            let mut tx = sqlx::Connection::begin(&mut *pool).await?;
+            tx.append_events(&[(user, event)], now).await?;
+            let position: i64 = sqlx::query_scalar(super::sequence::LATEST).fetch_one(&mut *tx).await?;
+            tx.rollback().await?;
+            Ok::<_, sqlx::Error>(position)
+        })?;
+        Ok(u64::try_from(position).unwrap_or(0))
+    }
+
+    /// The kinds of `user`'s events still stored, in stream order.
+    pub async fn event_kinds_of(&self, user: UserId) -> Result<Vec<String>, StoreError> {
+        const SQL: &str = "SELECT kind FROM user_events WHERE user_id = $1 ORDER BY seq";
+        let kinds = with_pool!(self, pool => sqlx::query_scalar(SQL)
+            .bind(user.into_uuid())
+            .fetch_all(pool)
+            .await)?;
+        Ok(kinds)
+    }
+}

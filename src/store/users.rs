@@ -1,6 +1,7 @@
-//! The `users` table: accounts, their password hashes and their active flag. Writes that also
-//! end sessions (a password change, a deactivation) do both in one transaction, revoking
-//! through the sessions family's in-transaction revocation. Each account also keeps the
+//! The `users` table: accounts, their password hashes and their active flag. Every change is
+//! recorded as a user event in its own transaction. Writes that also end sessions (a password
+//! change, a deactivation) do both in one transaction, revoking through the sessions family's
+//! in-transaction revocation. Each account also keeps the
 //! confusable key of its address (unique: no two accounts with look-alike addresses) and whether
 //! its hash is of the normalized password; [`Store::backfill_email_keys`] brings rows written
 //! before either existed up to date.
@@ -11,10 +12,13 @@ use uuid::Uuid;
 
 use super::{
     Store, StoreError,
+    events::AppendEvents,
     sessions::{Revocation, RevokeInTransaction, Target},
     with_pool,
 };
-use crate::domain::{Email, FullName, NormalizedEmail, PasswordHash, SessionId, User, UserId};
+use crate::domain::{
+    Email, FullName, NormalizedEmail, PasswordHash, RevocationReason, SessionId, User, UserEvent, UserId,
+};
 
 /// Rows read per round trip by [`Store::backfill_email_keys`].
 const BACKFILL_BATCH: i64 = 500;
@@ -66,7 +70,8 @@ macro_rules! user_columns {
 }
 pub(super) use user_columns;
 
-/// Inserting a user, on its own or inside a caller's transaction (with its verification link).
+/// Inserting a user, with its `user_created` event, inside a caller's transaction (on its own,
+/// or with its verification link).
 pub(super) trait InsertUser {
     async fn insert_user(&mut self, user: &NewUser<'_>) -> Result<UserRow, sqlx::Error>;
 }
@@ -83,7 +88,7 @@ macro_rules! insert_user {
                     user_columns!()
                 );
                 let normalized = user.email.normalized();
-                sqlx::query_as::<_, UserRow>(SQL)
+                let row = sqlx::query_as::<_, UserRow>(SQL)
                     .bind(user.id.into_uuid())
                     .bind(user.email.as_str())
                     .bind(normalized.as_str())
@@ -93,7 +98,13 @@ macro_rules! insert_user {
                     .bind(user.password_hash.is_of_normalized_text())
                     .bind(user.now)
                     .fetch_one(&mut *self)
-                    .await
+                    .await?;
+                let created = UserEvent::UserCreated {
+                    email: user.email.as_str().to_owned(),
+                    full_name: user.full_name.as_str().to_owned(),
+                };
+                self.append_events(&[(user.id, created)], user.now).await?;
+                Ok(row)
             }
         }
     };
@@ -131,7 +142,12 @@ impl Store {
     /// Inserts a user; `StoreError::UniqueViolation` when the normalized email, or an address
     /// that looks like it (its confusable key), is taken.
     pub async fn insert_user(&self, user: &NewUser<'_>) -> Result<User, StoreError> {
-        let row = with_pool!(self, pool => pool.insert_user(user).await)?;
+        let row = with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let row = tx.insert_user(user).await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(row)
+        })?;
         Ok(UserRecord::from(row).user)
     }
 
@@ -178,8 +194,14 @@ impl Store {
                 .fetch_optional(&mut *tx)
                 .await?;
             let Some(id) = id.map(UserId::from_uuid) else { return Ok(None) };
+            let (event, reason) = match update.active {
+                Some(true) => (Some(UserEvent::UserActivated), RevocationReason::Operator),
+                Some(false) => (Some(UserEvent::UserDeactivated), RevocationReason::AccountDeactivated),
+                None => (None, RevocationReason::Operator),
+            };
+            tx.append_events(&event.map(|event| (id, event)).into_iter().collect::<Vec<_>>(), now).await?;
             let revocation = if update.revoke_sessions {
-                tx.revoke(Target::User { user_id: id, except: None }, now).await?
+                tx.revoke(Target::User { user_id: id, except: None }, reason, now).await?
             } else {
                 None
             };
@@ -216,7 +238,8 @@ impl Store {
             if updated == 0 {
                 return Ok(PasswordChange::Conflict);
             }
-            let revocation = tx.revoke(Target::User { user_id, except: keep }, now).await?;
+            tx.append_events(&[(user_id, UserEvent::PasswordChanged)], now).await?;
+            let revocation = tx.revoke(Target::User { user_id, except: keep }, RevocationReason::PasswordChanged, now).await?;
             tx.commit().await?;
             Ok::<_, sqlx::Error>(PasswordChange::Changed(revocation))
         })?;

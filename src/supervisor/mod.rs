@@ -33,11 +33,19 @@ pub enum TaskName {
     PoolSampler,
     /// Delivers queued mail (`mail::OutboxWorker`).
     MailOutbox,
+    /// Publishes new user events to this replica's subscribers (`service::EventSync`).
+    EventSync,
 }
 
 impl TaskName {
-    pub const ALL: [TaskName; 5] =
-        [Self::RevocationSync, Self::HealthWatcher, Self::Purge, Self::PoolSampler, Self::MailOutbox];
+    pub const ALL: [TaskName; 6] = [
+        Self::RevocationSync,
+        Self::HealthWatcher,
+        Self::Purge,
+        Self::PoolSampler,
+        Self::MailOutbox,
+        Self::EventSync,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -46,6 +54,7 @@ impl TaskName {
             Self::Purge => "purge",
             Self::PoolSampler => "pool_sampler",
             Self::MailOutbox => "mail_outbox",
+            Self::EventSync => "event_sync",
         }
     }
 }

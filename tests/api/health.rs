@@ -157,7 +157,14 @@ async fn a_failed_revocation_sync_is_not_serving_until_it_has_caught_up_again(ap
         app.faults().fail(TaskName::RevocationSync, fault).await;
         until(&mut health, ServingStatus::NotServing).await;
         // Revoked by another process while this replica cannot hear of it.
-        app.store.revoke_session(session_of(&during.access_token), app.clock.now()).await.unwrap();
+        app.store
+            .revoke_session(
+                session_of(&during.access_token),
+                identity::domain::RevocationReason::Operator,
+                app.clock.now(),
+            )
+            .await
+            .unwrap();
         app.faults().restart(TaskName::RevocationSync).await;
         until(&mut health, ServingStatus::Serving).await;
         assert!(!app.is_active(&during.access_token).await, "SERVING again, yet missing a revocation");

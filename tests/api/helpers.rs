@@ -10,7 +10,8 @@ use identity::{
     domain::{Permission, ServiceKeyName},
     proto::{
         LoginRequest, LoginResponse, SignupRequest, User, WatchRevocationsRequest, WatchRevocationsResponse,
-        auth_service_client::AuthServiceClient, token_service_client::TokenServiceClient,
+        WatchUserEventsRequest, WatchUserEventsResponse, auth_service_client::AuthServiceClient,
+        event_service_client::EventServiceClient, token_service_client::TokenServiceClient,
         user_service_client::UserServiceClient,
     },
     service::ServiceKeyAdmin,
@@ -176,6 +177,32 @@ impl TestApp {
 
     pub fn tokens(&self) -> TokenServiceClient<Channel> {
         TokenServiceClient::new(self.channel.clone())
+    }
+
+    pub fn events(&self) -> EventServiceClient<Channel> {
+        EventServiceClient::new(self.channel.clone())
+    }
+
+    /// A WatchUserEvents stream after `after_cursor`, opened with `key`.
+    pub async fn watch_user_events_with(
+        &self,
+        key: &str,
+        after_cursor: u64,
+    ) -> Result<tonic::Streaming<WatchUserEventsResponse>, Status> {
+        let request = bearer(WatchUserEventsRequest { after_cursor }, key);
+        Ok(self.events().watch_user_events(request).await?.into_inner())
+    }
+
+    /// A key with the `watch_events` permission.
+    pub async fn events_key(&self) -> String {
+        let name = format!("events-{}", uuid::Uuid::new_v4().simple());
+        self.service_key(&name, &[Permission::WatchEvents]).await
+    }
+
+    /// A WatchUserEvents stream after `after_cursor`, opened with a fresh `watch_events` key.
+    pub async fn watch_user_events(&self, after_cursor: u64) -> tonic::Streaming<WatchUserEventsResponse> {
+        let key = self.events_key().await;
+        self.watch_user_events_with(&key, after_cursor).await.expect("an authorised subscriber is let in")
     }
 
     pub fn users(&self) -> UserServiceClient<Channel> {

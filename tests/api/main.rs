@@ -8,6 +8,7 @@ mod audit;
 mod callers;
 mod cli;
 mod connections;
+mod events;
 mod ext_authz;
 mod health;
 mod lockout;

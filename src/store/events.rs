@@ -1,0 +1,198 @@
+//! The `user_events` table: the ordered stream of changes to accounts. Every write path appends
+//! its events inside its own transaction through [`AppendEvents`] (so an event exists exactly
+//! when its change does), taking positions from the [commit sequence](super::sequence) that
+//! revocations use, and announces them (a NOTIFY on Postgres, delivered at commit; on SQLite an
+//! in-process wake, see [`Store::open`]). Readers page through by position; the purge deletes a
+//! prefix of the stream and records how far it went, so a reader can tell that it fell behind.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, QueryBuilder, SqliteConnection};
+use uuid::Uuid;
+
+use super::{Cutoff, Store, StoreError, sequence::CommitSequence, with_pool};
+use crate::domain::{EventRecord, UserEvent, UserId};
+
+/// The Postgres channel new events are announced on. A notification is only a hint: its
+/// payload is empty and never read.
+pub const EVENTS_CHANNEL: &str = "identity_user_events";
+/// Rows per INSERT: 5 parameters each, well under SQLite's 32766.
+const INSERT_CHUNK: usize = 1000;
+
+/// Appending events inside a caller's transaction. Call it after the transaction's own row
+/// writes (see the lock order in [`super::sequence`]).
+pub(super) trait AppendEvents {
+    /// Records `events`, in order, at `now`.
+    async fn append_events(
+        &mut self,
+        events: &[(UserId, UserEvent)],
+        now: DateTime<Utc>,
+    ) -> Result<(), sqlx::Error>;
+
+    /// Records `event` only when `wanted`, after the same statements either way (for paths
+    /// whose work must not tell whether an account exists). Returns the rows written.
+    async fn append_event_if(
+        &mut self,
+        wanted: bool,
+        user_id: Option<UserId>,
+        event: &UserEvent,
+        now: DateTime<Utc>,
+    ) -> Result<u64, sqlx::Error>;
+}
+
+const INSERT_IF: &str = "INSERT INTO user_events (seq, user_id, kind, payload, occurred_at)
+     SELECT $1, $2, $3, $4, $5 WHERE $6";
+const ANNOUNCE: &str = "SELECT pg_notify($1, '')";
+
+fn json(event: &UserEvent) -> Result<String, sqlx::Error> {
+    event.to_json().map_err(|e| sqlx::Error::Encode(Box::new(e)))
+}
+
+macro_rules! append_events {
+    ($connection:ty, $db:ty, $announce:expr) => {
+        impl AppendEvents for $connection {
+            async fn append_events(
+                &mut self,
+                events: &[(UserId, UserEvent)],
+                now: DateTime<Utc>,
+            ) -> Result<(), sqlx::Error> {
+                if events.is_empty() {
+                    return Ok(());
+                }
+                let count = u32::try_from(events.len()).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+                let mut seq = *self.take_positions(count).await?.start();
+                for chunk in events.chunks(INSERT_CHUNK) {
+                    let rows = chunk
+                        .iter()
+                        .map(|(user, event)| {
+                            let row = (seq, user.into_uuid(), event.kind(), json(event)?);
+                            seq += 1;
+                            Ok(row)
+                        })
+                        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+                    let mut insert = QueryBuilder::<$db>::new(
+                        "INSERT INTO user_events (seq, user_id, kind, payload, occurred_at) ",
+                    );
+                    insert.push_values(rows, |mut row, (seq, user, kind, payload)| {
+                        row.push_bind(seq).push_bind(user).push_bind(kind).push_bind(payload).push_bind(now);
+                    });
+                    insert.build().execute(&mut *self).await?;
+                }
+                let announce = $announce;
+                announce(self).await
+            }
+
+            async fn append_event_if(
+                &mut self,
+                wanted: bool,
+                user_id: Option<UserId>,
+                event: &UserEvent,
+                now: DateTime<Utc>,
+            ) -> Result<u64, sqlx::Error> {
+                let seq = *self.take_positions(1).await?.end();
+                let rows = sqlx::query(INSERT_IF)
+                    .bind(seq)
+                    .bind(user_id.map(UserId::into_uuid))
+                    .bind(event.kind())
+                    .bind(json(event)?)
+                    .bind(now)
+                    .bind(wanted)
+                    .execute(&mut *self)
+                    .await?
+                    .rows_affected();
+                let announce = $announce;
+                announce(self).await?;
+                Ok(rows)
+            }
+        }
+    };
+}
+append_events!(PgConnection, sqlx::Postgres, async |connection: &mut PgConnection| {
+    sqlx::query(ANNOUNCE).bind(EVENTS_CHANNEL).execute(&mut *connection).await.map(drop)
+});
+// SQLite's readers are woken by the connection's update hook (see `Store::open`).
+append_events!(SqliteConnection, sqlx::Sqlite, async |_: &mut SqliteConnection| Ok::<_, sqlx::Error>(()));
+
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    seq: i64,
+    user_id: Uuid,
+    payload: String,
+    occurred_at: DateTime<Utc>,
+}
+
+/// The part of the stream a reader can still have: events after `purged_through`, up to `head`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventBounds {
+    /// The highest position the purge deleted (0: none).
+    pub purged_through: u64,
+    /// The latest position of the commit sequence handed out (committed or spent).
+    pub head: u64,
+}
+
+fn position(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+fn bind_position(cursor: u64) -> i64 {
+    i64::try_from(cursor).unwrap_or(i64::MAX)
+}
+
+impl Store {
+    /// Up to `limit` events after position `after`, in commit order. A row this version cannot
+    /// read (a kind added by a newer release, during a rolling upgrade) is skipped with a
+    /// warning; its position is passed all the same.
+    pub async fn events_after(&self, after: u64, limit: u32) -> Result<Vec<EventRecord>, StoreError> {
+        const SQL: &str = "SELECT seq, user_id, payload, occurred_at FROM user_events
+             WHERE seq > $1 ORDER BY seq LIMIT $2";
+        let rows: Vec<EventRow> = with_pool!(self, pool => sqlx::query_as(SQL)
+            .bind(bind_position(after))
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|row| match UserEvent::from_json(&row.payload) {
+                Ok(event) => Some(EventRecord {
+                    cursor: position(row.seq),
+                    user_id: UserId::from_uuid(row.user_id),
+                    occurred_at: row.occurred_at,
+                    event,
+                }),
+                Err(error) => {
+                    tracing::warn!(cursor = row.seq, %error, "skipping a user event this version cannot read");
+                    None
+                }
+            })
+            .collect())
+    }
+
+    /// The position of the latest event written (0: none yet).
+    pub async fn latest_event_cursor(&self) -> Result<u64, StoreError> {
+        const SQL: &str = "SELECT COALESCE(MAX(seq), 0) FROM user_events";
+        let latest: i64 = with_pool!(self, pool => sqlx::query_scalar(SQL).fetch_one(pool).await)?;
+        Ok(position(latest))
+    }
+
+    pub async fn event_bounds(&self) -> Result<EventBounds, StoreError> {
+        const SQL: &str = "SELECT r.purged_through, c.value FROM user_events_retention r, revocation_cursor c
+             WHERE r.id = 1 AND c.id = 1";
+        let (purged, head): (i64, i64) = with_pool!(self, pool => sqlx::query_as(SQL).fetch_one(pool).await)?;
+        Ok(EventBounds { purged_through: position(purged), head: position(head) })
+    }
+
+    /// Deletes the events older than `before`: the prefix of the stream up to the newest of
+    /// them, in batches. The new bound is recorded first, so a reader resuming below it hears
+    /// OUT_OF_RANGE rather than silently missing what is about to go. Returns the rows deleted.
+    pub async fn purge_user_events(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        const NEWEST_EXPIRED: &str = "SELECT MAX(seq) FROM user_events WHERE occurred_at < $1";
+        const RECORD: &str = "UPDATE user_events_retention
+             SET purged_through = CASE WHEN purged_through < $1 THEN $1 ELSE purged_through END WHERE id = 1";
+        const DELETE: &str = "DELETE FROM user_events WHERE seq IN
+             (SELECT seq FROM user_events WHERE seq <= $1 ORDER BY seq LIMIT $2)";
+        let newest: Option<i64> =
+            with_pool!(self, pool => sqlx::query_scalar(NEWEST_EXPIRED).bind(before).fetch_one(pool).await)?;
+        let Some(through) = newest else { return Ok(0) };
+        with_pool!(self, pool => sqlx::query(RECORD).bind(through).execute(pool).await.map(drop))?;
+        self.delete_in_batches(DELETE, Cutoff::Position(through)).await
+    }
+}
