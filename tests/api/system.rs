@@ -16,11 +16,12 @@ on_both_backends!(
     shutdown_turns_every_health_entry_not_serving,
 );
 
-const EXPECTED_SERVICES: [&str; 6] = [
+const EXPECTED_SERVICES: [&str; 7] = [
     "grpc.health.v1.Health",
     "grpc.reflection.v1.ServerReflection",
     "grpc.reflection.v1alpha.ServerReflection",
     "identity.v1.AuthService",
+    "identity.v1.EventService",
     "identity.v1.TokenService",
     "identity.v1.UserService",
 ];
