@@ -647,9 +647,14 @@ async fn reset_timing(args: &Args) {
                 let report = run(name, concurrency, args.duration, move |task, _| {
                     let mut client = AuthServiceClient::new(channels[task % channels.len()].clone());
                     let n = next.fetch_add(1, Ordering::Relaxed);
-                    let email =
-                        if existing { users[n % users.len()].clone() } else { format!("nobody-{n}@example.com") };
-                    async move { client.request_password_reset(RequestPasswordResetRequest { email }).await.map(drop) }
+                    let email = if existing {
+                        users[n % users.len()].clone()
+                    } else {
+                        format!("nobody-{n}@example.com")
+                    };
+                    async move {
+                        client.request_password_reset(RequestPasswordResetRequest { email }).await.map(drop)
+                    }
                 })
                 .await;
                 report.print();
@@ -676,8 +681,11 @@ async fn delivery(args: &Args) {
     let url = smtp.url();
     let env = [("IDENTITY_SMTP_URL", url.as_str()), ("IDENTITY_MAIL_POLL_INTERVAL", "1h")];
     let server = Server::start_in(args, 4, &data_dir, &env).await;
-    let limits =
-        Limits { max_connections: 2, acquire_timeout: Duration::from_secs(60), statement_timeout: Duration::from_secs(60) };
+    let limits = Limits {
+        max_connections: 2,
+        acquire_timeout: Duration::from_secs(60),
+        statement_timeout: Duration::from_secs(60),
+    };
     let store =
         Store::open(server.config.database_url.expose_secret(), limits).await.expect("bench store connects");
     let now = server.identity.now();

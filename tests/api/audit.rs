@@ -6,7 +6,8 @@ use std::{
 };
 
 use identity::proto::{
-    ChangePasswordRequest, LoginRequest, LogoutRequest, RefreshTokenRequest, SignupRequest,
+    ChangeEmailRequest, ChangePasswordRequest, LoginRequest, LogoutRequest, RefreshTokenRequest,
+    SignupRequest, VerifyEmailRequest,
 };
 
 use tonic::Code;
@@ -19,6 +20,7 @@ use crate::{
 on_both_backends!(
     audit_events_carry_ids_and_never_secrets,
     a_signup_that_hides_a_taken_email_answers_like_a_new_account_and_is_audited,
+    email_verification_and_change_are_audited_and_their_links_never_logged,
 );
 
 /// Every log line the test process writes, as JSON, for tests to search.
@@ -211,4 +213,34 @@ async fn a_signup_that_hides_a_taken_email_answers_like_a_new_account_and_is_aud
         "no audit event: {audit:#?}"
     );
     assert!(!audit.join("\n").contains(other_password));
+}
+
+async fn email_verification_and_change_are_audited_and_their_links_never_logged(app: TestApp) {
+    captured_logs();
+    let (app, smtp) = crate::recovery::with_smtp(app, &[]).await;
+    let (user, login) = app.signed_in_user().await;
+    let within = std::time::Duration::from_secs(20);
+    let to = |email: &str| {
+        let email = email.to_owned();
+        move |m: &crate::smtp::Received| m.recipients == [email.clone()]
+    };
+    let first = smtp.wait_for_matching(1, within, to(&user.email)).await[0].token().unwrap();
+    app.auth().verify_email(VerifyEmailRequest { token: first.clone() }).await.unwrap();
+    let new_email = format!("moved-{}@example.com", uuid::Uuid::new_v4().simple());
+    let request = ChangeEmailRequest { current_password: PASSWORD.into(), new_email: new_email.clone() };
+    let access = login.tokens.unwrap().access_token;
+    app.users().change_email(bearer(request, &access)).await.unwrap();
+    let second = smtp.wait_for_matching(1, within, to(&new_email)).await[0].token().unwrap();
+    app.auth().verify_email(VerifyEmailRequest { token: second.clone() }).await.unwrap();
+
+    let audit = lines_with(&user.id);
+    for event in ["email_verified", "email_change_requested", "email_changed"] {
+        let needle = format!(r#""event":"{event}""#);
+        assert!(audit.iter().any(|l| l.contains(&needle)), "no {event}: {audit:#?}");
+    }
+    let everything = captured_logs().0.lock().unwrap().clone();
+    let everything = String::from_utf8_lossy(&everything);
+    for secret in [first.as_str(), second.as_str(), PASSWORD] {
+        assert!(!everything.contains(secret), "a secret reached the logs");
+    }
 }
