@@ -20,6 +20,9 @@ use identity_contract::AccessClaims;
 ///     .ok_or_else(|| tonic::Status::unauthenticated("no verified token"))?;
 /// let user: UserId = claims.sub;
 /// println!("call from user {user} ({}) in session {}", claims.email, claims.sid);
+/// if !claims.email_verified {
+///     return Err(tonic::Status::failed_precondition("verify your email address first"));
+/// }
 /// # Ok(())
 /// # }
 /// ```
