@@ -404,7 +404,7 @@ impl Store {
             "UPDATE users SET password_hash = $1, password_normalized = $4, updated_at = $2,
                  email_verified_at = CASE WHEN email_verified THEN email_verified_at ELSE $2 END,
                  email_verified = TRUE
-             WHERE id = $3 AND is_active RETURNING email_lower";
+             WHERE id = $3 AND is_active RETURNING email_lower, email, email_verified_at = $2";
         // The email's lock and run of failures end; per-client delays stay, so an attacker's
         // addresses are not handed fresh free guesses by the owner's reset.
         const CLEAR_LOCKOUT: &str = "DELETE FROM login_failures WHERE email_lower = $1";
@@ -419,17 +419,22 @@ impl Store {
                 .fetch_optional(&mut *tx)
                 .await?;
             let Some((_, user_id, _)) = consumed else { return Ok(None) };
-            let email_lower: Option<String> = sqlx::query_scalar(SET_PASSWORD)
+            // The last column: whether this reset is what verified the address.
+            let updated: Option<(String, String, bool)> = sqlx::query_as(SET_PASSWORD)
                 .bind(new_hash.expose())
                 .bind(now)
                 .bind(user_id)
                 .bind(new_hash.is_of_normalized_text())
                 .fetch_optional(&mut *tx)
                 .await?;
-            let Some(email_lower) = email_lower else { return Ok(None) };
+            let Some((email_lower, email, newly_verified)) = updated else { return Ok(None) };
             sqlx::query(CLEAR_LOCKOUT).bind(email_lower).execute(&mut *tx).await?;
             let user_id = UserId::from_uuid(user_id);
-            tx.append_events(&[(user_id, UserEvent::PasswordChanged)], now).await?;
+            let mut events = vec![(user_id, UserEvent::PasswordChanged)];
+            if newly_verified {
+                events.push((user_id, UserEvent::EmailVerified { email }));
+            }
+            tx.append_events(&events, now).await?;
             let revocation =
                 tx.revoke(Target::User { user_id, except: None }, RevocationReason::PasswordReset, now).await?;
             tx.commit().await?;
