@@ -238,7 +238,10 @@ async fn with_mail_none_a_reset_message_is_an_event_for_authorised_subscribers(a
         ResetPasswordRequest { token: token.into(), new_password: "quartz-lantern-meadow-77-harbor".into() };
     app.auth().reset_password(reset).await.unwrap();
     // The reset link proved the inbox too: the address is verified by it.
-    assert_eq!(kinds_of(&next_events(&mut stream, 2).await, &user.id), ["password_changed", "email_verified"]);
+    assert_eq!(
+        kinds_of(&next_events(&mut stream, 2).await, &user.id),
+        ["password_changed", "email_verified"]
+    );
 }
 
 /// Two replicas on one Postgres make 1,000 changes of mixed kinds while a subscriber
