@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "proto/identity/v1/token_service.proto",
     "proto/identity/v1/user_service.proto",
     "proto/identity/v1/event_service.proto",
+    "proto/identity/v1/admin_service.proto",
 ];
 
 fn main() -> Result<(), Box<dyn Error>> {

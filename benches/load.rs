@@ -337,6 +337,7 @@ fn mint_tokens(identity: &Identity, count: usize) -> Vec<String> {
                 email_verified: true,
                 session_id: identity::domain::SessionId::new(),
                 session_expires_at: now + chrono::TimeDelta::days(1),
+                roles: &[],
             };
             identity.tokens().issue(&subject, now).expect("sign").token
         })

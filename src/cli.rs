@@ -21,10 +21,11 @@ use tonic_health::pb::{
 use crate::{
     clock::Clock,
     config::{Config, LogFormat},
-    domain::{Email, MailId, Permission, Permissions, ServiceKeyName},
+    domain::{Email, MailId, Permission, Permissions, Role, ServiceKeyName},
     error::AppError,
     service::{
-        AccountAction, AccountActionOutcome, AccountAdmin, FAILED_LIST_LIMIT, MailAdmin, ServiceKeyAdmin,
+        AccountAction, AccountActionOutcome, AccountAdmin, FAILED_LIST_LIMIT, MailAdmin, RolesOutcome,
+        ServiceKeyAdmin,
     },
     startup::{App, StartupError, connect_and_migrate},
     telemetry,
@@ -108,6 +109,11 @@ enum UserAction {
     Activate { email: String },
     /// End every session of the user (log out everywhere).
     RevokeSessions { email: String },
+    /// Give the user ROLE (in their tokens from their next login or refresh). Bootstrap an
+    /// administrator with IDENTITY_ADMIN_ROLE (default identity.admin).
+    GrantRole { email: String, role: String },
+    /// Take ROLE from the user; their sessions end, so no live token still names it.
+    RevokeRole { email: String, role: String },
 }
 
 #[derive(Subcommand)]
@@ -180,6 +186,12 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send) -> ExitCod
                 UserAction::Deactivate { email } => (AccountAction::Deactivate, email),
                 UserAction::Activate { email } => (AccountAction::Activate, email),
                 UserAction::RevokeSessions { email } => (AccountAction::RevokeSessions, email),
+                UserAction::GrantRole { email, role } => {
+                    return role_command_outcome(&config, &email, &role, true).await;
+                }
+                UserAction::RevokeRole { email, role } => {
+                    return role_command_outcome(&config, &email, &role, false).await;
+                }
             };
             match user_command(&config, action, &email).await {
                 Ok(outcome) => {
@@ -312,6 +324,42 @@ pub async fn user_command(
     let store = connect_and_migrate(config).await?;
     let admin = AccountAdmin::new(store.clone(), Clock::system(), None);
     let outcome = admin.apply(action, &parsed).await;
+    store.close().await;
+    outcome?.ok_or_else(|| CliError::NoSuchUser(email.to_owned()))
+}
+
+async fn role_command_outcome(config: &Config, email: &str, role: &str, grant: bool) -> ExitCode {
+    match role_command(config, email, role, grant).await {
+        Ok(outcome) => {
+            let roles: Vec<&str> = outcome.user.roles.iter().map(Role::as_str).collect();
+            println!(
+                "{email}: done (user {}, roles now [{}], {} sessions revoked)",
+                outcome.user.id,
+                roles.join(", "),
+                outcome.sessions_revoked
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => fail(&error),
+    }
+}
+
+/// `identity user grant-role|revoke-role EMAIL ROLE`, through the service's [`AccountAdmin`]:
+/// one transaction and one audit event. Revoking a role ends the user's sessions on every
+/// replica (as `revoke-sessions` does).
+pub async fn role_command(
+    config: &Config,
+    email: &str,
+    role: &str,
+    grant: bool,
+) -> Result<RolesOutcome, CliError> {
+    let parsed = Email::parse("email", email)
+        .map_err(|v| CliError::InvalidEmail(format!("{email}: {}", v.description)))?;
+    let role = Role::parse("role", role)
+        .map_err(|v| CliError::InvalidArgument(format!("{role}: {}", v.description)))?;
+    let store = connect_and_migrate(config).await?;
+    let admin = AccountAdmin::new(store.clone(), Clock::system(), None);
+    let outcome = admin.grant_or_revoke(&parsed, role, grant).await;
     store.close().await;
     outcome?.ok_or_else(|| CliError::NoSuchUser(email.to_owned()))
 }

@@ -163,6 +163,17 @@ impl TrustedProxies {
         }
     }
 
+    /// The address of the client behind a request, as far as it can be known: the forwarded
+    /// client when the direct peer is a trusted proxy, else the peer. What a session records.
+    pub fn client_address(&self, peer: Option<IpAddr>, forwarded_for: Option<&str>) -> Option<IpAddr> {
+        match (peer, forwarded_for) {
+            (Some(peer), Some(forwarded)) if self.trusts(peer) => {
+                self.forwarded_client(forwarded).or(Some(peer)).map(|ip| ip.to_canonical())
+            }
+            (peer, _) => peer.map(|ip| ip.to_canonical()),
+        }
+    }
+
     fn forwarded_client(&self, header: &str) -> Option<IpAddr> {
         let mut nearest = None;
         for hop in header.rsplit(',').take(MAX_FORWARDED_HOPS) {

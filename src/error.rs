@@ -45,6 +45,9 @@ pub enum AppError {
     /// PERMISSION_DENIED: a known caller without the permission the call needs.
     #[error("{0}")]
     PermissionDenied(&'static str),
+    /// NOT_FOUND: no such user or session (or none the caller may see).
+    #[error("{0}")]
+    NotFound(&'static str),
     /// RESOURCE_EXHAUSTED: the caller, or the server, has as many open streams as allowed.
     #[error("{0}")]
     TooManyStreams(&'static str),
@@ -114,6 +117,7 @@ impl From<AppError> for Status {
                 ),
             ),
             AppError::PermissionDenied(_) => Status::permission_denied(message),
+            AppError::NotFound(_) => Status::not_found(message),
             AppError::TooManyStreams(_) => Status::resource_exhausted(message),
             AppError::OutOfRange(_) => Status::out_of_range(message),
             AppError::LockedOut { retry_after } => Status::with_error_details(
@@ -165,6 +169,7 @@ mod tests {
         assert_eq!(Status::from(AppError::Unauthenticated("x")).code(), Code::Unauthenticated);
         assert_eq!(Status::from(AppError::Overloaded).code(), Code::ResourceExhausted);
         assert_eq!(Status::from(AppError::PermissionDenied("x")).code(), Code::PermissionDenied);
+        assert_eq!(Status::from(AppError::NotFound("x")).code(), Code::NotFound);
         assert_eq!(Status::from(AppError::TooManyStreams("x")).code(), Code::ResourceExhausted);
         assert_eq!(Status::from(AppError::FailedPrecondition("x")).code(), Code::FailedPrecondition);
         let unverified = Status::from(AppError::EmailNotVerified);

@@ -18,10 +18,11 @@ use envoy_types::pb::envoy::service::auth::v3::authorization_server::Authorizati
 
 use crate::{
     rpc::{
-        AuthApi, EventApi, ExtAuthzApi, TokenApi, UserApi,
+        AdminApi, AuthApi, EventApi, ExtAuthzApi, TokenApi, UserApi,
         proto::{
-            auth_service_server::AuthServiceServer, event_service_server::EventServiceServer,
-            token_service_server::TokenServiceServer, user_service_server::UserServiceServer,
+            admin_service_server::AdminServiceServer, auth_service_server::AuthServiceServer,
+            event_service_server::EventServiceServer, token_service_server::TokenServiceServer,
+            user_service_server::UserServiceServer,
         },
     },
     store::Store,
@@ -31,12 +32,13 @@ use crate::{
 
 /// The health entries readiness probes ask about: one per API service (Envoy's external
 /// authorization included, for a gRPC health check on its cluster).
-pub const API_SERVICES: [&str; 5] = [
+pub const API_SERVICES: [&str; 6] = [
     <AuthServiceServer<AuthApi> as NamedService>::NAME,
     <TokenServiceServer<TokenApi> as NamedService>::NAME,
     <UserServiceServer<UserApi> as NamedService>::NAME,
     <AuthorizationServer<ExtAuthzApi> as NamedService>::NAME,
     <EventServiceServer<EventApi> as NamedService>::NAME,
+    <AdminServiceServer<AdminApi> as NamedService>::NAME,
 ];
 
 /// The one writer of the health entries. Clones share the state.

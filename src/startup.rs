@@ -20,10 +20,11 @@ use crate::{
     mail::{Deliverer, MailQueue, Outbox, OutboxSettings, OutboxWorker, Templates},
     passwords::{HashError, PasswordHasher},
     rpc::{
-        AuthApi, EventApi, ExtAuthzApi, TokenApi, UserApi,
+        AdminApi, AuthApi, EventApi, ExtAuthzApi, TokenApi, UserApi,
         proto::{
-            auth_service_server::AuthServiceServer, event_service_server::EventServiceServer,
-            token_service_server::TokenServiceServer, user_service_server::UserServiceServer,
+            admin_service_server::AdminServiceServer, auth_service_server::AuthServiceServer,
+            event_service_server::EventServiceServer, token_service_server::TokenServiceServer,
+            user_service_server::UserServiceServer,
         },
     },
     service::{
@@ -177,6 +178,7 @@ impl App {
             signup_reveals_accounts: config.signup_reveals_accounts,
             callers: CallerPolicy {
                 certificates: config.mtls_callers.clone(),
+                admin_role: config.admin_role.clone(),
                 max_streams_per_caller: config.max_streams_per_caller,
                 max_streams: config.max_streams,
             },
@@ -365,6 +367,12 @@ impl App {
         let user = UserServiceServer::new(UserApi::new(
             Arc::clone(&self.identity),
             self.policy,
+            self.trusted_proxies.clone(),
+        ))
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
+        let admin = AdminServiceServer::new(AdminApi::new(
+            Arc::clone(&self.identity),
+            self.policy,
             self.trusted_proxies,
         ))
         .max_decoding_message_size(MAX_REQUEST_BYTES);
@@ -389,6 +397,7 @@ impl App {
                     .add_service(user)
                     .add_service(ext_authz)
                     .add_service(events)
+                    .add_service(admin)
                     .serve_with_incoming_shutdown(incoming, on_shutdown)
                     .await
             }

@@ -53,3 +53,65 @@ impl AsRef<AccessClaims> for VerifiedClaims {
         &self.0
     }
 }
+
+/// The verified claims of `request` if its token names `role`, for a tonic handler behind
+/// [`crate::IdentityAuthLayer`]: UNAUTHENTICATED when the request carries no verified claims
+/// (the layer is not in front of this handler), PERMISSION_DENIED when the token lacks the role.
+/// A role granted since the token was issued shows at the user's next refresh; a role removed
+/// ends the user's sessions, so the layer already refuses tokens that still name it.
+///
+/// ```
+/// # fn handler(request: tonic::Request<()>) -> Result<(), tonic::Status> {
+/// let claims = identity_client::require_role(&request, "billing.read")?;
+/// println!("{} may read invoices (roles: {:?})", claims.sub, claims.roles);
+/// # Ok(())
+/// # }
+/// ```
+pub fn require_role<'a, T>(
+    request: &'a tonic::Request<T>,
+    role: &str,
+) -> Result<&'a VerifiedClaims, tonic::Status> {
+    let claims = request
+        .extensions()
+        .get::<VerifiedClaims>()
+        .ok_or_else(|| tonic::Status::unauthenticated("no verified token"))?;
+    if !claims.has_role(role) {
+        return Err(tonic::Status::permission_denied(format!("this call needs the role {role}")));
+    }
+    Ok(claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use identity_contract::{SessionId, TokenId, UserId};
+
+    use super::*;
+
+    fn with_roles(roles: &[&str]) -> tonic::Request<()> {
+        let mut request = tonic::Request::new(());
+        request.extensions_mut().insert(VerifiedClaims::new(AccessClaims {
+            iss: "identity".into(),
+            sub: UserId::new(),
+            aud: "identity".into(),
+            exp: 2,
+            iat: 1,
+            nbf: 1,
+            jti: TokenId::new(),
+            sid: SessionId::new(),
+            email: "a@example.com".into(),
+            email_verified: true,
+            name: "A".into(),
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+        }));
+        request
+    }
+
+    #[test]
+    fn require_role_lets_holders_through_and_tells_the_others_why() {
+        assert!(require_role(&with_roles(&["billing.read", "x"]), "billing.read").is_ok());
+        let denied = require_role(&with_roles(&["billing.write"]), "billing.read").unwrap_err();
+        assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+        let anonymous = require_role(&tonic::Request::new(()), "billing.read").unwrap_err();
+        assert_eq!(anonymous.code(), tonic::Code::Unauthenticated);
+    }
+}

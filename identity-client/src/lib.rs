@@ -4,7 +4,7 @@
 //! - [`IdentityAuthLayer`]: a tower layer for tonic servers that verifies each request's bearer
 //!   token locally (Ed25519 keys from `GetJwks`, a cache of verified tokens) against a set of
 //!   revoked sessions kept current by `WatchRevocations`, and hands the handler
-//!   [`VerifiedClaims`] in the request extensions.
+//!   [`VerifiedClaims`] in the request extensions; [`require_role`] checks the token's `roles`.
 //! - The token contract it verifies by, shared with the server (`identity-contract`):
 //!   [`AccessClaims`] and the typed ids [`UserId`], [`SessionId`], [`TokenId`].
 //!
@@ -37,7 +37,7 @@ mod revocations;
 mod verify;
 
 pub use auth::IdentityAuth;
-pub use claims::VerifiedClaims;
+pub use claims::{VerifiedClaims, require_role};
 pub use config::{AuthConfig, RevocationPolicy, ServiceKey};
 pub use error::{Error, Rejection};
 pub use identity_contract::{AccessClaims, SessionId, TokenId, UserId};
@@ -48,6 +48,7 @@ pub use layer::{IdentityAuthLayer, IdentityAuthService};
 pub mod proto {
     tonic::include_proto!("identity.v1");
 
+    pub use admin_service_client::AdminServiceClient;
     pub use auth_service_client::AuthServiceClient;
     pub use token_service_client::TokenServiceClient;
     pub use user_service_client::UserServiceClient;

@@ -33,4 +33,17 @@ pub struct AccessClaims {
     pub email_verified: bool,
     /// The user's full name.
     pub name: String,
+    /// The roles the user held when the token was issued (sorted; names of lower-case a-z, 0-9,
+    /// `.`, `_`, `:`, `-`). A role granted since appears at the next refresh; removing one ends
+    /// the user's sessions, so no token outlives the roles it names. Absent from tokens issued
+    /// before roles existed, which read as none.
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+impl AccessClaims {
+    /// Whether the token names `role`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|held| held == role)
+    }
 }

@@ -164,6 +164,7 @@ fn claims() -> AccessClaims {
         email: "a@example.com".into(),
         email_verified: true,
         name: "A".into(),
+        roles: vec!["billing.read".into()],
     }
 }
 
@@ -323,6 +324,12 @@ fn forged_claims_fail_on_both_sides() {
     for claim in ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid", "email", "name"] {
         reject(&without(claim), Rejected::InvalidClaims, claim);
     }
+    reject(&with(json!({ "roles": "billing.read" })), Rejected::InvalidClaims, "roles that are not a list");
+    reject(&with(json!({ "roles": [1] })), Rejected::InvalidClaims, "a role that is not a string");
+    // A token from before roles existed has none, on both sides.
+    let before_roles = without("roles");
+    assert!(server.verify(&before_roles, NOW).unwrap().roles.is_empty());
+    assert!(client.verify(&before_roles, NOW).unwrap().roles.is_empty());
 
     // Another payload under the genuine signature.
     let token = key.sign(&claims());

@@ -15,7 +15,11 @@ use parse::{
 };
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::{clients::TrustedProxies, connections::ConnectionLimits, domain::AllowedCertificates};
+use crate::{
+    clients::TrustedProxies,
+    connections::ConnectionLimits,
+    domain::{AllowedCertificates, Role},
+};
 
 pub const ENV_PREFIX: &str = "IDENTITY_";
 
@@ -250,6 +254,11 @@ variables! {
     mtls_callers: AllowedCertificates = custom(mtls_callers), [
         "IDENTITY_MTLS_CALLERS", "", "`NAME=PERMISSION[,PERMISSION]` entries separated by `;`: client-certificate CN, DNS or URI SANs let in to service-facing RPCs",
             |c| c.mtls_callers.to_string();
+    ]
+    /// The role whose holders' access tokens are admin callers.
+    admin_role: Role = text(|s| Role::parse("IDENTITY_ADMIN_ROLE", s).map_err(|v| v.description)), [
+        "IDENTITY_ADMIN_ROLE", "identity.admin", "the role that makes a person's access token an admin caller (the `admin` permission)",
+            |c| c.admin_role.to_string();
     ]
     max_streams_per_caller: usize = text(|s| in_range(s, 1, 10_000)), [
         "IDENTITY_MAX_STREAMS_PER_CALLER", "16", "open WatchRevocations and WatchUserEvents streams per service caller",

@@ -92,6 +92,47 @@ impl NormalizedEmail {
     }
 }
 
+/// The start of a normalized address, for ListUsers' filter: normalized as an address is
+/// (NFKC, lower-cased), so `ADA@` finds `ada@example.com`. Matched bytewise against
+/// `email_lower`, as one index range: see [`EmailPrefix::upper_bound`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmailPrefix(String);
+
+impl EmailPrefix {
+    pub fn parse(field: &'static str, raw: &str) -> Result<Self, FieldViolation> {
+        let prefix = NormalizedEmail::of(raw.trim_start()).0;
+        if prefix.is_empty() {
+            return Err(FieldViolation::new(field, "is required"));
+        }
+        if prefix.chars().any(char::is_control) {
+            return Err(FieldViolation::new(field, "must not contain control characters"));
+        }
+        if prefix.len() > MAX_BYTES {
+            return Err(FieldViolation::new(field, "must be at most 254 bytes"));
+        }
+        Ok(Self(prefix))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The least text greater than every text that starts with the prefix (in code point order,
+    /// which is UTF-8 byte order): the prefix with its last character advanced by one. `None`
+    /// when there is no such text (a prefix of U+10FFFF characters only).
+    pub fn upper_bound(&self) -> Option<String> {
+        let mut chars: Vec<char> = self.0.chars().collect();
+        while let Some(last) = chars.pop() {
+            let next = (u32::from(last) + 1..=u32::from(char::MAX)).find_map(char::from_u32);
+            if let Some(next) = next {
+                chars.push(next);
+                return Some(chars.into_iter().collect());
+            }
+        }
+        None
+    }
+}
+
 /// The Unicode TS #39 skeleton of a normalized address, with one change: ASCII characters stand
 /// for themselves. `аlice` with a Cyrillic `а` has the key `alice`, as `alice` does, so it
 /// cannot become a second account; but `arnie` and `amie`, or `bill1` and `billl`, which a
@@ -150,6 +191,23 @@ impl FromStr for Email {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_prefix_is_normalized_and_bounded_by_its_successor() {
+        let prefix = EmailPrefix::parse("email_prefix", "ADA").unwrap();
+        assert_eq!(prefix.as_str(), "ada");
+        assert_eq!(prefix.upper_bound().as_deref(), Some("adb"));
+        let fullwidth = EmailPrefix::parse("email_prefix", "\u{ff21}").unwrap();
+        assert_eq!(fullwidth.as_str(), "a");
+        let last = EmailPrefix::parse("email_prefix", "a\u{d7ff}").unwrap();
+        assert_eq!(last.upper_bound().as_deref(), Some("a\u{e000}"), "surrogates skipped");
+        let max = EmailPrefix::parse("email_prefix", "b\u{10ffff}").unwrap();
+        assert_eq!(max.upper_bound().as_deref(), Some("c"));
+        assert!(EmailPrefix::parse("email_prefix", "\u{10ffff}").unwrap().upper_bound().is_none());
+        for bad in ["", "  ", "a\u{7}"] {
+            assert!(EmailPrefix::parse("email_prefix", bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn valid_addresses_are_trimmed_and_kept_as_given() {

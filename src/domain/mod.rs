@@ -13,6 +13,8 @@ mod full_name;
 mod mail;
 mod password;
 mod presented;
+mod role;
+mod session;
 mod stored;
 mod user;
 
@@ -20,13 +22,15 @@ pub use caller::{
     AllowedCertificates, Caller, CallerKind, CertificateNames, Credential, Permission, Permissions,
     ServiceKey, ServiceKeyDigest, ServiceKeyName,
 };
-pub use email::{ConfusableKey, Email, NormalizedEmail};
+pub use email::{ConfusableKey, Email, EmailPrefix, NormalizedEmail};
 pub use event::{EventRecord, RevocationReason, UserEvent};
 pub use full_name::FullName;
 pub use identity_contract::{SessionId, TokenId, UserId};
 pub use mail::{FailedMail, LinkPurpose, MailContent, MailId, MailKind, NewMail, OutboxMessage};
 pub use password::{Password, PasswordPolicy, PresentedPassword};
 pub use presented::Presented;
+pub use role::Role;
+pub use session::{SessionInfo, SessionOrigin};
 pub use stored::{PasswordHash, RefreshTokenDigest};
 pub use user::User;
 

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::UserId;
+use super::{Role, UserId};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
@@ -13,6 +13,8 @@ pub struct User {
     pub full_name: String,
     pub is_active: bool,
     pub created_at: DateTime<Utc>,
+    /// Sorted.
+    pub roles: Vec<Role>,
     /// Whether the owner of `email` proved control of it (a verification or reset link), and
     /// when: `Some` exactly when verified.
     pub email_verified_at: Option<DateTime<Utc>>,

@@ -12,7 +12,7 @@ use super::{
         ResetPasswordRequest, ResetPasswordResponse, SignupRequest, SignupResponse, VerifyEmailRequest,
         VerifyEmailResponse, auth_service_server::AuthService,
     },
-    requester::requester,
+    requester::{requester, session_origin},
     tokens_message, user_message,
 };
 use crate::{
@@ -89,8 +89,9 @@ impl AuthService for AuthApi {
     async fn login(&self, request: Request<LoginRequest>) -> Result<Response<LoginResponse>, Status> {
         let requester = requester(&request, &self.proxies);
         self.identity.shed_if_saturated(&requester)?;
+        let origin = session_origin(&request, &self.proxies);
         let (email, password) = parse_login(request.into_inner()).map_err(AppError::from)?;
-        let (user, tokens) = self.identity.login(&email, &password, &requester).await?;
+        let (user, tokens) = self.identity.login(&email, &password, &requester, &origin).await?;
         Ok(Response::new(LoginResponse {
             tokens: Some(tokens_message(tokens)),
             user: Some(user_message(&user)),

@@ -1,6 +1,7 @@
 //! The gRPC surface: one file per service. Each handler converts the request into domain types
 //! (naming the field that fails), calls [`crate::service::Identity`], and converts back.
 
+mod admin;
 mod auth;
 mod caller;
 pub mod codec;
@@ -12,6 +13,7 @@ mod requester;
 mod token;
 mod user;
 
+pub use admin::AdminApi;
 pub use auth::AuthApi;
 pub use events::EventApi;
 pub use ext_authz::{EMAIL_HEADER, ExtAuthzApi, SESSION_ID_HEADER, USER_ID_HEADER};
@@ -21,7 +23,10 @@ pub use user::UserApi;
 
 use chrono::{DateTime, Utc};
 
-use crate::{domain::User, service::SessionTokens};
+use crate::{
+    domain::{FieldViolation, SessionId, SessionInfo, User, UserId},
+    service::SessionTokens,
+};
 
 /// Code generated from `proto/identity/v1/*.proto`.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
@@ -59,6 +64,38 @@ fn user_message(user: &User) -> proto::User {
         created_at: Some(timestamp(user.created_at)),
         email_verified: user.email_verified(),
         email_verified_at: user.email_verified_at.map(timestamp),
+        roles: user.roles.iter().map(|role| role.as_str().to_owned()).collect(),
+    }
+}
+
+/// A session as listed; `current` marks the caller's own.
+fn session_message(session: &SessionInfo, current: Option<SessionId>) -> proto::Session {
+    proto::Session {
+        id: session.id.to_string(),
+        created_at: Some(timestamp(session.created_at)),
+        last_used_at: Some(timestamp(session.last_used_at)),
+        expires_at: Some(timestamp(session.expires_at)),
+        client_address: session.origin.address.clone().unwrap_or_default(),
+        user_agent: session.origin.user_agent.clone().unwrap_or_default(),
+        current: current == Some(session.id),
+    }
+}
+
+/// A user id from a request.
+fn parse_user_id(field: &'static str, raw: &str) -> Result<UserId, FieldViolation> {
+    parse_uuid(field, raw)
+}
+
+/// A session id from a request.
+fn parse_session_id(field: &'static str, raw: &str) -> Result<SessionId, FieldViolation> {
+    parse_uuid(field, raw)
+}
+
+fn parse_uuid<T: std::str::FromStr>(field: &'static str, raw: &str) -> Result<T, FieldViolation> {
+    match raw.trim() {
+        "" => Err(FieldViolation::new(field, "is required")),
+        text if text.len() > 64 => Err(FieldViolation::new(field, "is not a UUID")),
+        text => text.parse().map_err(|_| FieldViolation::new(field, "is not a UUID")),
     }
 }
 

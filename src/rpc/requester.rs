@@ -6,14 +6,26 @@ use std::time::{Duration, Instant};
 
 use tonic::{Request, metadata::MetadataMap};
 
-use crate::clients::{Requester, TrustedProxies};
+use crate::{
+    clients::{Requester, TrustedProxies},
+    domain::SessionOrigin,
+};
 
 pub fn requester<T>(request: &Request<T>, proxies: &TrustedProxies) -> Requester {
     let peer = request.remote_addr().map(|addr| addr.ip());
     let certificates = request.peer_certs();
     let certificate = certificates.as_ref().and_then(|chain| chain.first()).map(|leaf| leaf.as_ref());
-    // Read only when someone could be trusted with it; one value per proxy that appended a line.
-    let forwarded = (!proxies.is_empty())
+    let forwarded = forwarded_for(request, proxies);
+    Requester {
+        client: proxies.client_key(peer, certificate, forwarded.as_deref()),
+        deadline: deadline(request.metadata()),
+    }
+}
+
+/// The `x-forwarded-for` lines joined, read only when someone could be trusted with them (one
+/// value per proxy that appended a line).
+fn forwarded_for<T>(request: &Request<T>, proxies: &TrustedProxies) -> Option<String> {
+    (!proxies.is_empty())
         .then(|| {
             let values: Vec<&str> = request
                 .metadata()
@@ -23,11 +35,33 @@ pub fn requester<T>(request: &Request<T>, proxies: &TrustedProxies) -> Requester
                 .collect();
             values.join(",")
         })
-        .filter(|joined| !joined.is_empty());
-    Requester {
-        client: proxies.client_key(peer, certificate, forwarded.as_deref()),
-        deadline: deadline(request.metadata()),
-    }
+        .filter(|joined| !joined.is_empty())
+}
+
+/// Longest user agent a session records; the rest is cut off.
+const MAX_USER_AGENT_BYTES: usize = 256;
+
+/// Where a login comes from, as its session records it: the client's address (see
+/// [`TrustedProxies::client_address`]) and its `user-agent`, printable and at most 256 bytes.
+pub fn session_origin<T>(request: &Request<T>, proxies: &TrustedProxies) -> SessionOrigin {
+    let peer = request.remote_addr().map(|addr| addr.ip());
+    let address = proxies.client_address(peer, forwarded_for(request, proxies).as_deref());
+    let user_agent = request
+        .metadata()
+        .get("user-agent")
+        .and_then(|value| value.to_str().ok())
+        .map(|agent| {
+            let mut kept = String::new();
+            for c in agent.trim().chars().filter(|c| !c.is_control()) {
+                if kept.len() + c.len_utf8() > MAX_USER_AGENT_BYTES {
+                    break;
+                }
+                kept.push(c);
+            }
+            kept
+        })
+        .filter(|agent| !agent.is_empty());
+    SessionOrigin { address: address.map(|ip| ip.to_string()), user_agent }
 }
 
 /// When the client stops waiting, from `grpc-timeout` (1 to 8 digits and a unit, per the gRPC

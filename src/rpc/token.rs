@@ -72,6 +72,7 @@ pub fn claims_message(claims: &AccessClaims) -> Claims {
         issuer: claims.iss.clone(),
         audience: vec![claims.aud.clone()],
         email_verified: claims.email_verified,
+        roles: claims.roles.clone(),
     }
 }
 

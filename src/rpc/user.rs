@@ -5,13 +5,15 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 use super::{
+    parse_session_id,
     proto::{
         ChangeEmailRequest, ChangeEmailResponse, ChangePasswordRequest, ChangePasswordResponse,
-        GetCurrentUserRequest, GetCurrentUserResponse, SendVerificationEmailRequest,
-        SendVerificationEmailResponse, user_service_server::UserService,
+        DeleteAccountRequest, DeleteAccountResponse, GetCurrentUserRequest, GetCurrentUserResponse,
+        ListSessionsRequest, ListSessionsResponse, RevokeSessionRequest, RevokeSessionResponse,
+        SendVerificationEmailRequest, SendVerificationEmailResponse, user_service_server::UserService,
     },
     requester::requester,
-    user_message,
+    session_message, user_message,
 };
 use crate::{
     clients::{Requester, TrustedProxies},
@@ -123,5 +125,44 @@ impl UserService for UserApi {
         let (current, new_email) = violations.finish(current.zip(new_email)).map_err(AppError::from)?;
         self.identity.change_email(&caller, &current, &new_email, &requester).await?;
         Ok(Response::new(ChangeEmailResponse {}))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_sessions(
+        &self,
+        request: Request<ListSessionsRequest>,
+    ) -> Result<Response<ListSessionsResponse>, Status> {
+        let caller = self.authenticate(request.metadata())?;
+        let sessions = self.identity.own_sessions(&caller).await?;
+        let current = Some(caller.claims.sid);
+        Ok(Response::new(ListSessionsResponse {
+            sessions: sessions.iter().map(|session| session_message(session, current)).collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn revoke_session(
+        &self,
+        request: Request<RevokeSessionRequest>,
+    ) -> Result<Response<RevokeSessionResponse>, Status> {
+        let caller = self.authenticate(request.metadata())?;
+        let mut violations = Violations::default();
+        let session = violations.check(parse_session_id("session_id", &request.get_ref().session_id));
+        let session = violations.finish(session).map_err(AppError::from)?;
+        self.identity.revoke_own_session(&caller, session).await?;
+        Ok(Response::new(RevokeSessionResponse {}))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn delete_account(
+        &self,
+        request: Request<DeleteAccountRequest>,
+    ) -> Result<Response<DeleteAccountResponse>, Status> {
+        let (caller, requester) = self.password_checking_caller(&request)?;
+        let mut violations = Violations::default();
+        let current = violations.check(current_password(request.into_inner().current_password));
+        let current = violations.finish(current).map_err(AppError::from)?;
+        self.identity.delete_account(&caller, &current, &requester).await?;
+        Ok(Response::new(DeleteAccountResponse {}))
     }
 }

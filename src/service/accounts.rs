@@ -6,7 +6,7 @@ use super::{throttle::PASSWORD_CHANGE_FAILURES_END_SESSION, verification::Verifi
 use crate::metrics::{LOGINS, SESSIONS_ENDED_FOR_GUESSING};
 use crate::{
     clients::Requester,
-    domain::{Email, FullName, Password, PresentedPassword, RevocationReason, User, UserId},
+    domain::{Email, FullName, Password, PresentedPassword, RevocationReason, SessionOrigin, User, UserId},
     error::AppError,
     passwords::HashError,
     store::{NewUser, PasswordChange, StoreError, UserRecord},
@@ -50,6 +50,7 @@ impl Identity {
                     is_active: true,
                     created_at: user.now,
                     email_verified_at: None,
+                    roles: Vec::new(),
                 })
             }
             Err(StoreError::UniqueViolation) => Err(AppError::EmailTaken),
@@ -64,6 +65,7 @@ impl Identity {
         email: &Email,
         password: &PresentedPassword,
         requester: &Requester,
+        origin: &SessionOrigin,
     ) -> Result<(User, super::SessionTokens), AppError> {
         let email_lower = email.normalized();
         let ticket = self.admit_login(&email_lower, requester).await?;
@@ -113,7 +115,7 @@ impl Identity {
             tracing::info!(target: "audit", event = "login_refused", user_id = %user.id, reason = "email not verified");
             return Err(AppError::EmailNotVerified);
         }
-        let tokens = self.start_session(&user).await?;
+        let tokens = self.start_session(&user, origin).await?;
         metrics::counter!(LOGINS, "outcome" => "success").increment(1);
         tracing::info!(target: "audit", event = "login", user_id = %user.id, session_id = %tokens.session_id);
         Ok((user, tokens))

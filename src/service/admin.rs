@@ -1,5 +1,5 @@
-//! Operator actions on one account (deactivate, activate, end every session), each one
-//! transaction and one audit event. The operator CLI runs them today; admin RPCs can call the
+//! Operator actions on one account (deactivate, activate, end every session, grant or revoke a
+//! role), each one transaction and one audit event. The operator CLI runs them today; admin RPCs can call the
 //! same code. They need only the store and the clock, not signing keys or the hashing pool, so
 //! [`AccountAdmin`] stands on its own and [`Identity::admin`](super::Identity::admin) hands one
 //! out over the service's own parts.
@@ -9,9 +9,9 @@ use std::sync::Arc;
 use super::record_revocation;
 use crate::{
     clock::Clock,
-    domain::{Email, UserId},
+    domain::{Email, Role, User, UserId},
     error::AppError,
-    store::{Store, UserUpdate},
+    store::{RoleChange, Store, UserKey, UserUpdate},
     tokens::RevocationSet,
 };
 
@@ -85,4 +85,56 @@ impl AccountAdmin {
         tracing::info!(target: "audit", event = action.event(), %user_id, sessions_revoked);
         Ok(Some(AccountActionOutcome { user_id, sessions_revoked }))
     }
+
+    /// Applies a role change to the account `key` names, in one transaction: (added, removed,
+    /// sessions revoked, the user). Removing a role ends the user's sessions. `Ok(None)` when
+    /// there is no such account.
+    pub async fn change_roles(
+        &self,
+        key: UserKey<'_>,
+        change: &RoleChange,
+    ) -> Result<Option<RolesOutcome>, AppError> {
+        let Some(changed) = self.store.change_roles(key, change, self.clock.now()).await? else {
+            return Ok(None);
+        };
+        if let (Some(revocations), Some(revocation)) = (&self.revocations, &changed.revocation) {
+            record_revocation(revocations, revocation);
+        }
+        let sessions_revoked = changed.revocation.as_ref().map_or(0, |r| r.session_ids.len());
+        Ok(Some(RolesOutcome {
+            user: changed.user,
+            added: changed.added,
+            removed: changed.removed,
+            sessions_revoked,
+        }))
+    }
+
+    /// `identity user grant-role|revoke-role EMAIL ROLE`: one transaction, one audit event.
+    pub async fn grant_or_revoke(
+        &self,
+        email: &Email,
+        role: Role,
+        grant: bool,
+    ) -> Result<Option<RolesOutcome>, AppError> {
+        let normalized = email.normalized();
+        let change = if grant { RoleChange::Grant(role.clone()) } else { RoleChange::Revoke(role.clone()) };
+        let outcome = self.change_roles(UserKey::Email(&normalized), &change).await?;
+        if let Some(outcome) = &outcome {
+            let event = if grant { "role_granted" } else { "role_revoked" };
+            tracing::info!(target: "audit", event, caller = "cli", user_id = %outcome.user.id, %role,
+                changed = !(outcome.added.is_empty() && outcome.removed.is_empty()),
+                sessions_revoked = outcome.sessions_revoked);
+        }
+        Ok(outcome)
+    }
+}
+
+/// What a role change did.
+#[derive(Debug, Clone)]
+pub struct RolesOutcome {
+    pub user: User,
+    pub added: Vec<Role>,
+    pub removed: Vec<Role>,
+    /// Sessions ended because a role was removed.
+    pub sessions_revoked: usize,
 }

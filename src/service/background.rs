@@ -193,6 +193,14 @@ impl Identity {
             Ok(deleted) => tracing::info!(deleted, "purged old sessions"),
             Err(error) => tracing::warn!(%error, "could not purge old sessions"),
         }
+        // An erased account's row goes once its revoked sessions may go, and never before every
+        // token they issued has expired.
+        let erased_before = now - SESSION_RETENTION.max(self.revocations.horizon());
+        match self.store.purge_deleted_users(erased_before).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "purged the rows of erased accounts"),
+            Err(error) => tracing::warn!(%error, "could not purge the rows of erased accounts"),
+        }
         if let Err(error) = self.store.purge_email_tokens(now - SESSION_RETENTION).await {
             tracing::warn!(%error, "could not purge expired email tokens");
         }

@@ -16,7 +16,7 @@ use super::Identity;
 use crate::{
     clock::Clock,
     domain::{
-        AllowedCertificates, Caller, CallerKind, Credential, Permission, Permissions, ServiceKey,
+        AllowedCertificates, Caller, CallerKind, Credential, Permission, Permissions, Role, ServiceKey,
         ServiceKeyName,
     },
     error::AppError,
@@ -28,16 +28,12 @@ use crate::{
 pub struct CallerPolicy {
     /// Client-certificate names let in, with their permissions (`IDENTITY_MTLS_CALLERS`).
     pub certificates: AllowedCertificates,
+    /// The role that makes a person's access token an admin caller (`IDENTITY_ADMIN_ROLE`).
+    pub admin_role: Role,
     /// Open streams per caller (`IDENTITY_MAX_STREAMS_PER_CALLER`).
     pub max_streams_per_caller: usize,
     /// Open streams in all (`IDENTITY_MAX_STREAMS`).
     pub max_streams: usize,
-}
-
-impl Default for CallerPolicy {
-    fn default() -> Self {
-        Self { certificates: AllowedCertificates::default(), max_streams_per_caller: 16, max_streams: 1000 }
-    }
 }
 
 impl Identity {
@@ -90,12 +86,17 @@ impl Identity {
                 let verified = self
                     .validate(token.expose_secret())
                     .map_err(|_| AppError::Unauthenticated("invalid or expired access token"))?;
-                // The seam for people: once tokens carry roles, the admin role maps to
-                // permissions here. Until then a person is known but may do none of this.
+                // A person holding the admin role may use the admin API; nobody else may do
+                // anything here. Removing the role ends their sessions, so this token dies too.
+                let permissions = if verified.claims.has_role(self.callers.admin_role.as_str()) {
+                    Permissions::from_iter([Permission::Admin])
+                } else {
+                    Permissions::default()
+                };
                 Ok(Caller {
                     name: verified.claims.sub.to_string(),
                     kind: CallerKind::User(verified.claims.sub),
-                    permissions: Permissions::default(),
+                    permissions,
                 })
             }
         }

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 
 use super::Identity;
 use crate::{
-    domain::{RevocationReason, SessionId, User},
+    domain::{RevocationReason, SessionId, SessionOrigin, User},
     error::AppError,
     store::{NewSession, Rotation},
     tokens::{AccessTokenSubject, IssuedAccessToken, RefreshToken},
@@ -23,7 +23,11 @@ pub struct SessionTokens {
 const INVALID_REFRESH_TOKEN: &str = "invalid or expired refresh token";
 
 impl Identity {
-    pub(super) async fn start_session(&self, user: &User) -> Result<SessionTokens, AppError> {
+    pub(super) async fn start_session(
+        &self,
+        user: &User,
+        origin: &SessionOrigin,
+    ) -> Result<SessionTokens, AppError> {
         let now = self.clock.now();
         let refresh = RefreshToken::generate();
         let session = NewSession {
@@ -32,6 +36,7 @@ impl Identity {
             refresh_token_digest: &refresh.digest(),
             created_at: now,
             expires_at: now + self.refresh_ttl,
+            origin,
         };
         self.store.insert_session(&session).await?;
         let access = self.issue_access_token(user, session.id, session.expires_at, now)?;
@@ -58,6 +63,7 @@ impl Identity {
             email_verified: user.email_verified(),
             session_id,
             session_expires_at,
+            roles: &user.roles,
         };
         self.tokens.issue(&subject, now).map_err(AppError::internal)
     }

@@ -3,10 +3,11 @@
 //! (both databases take `$N` placeholders, `RETURNING` and `ON CONFLICT`, and every timestamp is
 //! bound by the service from its clock rather than taken from the database's `now()`) and
 //! type-checked per backend by [`with_pool!`]. One file per table family: `users`, `sessions`,
-//! `attempts`, `service_keys`, the mail `outbox` and the `email_tokens` its links carry, the revocation `listener`, and a test-only API in `testing`. No business rules
+//! `attempts`, the admin `directory`, `service_keys`, the mail `outbox` and the `email_tokens` its links carry, the revocation `listener`, and a test-only API in `testing`. No business rules
 //! live here.
 
 mod attempts;
+mod directory;
 mod email_tokens;
 mod error;
 mod events;
@@ -33,6 +34,7 @@ use sqlx::{
 use tokio::sync::Notify;
 
 pub use attempts::{AccountCount, Admission, DelaySchedule};
+pub use directory::{RoleChange, RolesChanged, UserChanges, UserCursor, UserFilter, UserKey};
 pub use email_tokens::{EmailVerified, LinkRequested, LinkToken, ResetRequestWork, ResetRequested};
 pub use error::StoreError;
 pub use events::{EVENTS_CHANNEL, EventBounds};

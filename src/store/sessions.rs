@@ -10,7 +10,9 @@ use uuid::Uuid;
 use super::{
     Store, StoreError, UserRecord, events::AppendEvents, sequence::CommitSequence, users::UserRow, with_pool,
 };
-use crate::domain::{RefreshTokenDigest, RevocationReason, SessionId, User, UserEvent, UserId};
+use crate::domain::{
+    RefreshTokenDigest, RevocationReason, SessionId, SessionInfo, SessionOrigin, User, UserEvent, UserId,
+};
 
 pub struct NewSession<'a> {
     pub id: SessionId,
@@ -18,6 +20,7 @@ pub struct NewSession<'a> {
     pub refresh_token_digest: &'a RefreshTokenDigest,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    pub origin: &'a SessionOrigin,
 }
 
 /// The Postgres channel revocations are announced on; see [`Revocation::payload`].
@@ -59,6 +62,30 @@ impl Revocation {
 }
 
 #[derive(sqlx::FromRow)]
+struct SessionRow {
+    id: Uuid,
+    user_id: Uuid,
+    created_at: DateTime<Utc>,
+    last_used_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    client_address: Option<String>,
+    user_agent: Option<String>,
+}
+
+impl From<SessionRow> for SessionInfo {
+    fn from(row: SessionRow) -> Self {
+        Self {
+            id: SessionId::from_uuid(row.id),
+            user_id: UserId::from_uuid(row.user_id),
+            created_at: row.created_at,
+            last_used_at: row.last_used_at,
+            expires_at: row.expires_at,
+            origin: SessionOrigin { address: row.client_address, user_agent: row.user_agent },
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
 struct RotatedRow {
     id: Uuid,
     user_id: Uuid,
@@ -96,6 +123,11 @@ impl RevokedSession {
 /// Which sessions a revocation ends.
 pub(super) enum Target<'a> {
     Session(SessionId),
+    /// A session, only if it belongs to this user.
+    SessionOf {
+        session_id: SessionId,
+        user_id: UserId,
+    },
     /// The session of a refresh token, current or already rotated away.
     RefreshToken(&'a RefreshTokenDigest),
     /// Every session of a user, but `except`.
@@ -107,6 +139,8 @@ pub(super) enum Target<'a> {
 
 const REVOKE_SESSION: &str = "UPDATE sessions SET revoked_at = $1, revocation_seq = $2
      WHERE id = $3 AND revoked_at IS NULL RETURNING id, user_id";
+const REVOKE_SESSION_OF: &str = "UPDATE sessions SET revoked_at = $1, revocation_seq = $2
+     WHERE id = $3 AND user_id = $4 AND revoked_at IS NULL AND expires_at > $1 RETURNING id, user_id";
 const REVOKE_BY_REFRESH_TOKEN: &str = "UPDATE sessions SET revoked_at = $1, revocation_seq = $2
      WHERE revoked_at IS NULL AND (refresh_token_digest = $3
         OR id = (SELECT session_id FROM retired_refresh_tokens WHERE token_digest = $3))
@@ -141,6 +175,11 @@ macro_rules! revoke_in_transaction {
                     Target::Session(id) => {
                         sqlx::query_as(REVOKE_SESSION).bind(now).bind(cursor).bind(id.into_uuid())
                     }
+                    Target::SessionOf { session_id, user_id } => sqlx::query_as(REVOKE_SESSION_OF)
+                        .bind(now)
+                        .bind(cursor)
+                        .bind(session_id.into_uuid())
+                        .bind(user_id.into_uuid()),
                     Target::RefreshToken(digest) => {
                         sqlx::query_as(REVOKE_BY_REFRESH_TOKEN).bind(now).bind(cursor).bind(digest.as_bytes())
                     }
@@ -192,15 +231,17 @@ revoke_in_transaction!(
 
 impl Store {
     pub async fn insert_session(&self, session: &NewSession<'_>) -> Result<(), StoreError> {
-        const SQL: &str =
-            "INSERT INTO sessions (id, user_id, refresh_token_digest, created_at, expires_at, last_used_at)
-             VALUES ($1, $2, $3, $4, $5, $4)";
+        const SQL: &str = "INSERT INTO sessions (id, user_id, refresh_token_digest, created_at, expires_at,
+                 last_used_at, client_address, user_agent)
+             VALUES ($1, $2, $3, $4, $5, $4, $6, $7)";
         with_pool!(self, pool => sqlx::query(SQL)
             .bind(session.id.into_uuid())
             .bind(session.user_id.into_uuid())
             .bind(session.refresh_token_digest.as_bytes())
             .bind(session.created_at)
             .bind(session.expires_at)
+            .bind(session.origin.address.as_deref())
+            .bind(session.origin.user_agent.as_deref())
             .execute(pool)
             .await
             .map(drop))?;
@@ -279,6 +320,39 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Option<Revocation>, StoreError> {
         self.revoke(Target::Session(session_id), reason, now).await
+    }
+
+    /// Revokes the session `session_id` if it is a live session of `user_id`; `None` when it is
+    /// not (unknown, someone else's, expired or already revoked).
+    pub async fn revoke_session_of(
+        &self,
+        user_id: UserId,
+        session_id: SessionId,
+        reason: RevocationReason,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Revocation>, StoreError> {
+        self.revoke(Target::SessionOf { session_id, user_id }, reason, now).await
+    }
+
+    /// The live sessions of a user (neither revoked nor expired), most recently used first, at
+    /// most `limit`.
+    pub async fn live_sessions(
+        &self,
+        user_id: UserId,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<SessionInfo>, StoreError> {
+        const SQL: &str =
+            "SELECT id, user_id, created_at, last_used_at, expires_at, client_address, user_agent
+             FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2
+             ORDER BY last_used_at DESC, id LIMIT $3";
+        let rows = with_pool!(self, pool => sqlx::query_as::<_, SessionRow>(SQL)
+            .bind(user_id.into_uuid())
+            .bind(now)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await)?;
+        Ok(rows.into_iter().map(SessionInfo::from).collect())
     }
 
     async fn revoke(

@@ -17,7 +17,8 @@ use super::{
     with_pool,
 };
 use crate::domain::{
-    Email, FullName, NormalizedEmail, PasswordHash, RevocationReason, SessionId, User, UserEvent, UserId,
+    Email, FullName, NormalizedEmail, PasswordHash, RevocationReason, Role, SessionId, User, UserEvent,
+    UserId,
 };
 
 /// Rows read per round trip by [`Store::backfill_email_keys`].
@@ -43,6 +44,8 @@ pub(super) struct UserRow {
     created_at: DateTime<Utc>,
     email_verified: bool,
     email_verified_at: Option<DateTime<Utc>>,
+    /// Comma-separated, unordered; NULL when none.
+    roles: Option<String>,
 }
 
 impl From<UserRow> for UserRecord {
@@ -56,19 +59,31 @@ impl From<UserRow> for UserRecord {
                 created_at: row.created_at,
                 // Both columns are written together; the flag is what a query filters on.
                 email_verified_at: row.email_verified_at.filter(|_| row.email_verified),
+                roles: Role::from_stored_list(row.roles.as_deref()),
             },
             password_hash: PasswordHash::from_stored(row.password_hash, row.password_normalized),
         }
     }
 }
 
-/// The columns [`UserRow`] reads, in one place for every query that returns users.
-macro_rules! user_columns {
+/// The `users` columns [`UserRow`] reads (all but `roles`).
+macro_rules! own_user_columns {
     () => {
         "id, email, full_name, password_hash, password_normalized, is_active, created_at, email_verified, email_verified_at"
     };
 }
-pub(super) use user_columns;
+
+/// The columns [`UserRow`] reads, in one place for every query that returns users (from
+/// `users` unaliased), roles included (`string_agg` is Postgres's and SQLite's since 3.44).
+macro_rules! user_columns {
+    () => {
+        concat!(
+            $crate::store::users::own_user_columns!(),
+            ", (SELECT string_agg(role, ',') FROM user_roles WHERE user_roles.user_id = users.id) AS roles"
+        )
+    };
+}
+pub(super) use {own_user_columns, user_columns};
 
 /// Inserting a user, with its `user_created` event, inside a caller's transaction (on its own,
 /// or with its verification link).
@@ -85,7 +100,9 @@ macro_rules! insert_user {
                          password_hash, password_normalized, is_active, created_at, updated_at)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, TRUE, $8, $8)
                      RETURNING ",
-                    user_columns!()
+                    own_user_columns!(),
+                    // A new account holds no roles.
+                    ", CAST(NULL AS TEXT) AS roles"
                 );
                 let normalized = user.email.normalized();
                 let row = sqlx::query_as::<_, UserRow>(SQL)
@@ -155,7 +172,8 @@ impl Store {
         &self,
         email: &NormalizedEmail,
     ) -> Result<Option<UserRecord>, StoreError> {
-        const SQL: &str = concat!("SELECT ", user_columns!(), " FROM users WHERE email_lower = $1");
+        const SQL: &str =
+            concat!("SELECT ", user_columns!(), " FROM users WHERE email_lower = $1 AND deleted_at IS NULL");
         let row = with_pool!(self, pool => sqlx::query_as::<_, UserRow>(SQL)
             .bind(email.as_str())
             .fetch_optional(pool)
@@ -164,7 +182,8 @@ impl Store {
     }
 
     pub async fn find_user_by_id(&self, id: UserId) -> Result<Option<UserRecord>, StoreError> {
-        const SQL: &str = concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1");
+        const SQL: &str =
+            concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1 AND deleted_at IS NULL");
         let row = with_pool!(self, pool => sqlx::query_as::<_, UserRow>(SQL)
             .bind(id.into_uuid())
             .fetch_optional(pool)
@@ -277,7 +296,7 @@ impl Store {
     /// are safe. Returns the rows updated.
     pub async fn backfill_email_keys(&self) -> Result<u64, StoreError> {
         const PENDING: &str = "SELECT id, email, created_at FROM users
-             WHERE email_skeleton IS NULL AND (created_at > $1 OR (created_at = $1 AND id > $2))
+             WHERE email_skeleton IS NULL AND deleted_at IS NULL AND (created_at > $1 OR (created_at = $1 AND id > $2))
              ORDER BY created_at, id LIMIT $3";
         const BOTH: &str = "UPDATE users SET email_lower = $1, email_skeleton = $2 WHERE id = $3";
         const LOWER_ONLY: &str = "UPDATE users SET email_lower = $1 WHERE id = $2";

@@ -70,6 +70,8 @@ pub struct AccessTokenSubject<'a> {
     pub session_id: SessionId,
     /// The access token never outlives its session.
     pub session_expires_at: DateTime<Utc>,
+    /// The user's roles, sorted: the `roles` claim.
+    pub roles: &'a [crate::domain::Role],
 }
 
 /// Signs and verifies access tokens with one key ring, issuer and audience.
@@ -116,6 +118,7 @@ impl TokenIssuer {
             email: subject.email.to_owned(),
             email_verified: subject.email_verified,
             name: subject.full_name.to_owned(),
+            roles: subject.roles.iter().map(|role| role.as_str().to_owned()).collect(),
         };
         let signing = &self.keys.signing;
         let token = identity_contract::sign(&claims, signing.algorithm, &signing.kid, &signing.encoding)?;
@@ -160,6 +163,7 @@ mod tests {
             email_verified: false,
             session_id: SessionId::new(),
             session_expires_at: now + chrono::TimeDelta::days(30),
+            roles: &[],
         }
     }
 

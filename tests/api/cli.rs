@@ -15,6 +15,7 @@ on_both_backends!(
     revoke_sessions_logs_a_user_out_everywhere,
     a_user_command_for_an_unknown_email_fails_clearly,
     a_user_command_writes_its_audit_event_to_stderr_and_only_the_outcome_to_stdout,
+    granting_a_role_reaches_tokens_at_refresh_and_revoking_it_ends_the_sessions,
     service_keys_are_shown_once_listed_without_secrets_and_revoked_at_once,
     a_service_key_can_be_written_to_a_private_file,
     service_key_commands_refuse_bad_names_permissions_and_duplicates,
@@ -185,6 +186,44 @@ async fn a_user_command_writes_its_audit_event_to_stderr_and_only_the_outcome_to
         assert_eq!(audit[0]["user_id"], user.id.as_str());
         assert_eq!(audit[0]["sessions_revoked"], revoked);
     }
+}
+
+async fn granting_a_role_reaches_tokens_at_refresh_and_revoking_it_ends_the_sessions(app: TestApp) {
+    use identity::proto::{RefreshTokenRequest, ValidateTokenRequest};
+    let (user, login) = app.signed_in_user().await;
+    let tokens = login.tokens.unwrap();
+    let output = identity(&app, &["user", "grant-role", &user.email, "billing.read"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("roles now [billing.read], 0 sessions revoked"));
+    for bad in
+        [["user", "grant-role", &user.email, "Billing"], ["user", "grant-role", "nobody@example.com", "x"]]
+    {
+        assert!(!identity(&app, &bad).status.success(), "{bad:?}");
+    }
+
+    // The token in hand is unchanged; the next refresh carries the role.
+    let claims = |token: String| async {
+        let request = ValidateTokenRequest { access_token: token };
+        app.tokens().validate_token(request).await.unwrap().into_inner().claims.expect("active")
+    };
+    assert!(claims(tokens.access_token.clone()).await.roles.is_empty());
+    let refreshed = app
+        .auth()
+        .refresh_token(RefreshTokenRequest { refresh_token: tokens.refresh_token })
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens
+        .unwrap();
+    assert_eq!(claims(refreshed.access_token.clone()).await.roles, ["billing.read"]);
+
+    let output = identity(&app, &["user", "revoke-role", &user.email, "billing.read"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("roles now [], 1 sessions revoked"));
+    assert!(inactive_soon(&app, &refreshed.access_token).await, "a token naming a removed role dies");
+    let refused =
+        app.auth().refresh_token(RefreshTokenRequest { refresh_token: refreshed.refresh_token }).await;
+    assert_code(refused, Code::Unauthenticated);
 }
 
 #[test]

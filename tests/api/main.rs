@@ -3,11 +3,13 @@
 
 mod helpers;
 
+mod admin;
 mod algorithms;
 mod audit;
 mod callers;
 mod cli;
 mod connections;
+mod devices;
 mod events;
 mod ext_authz;
 mod health;
