@@ -20,6 +20,7 @@ const EXPECTED_SERVICES: [&str; 7] = [
     "grpc.health.v1.Health",
     "grpc.reflection.v1.ServerReflection",
     "grpc.reflection.v1alpha.ServerReflection",
+    "identity.v1.AdminService",
     "identity.v1.AuthService",
     "identity.v1.EventService",
     "identity.v1.TokenService",
