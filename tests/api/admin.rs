@@ -265,6 +265,7 @@ async fn update_user_sets_only_the_masked_fields(app: TestApp) {
         .await
         .unwrap();
     assert_eq!(moved.email, "Moved@Example.com");
+    assert!(!moved.email_verified, "a new address is unverified");
     assert!(app.login("moved@example.com", PASSWORD).await.is_ok(), "the new email logs in");
     assert_code(app.login(&user.email, PASSWORD).await, Code::Unauthenticated);
     assert_code(
