@@ -16,7 +16,7 @@ on_both_backends!(
     shutdown_turns_every_health_entry_not_serving,
 );
 
-const EXPECTED_SERVICES: [&str; 7] = [
+const EXPECTED_SERVICES: [&str; 8] = [
     "grpc.health.v1.Health",
     "grpc.reflection.v1.ServerReflection",
     "grpc.reflection.v1alpha.ServerReflection",
