@@ -87,6 +87,11 @@ async function verifyOverHttp(token, httpUrl) {
   }
 }
 
+// Whether verified token claims name `role` (tokens from before roles existed have none).
+function hasRole(claims, role) {
+  return (claims.roles ?? []).includes(role);
+}
+
 async function main() {
   const addr = process.argv[2] ?? process.env.IDENTITY_ADDR ?? '127.0.0.1:50051';
   const httpUrl = process.argv[3] ?? process.env.IDENTITY_HTTP_URL;
@@ -142,6 +147,14 @@ async function main() {
     && local.email === email, `local claims differ from ValidateToken: ${JSON.stringify(local)}`);
   const { alg } = decodeProtectedHeader(tokens.access_token);
   ok('verify locally', `${alg} signature, typ, iss, aud, exp ok (jti ${local.jti})`);
+
+  // Roles: a list of names in the token (`roles` claim) and in ValidateToken's claims. A new
+  // account holds none; `identity user grant-role EMAIL ROLE` or AdminService.SetRoles add some,
+  // from the next refresh on.
+  expect(JSON.stringify(local.roles ?? []) === JSON.stringify(claims.roles ?? []),
+    `roles differ: token ${JSON.stringify(local.roles)}, ValidateToken ${JSON.stringify(claims.roles)}`);
+  expect(!hasRole(local, 'billing.read'), 'a new account holds no roles');
+  ok('roles', `${JSON.stringify(claims.roles ?? [])} (has billing.read: ${hasRole(local, 'billing.read')})`);
 
   if (httpUrl) {
     const { payload: remote, alg, jwksUri } = await verifyOverHttp(tokens.access_token, httpUrl);

@@ -123,6 +123,11 @@ def verify_over_http(token, http_url):
     return claims, key.algorithm_name, discovery["jwks_uri"]
 
 
+def has_role(claims, role):
+    """Whether verified token claims name `role` (tokens from before roles existed have none)."""
+    return role in claims.get("roles", [])
+
+
 def main():
     addr = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("IDENTITY_ADDR", "127.0.0.1:50051")
     http_url = sys.argv[2] if len(sys.argv) > 2 else os.environ.get("IDENTITY_HTTP_URL")
@@ -173,6 +178,14 @@ def main():
            f"local claims differ from ValidateToken: {local}")
     algorithm = jwt.get_unverified_header(tokens.access_token)["alg"]
     ok("verify locally", f"{algorithm} signature, iss, aud, exp ok (jti {local['jti']})")
+
+    # Roles: a list of names in the token (`roles` claim) and in ValidateToken's claims. A new
+    # account holds none; `identity user grant-role EMAIL ROLE` or AdminService.SetRoles add some,
+    # from the next refresh on.
+    expect(local.get("roles", []) == list(claims.roles),
+           f"roles differ: token {local.get('roles')}, ValidateToken {list(claims.roles)}")
+    expect(not has_role(local, "billing.read"), "a new account holds no roles")
+    ok("roles", f"{list(claims.roles)} (has billing.read: {has_role(local, 'billing.read')})")
 
     if http_url:
         remote, algorithm, jwks_uri = verify_over_http(tokens.access_token, http_url)
