@@ -1,5 +1,6 @@
 //! The `identity` command line: its clap types, and what each subcommand does (`serve`,
-//! `migrate`, `keygen`, `user ...`, `service-key ...`, `mail ...`, `check-config`, `healthcheck`). `main` only parses and calls
+//! `migrate`, `keygen`, `user ...`, `service-key ...`, `mail ...`, `import`, `export`, `check-config`,
+//! `healthcheck`; import and export live in [`crate::transfer`]). `main` only parses and calls
 //! [`run`]. Every subcommand logs to standard error, so what one prints on standard output (a
 //! key, a configuration, an outcome) stays clean; operator actions on accounts go through the
 //! service's own code, audit event included.
@@ -69,6 +70,10 @@ enum Command {
         #[command(subcommand)]
         action: MailAction,
     },
+    /// Import users from an old app's Postgres table or a JSON Lines file (docs/migrating.md).
+    Import(crate::transfer::ImportArgs),
+    /// Export every user as JSON Lines (the format import reads).
+    Export(crate::transfer::ExportArgs),
     /// Validate the environment and print the effective configuration, secrets redacted.
     CheckConfig,
     /// Exit 0 if the server at ADDR reports SERVING. ADDR defaults to IDENTITY_HEALTH_LISTEN_ADDR
@@ -114,6 +119,9 @@ enum UserAction {
     GrantRole { email: String, role: String },
     /// Take ROLE from the user; their sessions end, so no live token still names it.
     RevokeRole { email: String, role: String },
+    /// How many stored password hashes there are per scheme (imported ones remain until their
+    /// owner's next login).
+    HashSchemes,
 }
 
 #[derive(Subcommand)]
@@ -181,6 +189,20 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send) -> ExitCod
                 }
             }
         }
+        Command::User { action: UserAction::HashSchemes } => {
+            match crate::transfer::hash_schemes(&config).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => fail(&error),
+            }
+        }
+        Command::Import(args) => match crate::transfer::import(&config, args).await {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(error) => fail(&error),
+        },
+        Command::Export(args) => match crate::transfer::export(&config, args).await {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(error) => fail(&error),
+        },
         Command::User { action } => {
             let (action, email) = match action {
                 UserAction::Deactivate { email } => (AccountAction::Deactivate, email),
@@ -192,6 +214,7 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send) -> ExitCod
                 UserAction::RevokeRole { email, role } => {
                     return role_command_outcome(&config, &email, &role, false).await;
                 }
+                UserAction::HashSchemes => return ExitCode::SUCCESS,
             };
             match user_command(&config, action, &email).await {
                 Ok(outcome) => {

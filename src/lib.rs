@@ -25,6 +25,7 @@ pub mod telemetry;
 #[cfg(feature = "test-helpers")]
 pub mod testing;
 pub mod tokens;
+pub mod transfer;
 pub mod transport;
 
 pub use rpc::proto;

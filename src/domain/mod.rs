@@ -2,7 +2,7 @@
 //! [`FullName`], [`Presented`] text), the ids that travel everywhere ([`UserId`], [`SessionId`]),
 //! the account as callers see it ([`User`]), the service-facing [`Caller`] and its
 //! [`Permission`]s, and the credentials as the database keeps them
-//! ([`PasswordHash`], [`RefreshTokenDigest`]). A function that takes an [`Email`] never checks an
+//! ([`PasswordHash`] in its [`HashScheme`], [`RefreshTokenDigest`]). A function that takes an [`Email`] never checks an
 //! email again; each parser reports the field it failed on. Nothing here knows about tonic or
 //! sqlx.
 
@@ -10,6 +10,7 @@ mod caller;
 mod email;
 mod event;
 mod full_name;
+mod imported_hash;
 mod mail;
 mod password;
 mod presented;
@@ -26,13 +27,18 @@ pub use email::{ConfusableKey, Email, EmailPrefix, NormalizedEmail};
 pub use event::{EventRecord, RevocationReason, UserEvent};
 pub use full_name::FullName;
 pub use identity_contract::{SessionId, TokenId, UserId};
+pub use imported_hash::argon2 as parse_argon2;
 pub use mail::{FailedMail, LinkPurpose, MailContent, MailId, MailKind, NewMail, OutboxMessage};
-pub use password::{Password, PasswordPolicy, PresentedPassword};
+pub use password::{
+    MAX_CHECKED_PASSWORD_BYTES, MAX_PASSWORD_BYTES, Password, PasswordPolicy, PresentedPassword,
+};
 pub use presented::Presented;
 pub use role::Role;
 pub use session::{SessionInfo, SessionOrigin};
-pub use stored::{PasswordHash, RefreshTokenDigest};
-pub use user::User;
+pub use stored::{
+    Argon2Bounds, HashScheme, ImportedHashError, PasswordHash, Pbkdf2Parts, RefreshTokenDigest,
+};
+pub use user::{ExternalId, User};
 
 /// One bad field of a request, named as in the `.proto` file.
 #[derive(Debug, Clone, PartialEq, Eq)]

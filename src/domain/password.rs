@@ -18,8 +18,12 @@ fn normalize(text: &str) -> String {
 }
 
 /// bcrypt reads at most 72 bytes, and the crate's non-truncating API refuses 72 or more, so the
-/// longest password that is checked in full is 71 bytes.
+/// longest password that can be set is 71 bytes.
 pub const MAX_PASSWORD_BYTES: usize = 71;
+
+/// The longest password read to be checked (nobody sends megabytes to be normalized and
+/// hashed); longer than [`MAX_PASSWORD_BYTES`] because imported hashes may be of longer ones.
+pub const MAX_CHECKED_PASSWORD_BYTES: usize = 1024;
 
 /// A password that met the policy, in NFKC. `Debug` never prints it.
 #[derive(Debug, Clone)]
@@ -107,29 +111,13 @@ impl PresentedPassword {
         super::Presented::parse(field, raw, max_bytes).map(|text| Self::new(text.into_inner()))
     }
 
-    /// A password presented to be checked against a hash the policy made: refused as well
-    /// when neither its NFKC form nor the text as sent fits in [`MAX_PASSWORD_BYTES`], since no
-    /// password that long can have been set (hashes made before normalization are of the text
-    /// as typed, also held to that ceiling). Refusing it here, before anything is counted,
-    /// keeps an over-long password from being a free way to count failures. Imported hashes of
-    /// longer passwords (another scheme) would need this ceiling raised for their accounts.
-    pub fn parse_settable(
-        field: &'static str,
-        raw: String,
-        max_bytes: usize,
-    ) -> Result<Self, FieldViolation> {
-        let password = Self::parse(field, raw, max_bytes)?;
-        if password.as_sent.expose_secret().len() > MAX_PASSWORD_BYTES
-            && password.expose().len() > MAX_PASSWORD_BYTES
-        {
-            return Err(FieldViolation::new(
-                field,
-                format!(
-                    "must be at most {MAX_PASSWORD_BYTES} bytes in UTF-8 (no longer password can be set)"
-                ),
-            ));
-        }
-        Ok(password)
+    /// A password presented to be checked against a stored hash (Login, ChangePassword's
+    /// current password): at most [`MAX_CHECKED_PASSWORD_BYTES`] as sent. Longer than bcrypt's
+    /// ceiling is allowed: an imported hash may be of such a password (a bcrypt one truncated
+    /// by the old app, or an Argon2 or PBKDF2 one); against any other hash it costs the same
+    /// full check as any wrong password, so it is no cheaper way to count failures.
+    pub fn parse_checked(field: &'static str, raw: String) -> Result<Self, FieldViolation> {
+        Self::parse(field, raw, MAX_CHECKED_PASSWORD_BYTES)
     }
 
     /// The normalized text: what a new hash is made of (a rehash at login).
@@ -206,7 +194,7 @@ mod tests {
     #[test]
     fn a_presented_password_is_checked_as_sent_against_a_hash_of_the_text_as_typed() {
         let presented = PresentedPassword::new("cafe\u{301}-maple".into());
-        let legacy = PasswordHash::from_stored("$2b$04$x".into(), false);
+        let legacy = PasswordHash::from_stored("$2b$04$x".into(), false, "bcrypt");
         let current = PasswordHash::new("$2b$04$x".into());
         assert_eq!(presented.text_for(&legacy), "cafe\u{301}-maple");
         assert_eq!(presented.text_for(&current), "caf\u{e9}-maple");
@@ -214,16 +202,13 @@ mod tests {
     }
 
     #[test]
-    fn a_presented_password_no_policy_could_have_set_is_refused() {
-        let parse = |raw: &str| PresentedPassword::parse_settable("password", raw.into(), 1024);
-        assert!(parse(&"a".repeat(MAX_PASSWORD_BYTES)).is_ok());
-        let error = parse(&"a".repeat(MAX_PASSWORD_BYTES + 1)).unwrap_err();
+    fn a_presented_password_is_read_up_to_the_checked_ceiling() {
+        let parse = |raw: &str| PresentedPassword::parse_checked("password", raw.into());
+        assert!(parse(&"a".repeat(MAX_PASSWORD_BYTES + 1)).is_ok(), "an imported hash may be of it");
+        assert!(parse(&"a".repeat(MAX_CHECKED_PASSWORD_BYTES)).is_ok());
+        let error = parse(&"a".repeat(MAX_CHECKED_PASSWORD_BYTES + 1)).unwrap_err();
         assert_eq!(error.field, "password");
-        assert!(error.description.contains("at most 71 bytes"), "{}", error.description);
-        // Long as sent but short in NFKC (fullwidth letters are 3 bytes, their NFKC 1): kept.
-        let fullwidth = "\u{ff41}".repeat(30);
-        assert!(fullwidth.len() > MAX_PASSWORD_BYTES);
-        assert!(parse(&fullwidth).is_ok());
+        assert!(error.description.contains("at most 1024 bytes"), "{}", error.description);
     }
 
     #[test]

@@ -25,10 +25,6 @@ use crate::{
     tokens::RefreshToken,
 };
 
-/// Longest text read as a login password before it is looked at (nobody sends megabytes to be
-/// normalized); anything past the policy's ceiling is then refused too (see
-/// `PresentedPassword::parse_settable`).
-const MAX_PRESENTED_PASSWORD_BYTES: usize = 1024;
 /// Ours are 43 characters; anything much longer is not one.
 const MAX_REFRESH_TOKEN_BYTES: usize = 512;
 
@@ -62,15 +58,12 @@ fn parse_signup(policy: &PasswordPolicy, request: &SignupRequest) -> Result<Sign
 /// password". The email must be a syntactically valid address, as at signup: a malformed one
 /// is INVALID_ARGUMENT naming `email`, which depends on the input alone and so says nothing
 /// about which accounts exist, and it costs no lockout row and no database round trip. So is a
-/// password longer than any the policy can have set: refused before anything is counted.
+/// password longer than any that is read (`PresentedPassword::parse_checked`): refused before
+/// anything is counted.
 fn parse_login(request: LoginRequest) -> Result<(Email, PresentedPassword), InvalidRequest> {
     let mut violations = Violations::default();
     let email = violations.check(Email::parse("email", &request.email));
-    let password = violations.check(PresentedPassword::parse_settable(
-        "password",
-        request.password,
-        MAX_PRESENTED_PASSWORD_BYTES,
-    ));
+    let password = violations.check(PresentedPassword::parse_checked("password", request.password));
     violations.finish(email.zip(password))
 }
 

@@ -65,6 +65,7 @@ fn user_message(user: &User) -> proto::User {
         email_verified: user.email_verified(),
         email_verified_at: user.email_verified_at.map(timestamp),
         roles: user.roles.iter().map(|role| role.as_str().to_owned()).collect(),
+        external_id: user.external_id.clone(),
     }
 }
 

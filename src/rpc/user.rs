@@ -23,10 +23,6 @@ use crate::{
     tokens::VerifiedToken,
 };
 
-/// Longest current password accepted: well above the policy's ceiling, so a password set under
-/// an older policy still works, yet nobody sends megabytes to be hashed.
-const MAX_CURRENT_PASSWORD_BYTES: usize = 1024;
-
 pub struct UserApi {
     identity: Arc<Identity>,
     policy: PasswordPolicy,
@@ -70,7 +66,7 @@ impl UserApi {
 
 /// The current password of a call that checks it.
 fn current_password(raw: String) -> Result<PresentedPassword, crate::domain::FieldViolation> {
-    PresentedPassword::parse_settable("current_password", raw, MAX_CURRENT_PASSWORD_BYTES)
+    PresentedPassword::parse_checked("current_password", raw)
 }
 
 #[tonic::async_trait]

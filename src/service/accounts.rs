@@ -6,7 +6,10 @@ use super::{throttle::PASSWORD_CHANGE_FAILURES_END_SESSION, verification::Verifi
 use crate::metrics::{LOGINS, SESSIONS_ENDED_FOR_GUESSING};
 use crate::{
     clients::Requester,
-    domain::{Email, FullName, Password, PresentedPassword, RevocationReason, SessionOrigin, User, UserId},
+    domain::{
+        Email, FullName, MAX_PASSWORD_BYTES, Password, PresentedPassword, RevocationReason, SessionOrigin, User,
+        UserId,
+    },
     error::AppError,
     passwords::HashError,
     store::{NewUser, PasswordChange, StoreError, UserRecord},
@@ -51,6 +54,7 @@ impl Identity {
                     created_at: user.now,
                     email_verified_at: None,
                     roles: Vec::new(),
+                    external_id: None,
                 })
             }
             Err(StoreError::UniqueViolation) => Err(AppError::EmailTaken),
@@ -122,8 +126,11 @@ impl Identity {
     }
 
     /// Raising `IDENTITY_BCRYPT_COST` upgrades each user at their next successful login, the
-    /// only time the service holds the plain password. Best effort: a failure here does not
-    /// fail the login.
+    /// only time the service holds the plain password, and so does an imported hash (another
+    /// scheme) become bcrypt at the configured cost. A password bcrypt cannot hold in full
+    /// (over [`MAX_PASSWORD_BYTES`] in NFKC: only an imported hash can be of one) keeps its
+    /// imported hash, still counted by `identity user hash-schemes`, until its owner changes
+    /// it. Best effort: a failure here does not fail the login.
     async fn rehash_if_weaker(
         &self,
         record: &UserRecord,
@@ -132,6 +139,11 @@ impl Identity {
     ) {
         let user = &record.user;
         if !self.hasher.needs_rehash(&record.password_hash) {
+            return;
+        }
+        if password.expose().len() > MAX_PASSWORD_BYTES {
+            tracing::info!(user_id = %user.id, scheme = record.password_hash.scheme_name(),
+                "password too long for bcrypt: the imported hash stays until the password is changed");
             return;
         }
         let stronger = match self.hasher.hash_presented(password, requester).await {
@@ -143,9 +155,8 @@ impl Identity {
             }
         };
         match self.store.upgrade_password_hash(user.id, &record.password_hash, &stronger).await {
-            Ok(_) => {
-                tracing::info!(user_id = %user.id, cost = self.hasher.cost(), "password rehashed at the configured cost")
-            }
+            Ok(_) => tracing::info!(user_id = %user.id, cost = self.hasher.cost(),
+                from = record.password_hash.scheme_name(), "password rehashed at the configured cost"),
             Err(error) => tracing::warn!(user_id = %user.id, %error, "could not store a rehashed password"),
         }
     }

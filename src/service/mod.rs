@@ -1,5 +1,5 @@
 //! The identity logic behind the RPCs and the operator CLI: accounts, sessions, token checks,
-//! operator actions on accounts and service keys, and who may call the service-facing RPCs. It speaks in domain types and `AppError`, uses `store`,
+//! operator actions on accounts and service keys, moving accounts in and out, and who may call the service-facing RPCs. It speaks in domain types and `AppError`, uses `store`,
 //! `tokens` and `passwords`, and knows nothing of tonic; the `rpc` layer and `cli` convert to
 //! and from their own forms.
 
@@ -13,6 +13,7 @@ mod mail;
 mod recovery;
 mod sessions;
 mod throttle;
+mod transfer;
 mod verification;
 
 use std::{sync::Arc, time::Duration};
@@ -29,6 +30,7 @@ pub use mail::{FAILED_LIST_LIMIT, MailAdmin};
 pub use recovery::RecoverySettings;
 pub use sessions::SessionTokens;
 pub use throttle::{LockoutPolicy, PASSWORD_CHANGE_FAILURES_END_SESSION, THROTTLE_MEMORY};
+pub use transfer::{AccountTransfer, EXPORT_PAGE, ExportedUser};
 
 use crate::{
     clients::Requester,

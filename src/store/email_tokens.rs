@@ -401,7 +401,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Option<(UserId, Option<Revocation>)>, StoreError> {
         const SET_PASSWORD: &str =
-            "UPDATE users SET password_hash = $1, password_normalized = $4, updated_at = $2,
+            "UPDATE users SET password_hash = $1, password_normalized = $4, password_scheme = $5, updated_at = $2,
                  email_verified_at = CASE WHEN email_verified THEN email_verified_at ELSE $2 END,
                  email_verified = TRUE
              WHERE id = $3 AND is_active RETURNING email_lower, email, email_verified_at = $2";
@@ -425,6 +425,7 @@ impl Store {
                 .bind(now)
                 .bind(user_id)
                 .bind(new_hash.is_of_normalized_text())
+                .bind(new_hash.scheme_name())
                 .fetch_optional(&mut *tx)
                 .await?;
             let Some((email_lower, email, newly_verified)) = updated else { return Ok(None) };

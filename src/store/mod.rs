@@ -3,7 +3,7 @@
 //! (both databases take `$N` placeholders, `RETURNING` and `ON CONFLICT`, and every timestamp is
 //! bound by the service from its clock rather than taken from the database's `now()`) and
 //! type-checked per backend by [`with_pool!`]. One file per table family: `users`, `sessions`,
-//! `attempts`, the admin `directory`, `service_keys`, the mail `outbox` and the `email_tokens` its links carry, the revocation `listener`, and a test-only API in `testing`. No business rules
+//! `attempts`, the admin `directory`, `service_keys`, the mail `outbox` and the `email_tokens` its links carry, `imports` (and exports), the revocation `listener`, and a test-only API in `testing`. No business rules
 //! live here.
 
 mod attempts;
@@ -12,6 +12,7 @@ mod email_tokens;
 mod error;
 mod events;
 mod guard;
+mod imports;
 mod listener;
 mod outbox;
 mod sequence;
@@ -38,6 +39,7 @@ pub use directory::{RoleChange, RolesChanged, UserChanges, UserCursor, UserFilte
 pub use email_tokens::{EmailVerified, LinkRequested, LinkToken, ResetRequestWork, ResetRequested};
 pub use error::StoreError;
 pub use events::{EVENTS_CHANNEL, EventBounds};
+pub use imports::{CollisionKind, ImportMode, ImportOutcome, ImportedUser, PageCursor, SchemeCount};
 pub use listener::{EVENT_LISTENER_APPLICATION_NAME, Hints, LISTENER_APPLICATION_NAME};
 pub use outbox::{FailedAttempt, MailClaim};
 pub use service_keys::ServiceKeyRecord;

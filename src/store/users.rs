@@ -40,12 +40,14 @@ pub(super) struct UserRow {
     full_name: String,
     password_hash: String,
     password_normalized: bool,
+    password_scheme: String,
     is_active: bool,
     created_at: DateTime<Utc>,
     email_verified: bool,
     email_verified_at: Option<DateTime<Utc>>,
     /// Comma-separated, unordered; NULL when none.
     roles: Option<String>,
+    external_id: Option<String>,
 }
 
 impl From<UserRow> for UserRecord {
@@ -60,8 +62,13 @@ impl From<UserRow> for UserRecord {
                 // Both columns are written together; the flag is what a query filters on.
                 email_verified_at: row.email_verified_at.filter(|_| row.email_verified),
                 roles: Role::from_stored_list(row.roles.as_deref()),
+                external_id: row.external_id,
             },
-            password_hash: PasswordHash::from_stored(row.password_hash, row.password_normalized),
+            password_hash: PasswordHash::from_stored(
+                row.password_hash,
+                row.password_normalized,
+                &row.password_scheme,
+            ),
         }
     }
 }
@@ -69,7 +76,8 @@ impl From<UserRow> for UserRecord {
 /// The `users` columns [`UserRow`] reads (all but `roles`).
 macro_rules! own_user_columns {
     () => {
-        "id, email, full_name, password_hash, password_normalized, is_active, created_at, email_verified, email_verified_at"
+        "id, email, full_name, password_hash, password_normalized, password_scheme, is_active, created_at, \
+         email_verified, email_verified_at, external_id"
     };
 }
 
@@ -241,7 +249,8 @@ impl Store {
         keep: Option<SessionId>,
         now: DateTime<Utc>,
     ) -> Result<PasswordChange, StoreError> {
-        const UPDATE: &str = "UPDATE users SET password_hash = $1, password_normalized = $5, updated_at = $2
+        const UPDATE: &str = "UPDATE users SET password_hash = $1, password_normalized = $5,
+                 password_scheme = $6, updated_at = $2
              WHERE id = $3 AND password_hash = $4";
         let change = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
@@ -251,6 +260,7 @@ impl Store {
                 .bind(user_id.into_uuid())
                 .bind(expected.expose())
                 .bind(new.is_of_normalized_text())
+                .bind(new.scheme_name())
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
@@ -265,21 +275,23 @@ impl Store {
         Ok(change)
     }
 
-    /// Replaces a password hash with a stronger one of the same password (a higher cost, or of
-    /// the normalized text), unless it changed.
+    /// Replaces a password hash with a stronger one of the same password (a higher cost, of the
+    /// normalized text, or bcrypt in place of an imported scheme), unless it changed.
     pub async fn upgrade_password_hash(
         &self,
         user_id: UserId,
         old: &PasswordHash,
         new: &PasswordHash,
     ) -> Result<bool, StoreError> {
-        const SQL: &str = "UPDATE users SET password_hash = $1, password_normalized = $4
+        const SQL: &str =
+            "UPDATE users SET password_hash = $1, password_normalized = $4, password_scheme = $5
              WHERE id = $2 AND password_hash = $3";
         let updated = with_pool!(self, pool => sqlx::query(SQL)
             .bind(new.expose())
             .bind(user_id.into_uuid())
             .bind(old.expose())
             .bind(new.is_of_normalized_text())
+            .bind(new.scheme_name())
             .execute(pool)
             .await
             .map(|done| done.rows_affected()))?;

@@ -106,7 +106,7 @@ async fn service_key_commands_refuse_bad_names_permissions_and_duplicates(app: T
     assert!(output.stdout.is_empty(), "no key printed for a refused name");
 }
 
-fn identity(app: &TestApp, args: &[&str]) -> std::process::Output {
+pub fn identity(app: &TestApp, args: &[&str]) -> std::process::Output {
     identity_logging(app, args, "warn")
 }
 

@@ -312,7 +312,7 @@ async fn fresh_database(backend: Backend) -> Option<TestDatabase> {
 }
 
 /// `admin_url` with its database name replaced by `name`.
-fn with_database(admin_url: &str, name: &str) -> String {
+pub fn with_database(admin_url: &str, name: &str) -> String {
     let (without_query, query) = admin_url.split_once('?').map_or((admin_url, None), |(u, q)| (u, Some(q)));
     let authority_start = without_query.find("://").map_or(0, |i| i + 3);
     let base = match without_query[authority_start..].find('/') {

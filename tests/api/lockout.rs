@@ -3,6 +3,8 @@
 
 use std::{net::IpAddr, time::Duration};
 
+use identity::domain::MAX_CHECKED_PASSWORD_BYTES;
+
 use identity::proto::{
     ChangePasswordRequest, GetCurrentUserRequest, LoginRequest, auth_service_client::AuthServiceClient,
 };
@@ -22,6 +24,7 @@ on_both_backends!(
     the_email_locks_after_the_threshold_of_consecutive_failures_from_all_clients,
     concurrent_wrong_logins_from_one_client_get_at_most_the_free_failures_checked,
     an_over_long_password_is_refused_before_anything_is_counted,
+    a_password_bcrypt_cannot_hold_costs_a_full_check_like_any_wrong_one,
     twenty_attackers_for_a_minute_get_no_more_than_the_budget_and_the_owner_still_logs_in,
     guessing_the_current_password_is_throttled_and_ends_the_session,
 );
@@ -157,13 +160,29 @@ async fn an_over_long_password_is_refused_before_anything_is_counted(app: TestAp
     let (user, _) = app.signed_in_user().await;
     let mut auth = auth_from(&app, 2).await;
     let rows_before = app.store.lockout_rows().await.unwrap();
-    for length in [72, 100, 1000, 5000] {
+    for length in [MAX_CHECKED_PASSWORD_BYTES + 1, 5000] {
         let status =
             assert_code(login(&mut auth, &user.email, &"x".repeat(length)).await, Code::InvalidArgument);
         assert_eq!(bad_fields(&status), ["password"]);
     }
     assert_eq!(app.store.lockout_rows().await.unwrap(), rows_before, "nothing was counted");
     login(&mut auth, &user.email, PASSWORD).await.expect("the account is untouched");
+}
+
+/// Longer than bcrypt holds but within what is read (an imported hash may be of such a
+/// password): checked at the full cost of any wrong password, and counted like one.
+async fn a_password_bcrypt_cannot_hold_costs_a_full_check_like_any_wrong_one(app: TestApp) {
+    let (user, _) = app.signed_in_user().await;
+    let mut auth = auth_from(&app, 2).await;
+    let one_verify = 1u64 << 4;
+    for length in [72, 100, 1000] {
+        let (_, work_before) = app.identity().hash_pool_stats();
+        assert_code(login(&mut auth, &user.email, &"x".repeat(length)).await, Code::Unauthenticated);
+        let (_, work_after) = app.identity().hash_pool_stats();
+        assert_eq!(work_after - work_before, one_verify, "{length} bytes");
+    }
+    let email = user.email.to_lowercase();
+    assert_eq!(app.store.throttled_failures(&email).await.unwrap(), 3);
 }
 
 /// The target: 20 addresses guess at full speed for a minute (the injected clock moves

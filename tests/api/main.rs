@@ -13,6 +13,7 @@ mod devices;
 mod events;
 mod ext_authz;
 mod health;
+mod import;
 mod lockout;
 mod login;
 mod mail;

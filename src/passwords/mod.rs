@@ -1,26 +1,34 @@
-//! Password hashing and checking with bcrypt, run on [`HashPool`]'s dedicated low-priority
-//! threads behind a fair bounded queue, never on a tokio worker thread.
+//! Password hashing with bcrypt and checking in every stored [`HashScheme`](crate::domain::HashScheme)
+//! (see [`schemes`]), run on [`HashPool`]'s dedicated low-priority threads behind a fair bounded
+//! queue, never on a tokio worker thread.
 //!
 //! Every check of a password costs one verify at the configured cost, whatever is stored: an
-//! unknown email checks a dummy hash, and a hash made at a lower cost (before
-//! `IDENTITY_BCRYPT_COST` was raised) is topped up with dummy verifies at each cost from its own
-//! to the configured one less one, which adds up to the same bcrypt work (2^c + 2^c + 2^(c+1) +
-//! ... + 2^(n-1) = 2^n). A hash bcrypt cannot read (another scheme) gets the full dummy verify on
-//! top. The slow path is the only path, so timing does not tell which emails have accounts.
+//! unknown email checks a dummy hash, and a bcrypt hash made at a lower cost (before
+//! `IDENTITY_BCRYPT_COST` was raised, or imported) is topped up with dummy verifies at each cost
+//! from its own to the configured one less one, which adds up to the same bcrypt work
+//! (2^c + 2^c + 2^(c+1) + ... + 2^(n-1) = 2^n). A check in another imported scheme (Argon2,
+//! PBKDF2) is measured and topped up with dummies at the costs whose expected times fill what
+//! is left of one verify at the configured cost (see [`padding`]); one slower than that is not
+//! topped up. Nothing checked (no account, no password, a password bcrypt made here cannot hold,
+//! an unreadable hash) gets the full dummy verify. The slow path is the only path, so timing
+//! does not tell which emails have accounts.
+
+mod schemes;
 
 use std::{
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use secrecy::{ExposeSecret, SecretString};
 
+use self::schemes::Spent;
 use crate::{
     clients::Requester,
-    domain::{Password, PasswordHash, PresentedPassword},
+    domain::{HashScheme, Password, PasswordHash, PresentedPassword},
     hash_pool::{FAILURE_TURNS, HashPool, PoolError},
 };
 
@@ -55,14 +63,24 @@ fn random_password() -> SecretString {
 /// Hashes and verifies passwords at the configured cost.
 #[derive(Clone)]
 pub struct PasswordHasher {
-    cost: u32,
     pool: HashPool,
+    costs: Costs,
+}
+
+/// The configured cost and what keeps every check at it; what a job on a hash thread takes
+/// along.
+#[derive(Clone)]
+struct Costs {
+    cost: u32,
     /// Hashes of a random password at every cost from [`MIN_COST`] to `cost` (index `c -
     /// MIN_COST`): what an unknown email is checked against, and what tops up a cheaper hash.
     dummies: Arc<Vec<PasswordHash>>,
     /// bcrypt work done, in rounds (2^cost per hash or verify): the deterministic measure of
     /// how much a path costs, for tests.
     work: Arc<AtomicU64>,
+    /// How long the latest verify at the configured cost took, in nanoseconds (at first, the
+    /// dummy's hashing at startup): what a check in another scheme is topped up to.
+    one_verify_ns: Arc<AtomicU64>,
 }
 
 impl PasswordHasher {
@@ -96,7 +114,9 @@ impl PasswordHasher {
         );
         let pool = HashPool::start(threads, queue, one_job)
             .map_err(|e| HashError::Failed(format!("cannot start hashing thread: {e}")))?;
-        Ok(Self { cost, pool, dummies: Arc::new(dummies), work: Arc::default() })
+        let one_verify_ns = Arc::new(AtomicU64::new(one_job.as_nanos() as u64));
+        let costs = Costs { cost, dummies: Arc::new(dummies), work: Arc::default(), one_verify_ns };
+        Ok(Self { pool, costs })
     }
 
     /// Jobs that may wait for a thread.
@@ -116,12 +136,12 @@ impl PasswordHasher {
     }
 
     pub fn cost(&self) -> u32 {
-        self.cost
+        self.costs.cost
     }
 
     /// bcrypt rounds done so far (2^cost for each hash or verify).
     pub fn work_done(&self) -> u64 {
-        self.work.load(Ordering::Relaxed)
+        self.costs.work.load(Ordering::Relaxed)
     }
 
     pub async fn hash(&self, password: &Password, requester: &Requester) -> Result<PasswordHash, HashError> {
@@ -142,7 +162,7 @@ impl PasswordHasher {
         password: SecretString,
         requester: &Requester,
     ) -> Result<PasswordHash, HashError> {
-        let (cost, work) = (self.cost, Arc::clone(&self.work));
+        let (cost, work) = (self.costs.cost, Arc::clone(&self.costs.work));
         let hashed = self
             .pool
             .run(
@@ -159,38 +179,34 @@ impl PasswordHasher {
     }
 
     /// Checks `password` against `hash` (`None`: there is no account) at the cost of one verify
-    /// at the configured cost, as the module says. A password bcrypt cannot check in full never
-    /// matches. A hash made before passwords were normalized is checked against the text as
-    /// sent, any other (dummies included) against its NFKC form, both computed when it was
-    /// parsed. A mismatch charges the requester extra turns in the pool.
+    /// at the configured cost, as the module says. A hash made before passwords were
+    /// normalized, or imported, is checked against the text as sent, any other against its NFKC
+    /// form, both computed when it was parsed. A mismatch charges the requester extra turns in
+    /// the pool.
     pub async fn verify(
         &self,
         password: &PresentedPassword,
         hash: Option<&PasswordHash>,
         requester: &Requester,
     ) -> Result<bool, HashError> {
-        let top_up = self.top_up(hash);
         let stored = hash.map(|hash| (hash.clone(), SecretString::from(password.text_for(hash))));
         let password = SecretString::from(password.expose());
-        let work = Arc::clone(&self.work);
+        let costs = self.costs.clone();
         let matches = self
             .pool
             .run(
                 requester,
                 move || {
-                    let verify = |hash: &PasswordHash, text: &SecretString| {
-                        let outcome = bcrypt::non_truncating_verify(text.expose_secret(), hash.expose());
-                        // Refused before hashing (a password bcrypt would truncate): no work.
-                        if outcome.is_ok()
-                            && let Some(cost) = hash.cost()
-                        {
-                            work.fetch_add(1 << cost, Ordering::Relaxed);
-                        }
-                        outcome.unwrap_or(false)
+                    let started = Instant::now();
+                    let (matches, spent) = match &stored {
+                        Some((hash, text)) => schemes::check(hash, text.expose_secret()),
+                        None => (false, Spent::Nothing),
                     };
-                    let matches = stored.as_ref().is_some_and(|(hash, text)| verify(hash, text));
-                    for dummy in &top_up {
-                        verify(dummy, &password);
+                    if let Spent::Bcrypt(cost) = spent {
+                        costs.done(cost, started);
+                    }
+                    for cost in costs.top_up(spent, started.elapsed()) {
+                        costs.verify_dummy(cost, &password);
                     }
                     matches
                 },
@@ -200,23 +216,65 @@ impl PasswordHasher {
         Ok(matches)
     }
 
-    /// The dummy hashes to verify besides `stored` so the whole costs one verify at the
-    /// configured cost.
-    fn top_up(&self, stored: Option<&PasswordHash>) -> Vec<PasswordHash> {
-        let dummy = |cost: u32| self.dummies.get(cost.saturating_sub(MIN_COST) as usize).cloned();
-        match stored.and_then(PasswordHash::cost) {
-            Some(cost) if cost >= self.cost => Vec::new(),
-            Some(cost) if cost >= MIN_COST => (cost..self.cost).filter_map(dummy).collect(),
-            // No account, another scheme, or nonsense: the full dummy verify.
-            _ => dummy(self.cost).into_iter().collect(),
+    /// True when a stored hash is not bcrypt made here (it was imported), was made at a lower
+    /// cost than the one configured now, or of the password as typed rather than of its
+    /// normalized form.
+    pub fn needs_rehash(&self, hash: &PasswordHash) -> bool {
+        hash.scheme() != Some(HashScheme::Bcrypt)
+            || !hash.is_of_normalized_text()
+            || hash.cost().is_some_and(|cost| cost < self.costs.cost)
+    }
+}
+
+impl Costs {
+    /// Records a bcrypt verify at `cost` that started at `started`.
+    fn done(&self, cost: u32, started: Instant) {
+        self.work.fetch_add(1 << cost, Ordering::Relaxed);
+        if cost == self.cost {
+            self.one_verify_ns.store(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         }
     }
 
-    /// True when a stored hash was made at a lower cost than the one configured now, or of the
-    /// password as typed rather than of its normalized form.
-    pub fn needs_rehash(&self, hash: &PasswordHash) -> bool {
-        !hash.is_of_normalized_text() || hash.cost().is_some_and(|cost| cost < self.cost)
+    /// Verifies `password` against the dummy of `cost` (its outcome does not matter, only its
+    /// work: truncating, so that a password of any length costs the same).
+    fn verify_dummy(&self, cost: u32, password: &SecretString) {
+        let Some(dummy) = self.dummies.get(cost.saturating_sub(MIN_COST) as usize) else { return };
+        let started = Instant::now();
+        let _ = bcrypt::verify(password.expose_secret(), dummy.expose());
+        self.done(cost, started);
     }
+
+    /// The costs of the dummy verifies that bring a check which `spent` this much (and took
+    /// `took`) up to one verify at the configured cost.
+    fn top_up(&self, spent: Spent, took: Duration) -> Vec<u32> {
+        match spent {
+            Spent::Bcrypt(cost) if cost >= self.cost => Vec::new(),
+            Spent::Bcrypt(cost) if cost >= MIN_COST => (cost..self.cost).collect(),
+            Spent::Measured => {
+                let one_verify = Duration::from_nanos(self.one_verify_ns.load(Ordering::Relaxed));
+                padding(one_verify.saturating_sub(took), one_verify, self.cost)
+            }
+            // No account, no password, or nothing bcrypt could check: the full dummy verify.
+            Spent::Bcrypt(_) | Spent::Nothing => vec![self.cost],
+        }
+    }
+}
+
+/// The costs of dummy verifies whose expected times (`one_verify` at `cost`, half that at each
+/// cost below) add up to as much of `remaining` as they can, largest first: what tops a check in
+/// another scheme up to one verify at the configured cost, to within one verify at
+/// [`MIN_COST`] (1/256 of it at cost 12).
+fn padding(remaining: Duration, one_verify: Duration, cost: u32) -> Vec<u32> {
+    let mut left = remaining;
+    let mut costs = Vec::new();
+    for at in (MIN_COST..=cost).rev() {
+        let takes = one_verify / (1u32 << (cost - at).min(31));
+        if takes <= left && !takes.is_zero() {
+            costs.push(at);
+            left -= takes;
+        }
+    }
+    costs
 }
 
 impl From<PoolError> for HashError {
@@ -263,7 +321,8 @@ mod tests {
     async fn a_lower_cost_hash_needs_rehashing() {
         let low = PasswordHasher::start(4, 1, Some(4)).await.unwrap();
         let hash = low.hash(&password("maple-orbit-tundra-42"), &LOCAL).await.unwrap();
-        let high = PasswordHasher { cost: 5, ..low.clone() };
+        let mut high = low.clone();
+        high.costs.cost = 5;
         assert!(high.needs_rehash(&hash));
         assert!(!low.needs_rehash(&hash));
     }
@@ -283,6 +342,34 @@ mod tests {
             }
         }
         assert!(high.verify(&presented("maple-orbit-tundra-42"), Some(&old), &LOCAL).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn imported_hashes_verify_and_need_rehashing_and_over_long_passwords_cost_a_full_verify() {
+        let hasher = PasswordHasher::start(5, 1, Some(4)).await.unwrap();
+        let django = PasswordHash::parse_imported(
+            "pbkdf2_sha256$100000$9TnZargDBqp66CdF2kl2eA$OYhPIdCN3YOX90hUgHuY6DwKB3FevQ1NzyWdS3L/qrY=",
+        )
+        .unwrap();
+        assert!(hasher.verify(&presented("heidi-django-pbkdf2"), Some(&django), &LOCAL).await.unwrap());
+        assert!(hasher.needs_rehash(&django));
+        let ours = hasher.hash(&password("maple-orbit-tundra-42"), &LOCAL).await.unwrap();
+        assert!(!hasher.needs_rehash(&ours));
+        for stored in [Some(&ours), None] {
+            let before = hasher.work_done();
+            assert!(!hasher.verify(&presented(&"x".repeat(200)), stored, &LOCAL).await.unwrap());
+            assert_eq!(hasher.work_done() - before, 1 << 5, "{stored:?}");
+        }
+    }
+
+    #[test]
+    fn padding_fills_what_is_left_of_one_verify_largest_first() {
+        let one = Duration::from_millis(256);
+        // Nothing spent: every cost below the configured one (128 + 64 + ... + 16 ms = 240 ms).
+        assert_eq!(padding(Duration::from_millis(255), one, 8), [7, 6, 5, 4]);
+        assert_eq!(padding(Duration::from_millis(100), one, 8), [6, 5]);
+        assert_eq!(padding(Duration::from_millis(10), one, 8), Vec::<u32>::new());
+        assert_eq!(padding(Duration::ZERO, one, 12), Vec::<u32>::new());
     }
 
     #[test]
