@@ -48,7 +48,7 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use tonic_types::StatusExt;
 
 const PASSWORD: &str = "bench-orbit-tundra-42-vessel";
-const ALL: &str = "inprocess,echo,validate-repeated,ext-authz,validate-new,jwks,refresh,reset,delivery,signup,login,health-under-login,purge,retry-storm,fair-flood,cost-upgrade";
+const ALL: &str = "inprocess,echo,validate-repeated,ext-authz,validate-new,jwks,refresh,reset,delivery,signup,login,health-under-login,purge,retry-storm,fair-flood,cost-upgrade,import";
 
 #[derive(Parser)]
 #[command(about = "Load scenarios against an in-process identity server")]
@@ -56,7 +56,7 @@ struct Args {
     /// Comma-separated scenarios: inprocess, echo, validate-repeated, ext-authz (Envoy's Check
     /// with a repeated token, in the same rounds as echo), validate-new, jwks,
     /// refresh, reset, delivery, signup, login, health-under-login, purge, retry-storm,
-    /// fair-flood, cost-upgrade. `reset` runs RequestPasswordReset for existing and for unknown
+    /// fair-flood, cost-upgrade, import. `reset` runs RequestPasswordReset for existing and for unknown
     /// emails in alternating rounds, at --concurrency and from one client, and prints the
     /// medians of both; `delivery` times --mail-messages through the outbox to an SMTP server
     /// in this process.
@@ -96,7 +96,10 @@ struct Args {
     /// Messages queued and delivered in the delivery scenario.
     #[arg(long, default_value_t = 2000)]
     mail_messages: usize,
-    /// Failed logins timed per path in cost-upgrade.
+    /// Users `identity import` reads from JSON Lines in the import scenario.
+    #[arg(long, default_value_t = 100_000)]
+    import_users: usize,
+    /// Failed logins timed per path in cost-upgrade (and per scheme in import).
     #[arg(long, default_value_t = 30)]
     upgrade_samples: usize,
     /// HTTP/2 connections the client spreads its requests over.
@@ -596,6 +599,9 @@ async fn main() {
     if wants("cost-upgrade") {
         cost_upgrade(&args).await;
     }
+    if wants("import") {
+        import_scenario(&args).await;
+    }
 
     println!();
     println!(
@@ -811,6 +817,13 @@ impl Server {
         let config = identity::testing::config(data_dir.path(), vars).expect("valid configuration");
         let server = TestServer::start(&config).await.expect("server serves");
         Self { config, identity: server.identity(), addr: server.addr(), _server: server, _data_dir: None }
+    }
+
+    /// A server at `args.cost` whose login failures are never throttled: for scenarios that
+    /// time hashing, not the lockout.
+    async fn unthrottled(args: &Args, data_dir: &tempfile::TempDir) -> Self {
+        let env = [("IDENTITY_LOGIN_FREE_FAILURES", "1000000"), ("IDENTITY_LOCKOUT_THRESHOLD", "0")];
+        Self::start_in(args, args.cost, data_dir, &env).await
     }
 
     /// Signs up `count` users at this server's cost and returns their emails.
@@ -1172,29 +1185,12 @@ async fn cost_upgrade(args: &Args) {
     let old = Server::start_in(args, low, &data_dir, &[]).await;
     let users = old.users(args.upgrade_samples.clamp(1, 8)).await;
     drop(old);
-    // Failures here would be throttled: this scenario times hashing, not the lockout.
-    let server = Server::start_in(
-        args,
-        args.cost,
-        &data_dir,
-        &[("IDENTITY_LOGIN_FREE_FAILURES", "1000000"), ("IDENTITY_LOCKOUT_THRESHOLD", "0")],
-    )
-    .await;
+    let server = Server::unthrottled(args, &data_dir).await;
     let mut auth = AuthServiceClient::new(channels(server.addr, 1).await.remove(0));
     let (mut existing, mut unknown) = (Vec::new(), Vec::new());
     for n in 0..args.upgrade_samples {
-        for (email, times) in [
-            (users[n % users.len()].clone(), &mut existing),
-            (format!("nobody-{n}@example.com"), &mut unknown),
-        ] {
-            let started = Instant::now();
-            let status = auth
-                .login(LoginRequest { email, password: "not-the-password-at-all".into() })
-                .await
-                .expect_err("a wrong password fails");
-            assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
-            times.push(started.elapsed().as_secs_f64() * 1000.0);
-        }
+        existing.push(failed_login_ms(&mut auth, users[n % users.len()].clone()).await);
+        unknown.push(failed_login_ms(&mut auth, format!("nobody-{n}@example.com")).await);
     }
     let (existing, unknown) = (median(&mut existing).unwrap_or(0.0), median(&mut unknown).unwrap_or(0.0));
     println!(
@@ -1235,4 +1231,109 @@ async fn paced_health_probe(channel: Channel, duration: Duration, every: Duratio
     }
     report.elapsed = started.elapsed();
     report
+}
+
+/// `identity import` of `--import-users` users from JSON Lines into a fresh database (the real
+/// binary; no hash is computed), its re-run (every user skipped), then failed-login medians for
+/// accounts with each imported scheme (the fixtures: bcrypt cost 12, Argon2id m=19 MiB t=2,
+/// passlib PBKDF2 29,000 rounds, Django PBKDF2 100,000 rounds) and for unknown emails.
+async fn import_scenario(args: &Args) {
+    use std::io::Write;
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::unthrottled(args, &data_dir).await;
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/import");
+    let tutorial: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{fixtures}/tutorial_users.json")).unwrap())
+            .unwrap();
+    let bcrypt_12 = tutorial[0]["hashed_password"].as_str().unwrap().to_owned();
+    let run_id = uuid::Uuid::new_v4().simple().to_string();
+    let file = data_dir.path().join("users.jsonl");
+    {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
+        for n in 0..args.import_users {
+            let line = serde_json::json!({"email": format!("import-{n}-{run_id}@example.com"),
+                "full_name": format!("Imported {n}"), "password_hash": bcrypt_12, "external_id": format!("{run_id}-{n}")});
+            writeln!(out, "{line}").unwrap();
+        }
+        out.flush().unwrap();
+    }
+    let import = |path: &std::path::Path| {
+        let started = Instant::now();
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_identity"))
+            .arg("import")
+            .arg("--from-jsonl")
+            .arg(path)
+            .arg("--mapping")
+            .arg(data_dir.path().join("mapping.csv"))
+            .env_clear()
+            .env("IDENTITY_DATABASE_URL", server.config.database_url.expose_secret())
+            .env("IDENTITY_DATA_DIR", data_dir.path())
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("the identity binary runs");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        (started.elapsed(), String::from_utf8_lossy(&output.stdout).into_owned())
+    };
+    for pass in ["import", "re-run (all skipped)"] {
+        let (took, summary) = import(&file);
+        println!(
+            "import {pass}: {} users from JSON Lines in {:.1} s ({:.0} users/s), backend {}: {}",
+            args.import_users,
+            took.as_secs_f64(),
+            args.import_users as f64 / took.as_secs_f64(),
+            if server.config.is_postgres() { "postgres" } else { "sqlite" },
+            summary.lines().next().unwrap_or_default()
+        );
+    }
+    // One account per scheme, never logged in to (a success would rehash it).
+    let schemes = data_dir.path().join("schemes.jsonl");
+    let mut lines: Vec<String> = std::fs::read_to_string(format!("{fixtures}/other_schemes.jsonl"))
+        .unwrap()
+        .lines()
+        .take(4)
+        .map(|line| {
+            line.replace("@example.com", &format!("-{run_id}@example.com"))
+                .replace("\"external_id\": \"", &format!("\"external_id\": \"{run_id}-"))
+        })
+        .collect();
+    lines.push(
+        serde_json::json!({"email": format!("bcrypt-{run_id}@example.com"), "password_hash": bcrypt_12})
+            .to_string(),
+    );
+    std::fs::write(&schemes, lines.join("\n")).unwrap();
+    import(&schemes);
+    let mut auth = AuthServiceClient::new(channels(server.addr, 1).await.remove(0));
+    let mut time_failures = async |email: String| {
+        let mut times = Vec::new();
+        for _ in 0..args.upgrade_samples {
+            times.push(failed_login_ms(&mut auth, email.clone()).await);
+        }
+        median(&mut times).unwrap_or(0.0)
+    };
+    let unknown = time_failures(format!("nobody-{run_id}@example.com")).await;
+    let mut report = format!(
+        "imported hashes, failed login medians over {} each at cost {}: unknown email {unknown:.1} ms",
+        args.upgrade_samples, args.cost
+    );
+    for (who, scheme) in [
+        ("erin", "argon2id"),
+        ("grace", "pbkdf2-sha256"),
+        ("heidi", "django-pbkdf2-sha256"),
+        ("bcrypt", "bcrypt-12"),
+    ] {
+        let took = time_failures(format!("{who}-{run_id}@example.com")).await;
+        report += &format!(", {scheme} {took:.1} ms ({:.2}x)", took / unknown.max(1e-9));
+    }
+    println!("{report}");
+}
+
+/// How long a login of `email` with a wrong password takes, in milliseconds.
+async fn failed_login_ms(auth: &mut AuthServiceClient<Channel>, email: String) -> f64 {
+    let started = Instant::now();
+    let status = auth
+        .login(LoginRequest { email, password: "not-the-password-at-all".into() })
+        .await
+        .expect_err("a wrong password fails");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    started.elapsed().as_secs_f64() * 1000.0
 }

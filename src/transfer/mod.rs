@@ -51,7 +51,7 @@ pub struct ImportArgs {
     /// Report what would happen; write nothing.
     #[arg(long)]
     dry_run: bool,
-    /// Where to write the mapping from old id to new user id (CSV, mode 0600).
+    /// Where to write the mapping from old id to new user id (CSV, mode 0600; not in a dry run).
     #[arg(long, value_name = "FILE", default_value = "identity-import-mapping.csv")]
     mapping: PathBuf,
 }
@@ -125,7 +125,8 @@ struct Run {
     pending: Vec<(u64, Option<String>, String)>,
     batch: Vec<ImportedUser>,
     tally: Tally,
-    mapping: BufWriter<std::fs::File>,
+    /// `None` in a dry run: its ids are never stored.
+    mapping: Option<BufWriter<std::fs::File>>,
     mapping_path: PathBuf,
     progress: indicatif::ProgressBar,
 }
@@ -189,8 +190,8 @@ impl Run {
                     continue;
                 }
             };
-            if let Some(external_id) = external_id {
-                writeln!(self.mapping, "{},{user_id}", csv_field(&external_id))
+            if let (Some(mapping), Some(external_id)) = (&mut self.mapping, external_id) {
+                writeln!(mapping, "{},{user_id}", csv_field(&external_id))
                     .map_err(|source| CliError::Write { path: self.mapping_path.clone(), source })?;
             }
         }
@@ -224,7 +225,9 @@ impl Run {
                 t.with_roles
             );
         }
-        out += &format!("mapping of old ids to user ids: {}\n", self.mapping_path.display());
+        if self.mapping.is_some() {
+            out += &format!("mapping of old ids to user ids: {}\n", self.mapping_path.display());
+        }
         out
     }
 }
@@ -287,7 +290,7 @@ pub async fn import(config: &Config, args: ImportArgs) -> Result<String, Transfe
         pending: Vec::with_capacity(BATCH),
         batch: Vec::with_capacity(BATCH),
         tally: Tally::default(),
-        mapping: private_file(&args.mapping, true)?,
+        mapping: if args.dry_run { None } else { Some(private_file(&args.mapping, true)?) },
         mapping_path: args.mapping.clone(),
         progress: progress_bar(match &opened {
             Opened::Postgres(_, count) => Some(*count),
@@ -325,7 +328,9 @@ pub async fn import(config: &Config, args: ImportArgs) -> Result<String, Transfe
             }
         }
         run.flush().await?;
-        run.mapping.flush().map_err(|source| CliError::Write { path: run.mapping_path.clone(), source })?;
+        if let Some(mapping) = &mut run.mapping {
+            mapping.flush().map_err(|source| CliError::Write { path: run.mapping_path.clone(), source })?;
+        }
         Ok::<_, TransferError>(())
     }
     .await;

@@ -243,4 +243,5 @@ async fn a_dry_run_writes_nothing_and_bad_records_are_reported(app: TestApp) {
     assert!(stderr.contains("line 5: not imported: not valid JSON"), "{stderr}");
     let none = app.store.find_user_by_email(&normalized("ok@example.com")).await.unwrap();
     assert!(none.is_none(), "a dry run writes nothing");
+    assert!(!Path::new(&mapping).exists(), "nor a mapping of ids it never stored");
 }
