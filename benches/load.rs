@@ -1236,7 +1236,7 @@ async fn paced_health_probe(channel: Channel, duration: Duration, every: Duratio
 /// `identity import` of `--import-users` users from JSON Lines into a fresh database (the real
 /// binary; no hash is computed), its re-run (every user skipped), then failed-login medians for
 /// accounts with each imported scheme (the fixtures: bcrypt cost 12, Argon2id m=19 MiB t=2,
-/// passlib PBKDF2 29,000 rounds, Django PBKDF2 100,000 rounds) and for unknown emails.
+/// passlib PBKDF2 29,000 rounds, Django PBKDF2 20,000 rounds) and for unknown emails.
 async fn import_scenario(args: &Args) {
     use std::io::Write;
     let data_dir = tempfile::tempdir().expect("temp dir");

@@ -1,8 +1,10 @@
 //! Moving users in and out (`identity import`, `identity export`): batches of imported accounts
 //! written in one transaction each, pages of accounts read in a stable order, and the count of
 //! stored hashes per scheme. Which record is new, already imported or colliding is decided
-//! here, row by row, by the database's own unique indexes (normalized email, confusable key,
-//! external id), so concurrent signups and re-runs are judged the same way.
+//! here by the database's own unique indexes (normalized email, confusable key, external id),
+//! so concurrent signups and re-runs are judged the same way.
+
+use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use sqlx::Connection;
@@ -73,12 +75,11 @@ pub struct SchemeCount {
 /// Where [`Store::users_page`] resumes: after this (created_at, id).
 pub type PageCursor = (DateTime<Utc>, Uuid);
 
-const INSERT: &str = "INSERT INTO users (id, email, email_lower, email_skeleton, full_name, password_hash,
-         password_normalized, password_scheme, is_active, created_at, updated_at, external_id)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-     ON CONFLICT DO NOTHING RETURNING id";
-const HOLDERS: &str = "SELECT id, external_id, email_lower FROM users
-     WHERE external_id = $1 OR email_lower = $2 OR email_skeleton = $3";
+/// The columns an import writes, one placeholder group per record.
+const INSERT_COLUMNS: &str =
+    "INSERT INTO users (id, email, email_lower, email_skeleton, full_name, password_hash,
+         password_normalized, password_scheme, is_active, created_at, updated_at, external_id) VALUES ";
+const INSERT_COLUMN_COUNT: usize = 12;
 /// The hash is replaced only while it is an imported one: a password set or rehashed here is
 /// newer than anything the old app holds.
 const UPDATE: &str = "UPDATE users SET full_name = $1, is_active = $2, updated_at = $3,
@@ -87,28 +88,90 @@ const UPDATE: &str = "UPDATE users SET full_name = $1, is_active = $2, updated_a
          password_scheme = CASE WHEN password_scheme = 'bcrypt' THEN password_scheme ELSE $6 END
      WHERE id = $7";
 
-/// An account holding a record's external id, normalized email or confusable key: its id,
-/// external id and normalized email.
-type Holder = (Uuid, Option<String>, String);
-
-/// Decides what an insert that did not happen means, from the accounts holding the record's
-/// external id, normalized email or confusable key.
-fn classify(user: &ImportedUser, email_lower: &str, holders: &[Holder]) -> Result<Classified, sqlx::Error> {
-    let ours = user.external_id.as_ref().map(ExternalId::as_str);
-    let found = |pick: &dyn Fn(&Holder) -> bool| {
-        holders.iter().find(|holder| pick(holder)).map(|holder| UserId::from_uuid(holder.0))
-    };
-    if let Some(id) = ours.and_then(|ours| found(&|h| h.1.as_deref() == Some(ours))) {
-        return Ok(Classified::Existing(id));
+/// `INSERT ... VALUES ($1, ..., $12), ($13, ...) ON CONFLICT DO NOTHING RETURNING id` for `rows`
+/// records: one statement per batch. Rows are inserted in order, so of two records of one batch
+/// that collide the first goes in and the second is skipped (both databases).
+fn insert_sql(rows: usize) -> String {
+    let mut sql = String::from(INSERT_COLUMNS);
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 0..INSERT_COLUMN_COUNT {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", row * INSERT_COLUMN_COUNT + column + 1));
+        }
+        sql.push(')');
     }
-    if let Some(id) = found(&|h| h.2 == email_lower) {
-        return Ok(if ours.is_none() {
+    sql.push_str(" ON CONFLICT DO NOTHING RETURNING id");
+    sql
+}
+
+/// The accounts holding any of `external` ids, `lower` emails or `keys`: one statement for the
+/// records of a batch that were not inserted.
+fn holders_sql(external: usize, lower: usize, keys: usize) -> String {
+    let mut next = 0;
+    let mut list = |count: usize, column: &str| {
+        if count == 0 {
+            return "FALSE".to_owned();
+        }
+        let places: Vec<String> = (0..count)
+            .map(|_| {
+                next += 1;
+                format!("${next}")
+            })
+            .collect();
+        format!("{column} IN ({})", places.join(", "))
+    };
+    let external = list(external, "external_id");
+    let lower = list(lower, "email_lower");
+    let keys = list(keys, "email_skeleton");
+    format!(
+        "SELECT id, external_id, email_lower, email_skeleton FROM users WHERE {external} OR {lower} OR {keys}"
+    )
+}
+
+/// An account holding a record's external id, normalized email or confusable key: its id,
+/// external id, normalized email and confusable key.
+type Holder = (Uuid, Option<String>, String, Option<String>);
+
+/// A record of a batch with its normalized email and confusable key, computed once.
+struct Prepared<'a> {
+    user: &'a ImportedUser,
+    id: Uuid,
+    email_lower: String,
+    key: String,
+}
+
+impl Prepared<'_> {
+    fn external_id(&self) -> Option<&str> {
+        self.user.external_id.as_ref().map(ExternalId::as_str)
+    }
+}
+
+/// Decides what an insert that did not happen means, from the accounts holding the batch's
+/// external ids, emails or confusable keys. A record without an external id whose email is
+/// already there was imported before, unless that account went in with this very batch (two
+/// records of one file with one email).
+fn classify(
+    record: &Prepared<'_>,
+    holders: &[Holder],
+    inserted: &HashSet<Uuid>,
+) -> Result<Classified, sqlx::Error> {
+    let ours = record.external_id();
+    let found = |pick: &dyn Fn(&Holder) -> bool| holders.iter().find(|holder| pick(holder));
+    if let Some(holder) = ours.and_then(|ours| found(&|h| h.1.as_deref() == Some(ours))) {
+        return Ok(Classified::Existing(UserId::from_uuid(holder.0)));
+    }
+    if let Some(holder) = found(&|h| h.2 == record.email_lower) {
+        let id = UserId::from_uuid(holder.0);
+        return Ok(if ours.is_none() && !inserted.contains(&holder.0) {
             Classified::Existing(id)
         } else {
             Classified::Collision(id, CollisionKind::SameEmail)
         });
     }
-    match holders.first() {
+    match found(&|h| h.3.as_deref() == Some(record.key.as_str())) {
         Some(holder) => Ok(Classified::Collision(UserId::from_uuid(holder.0), CollisionKind::LookAlike)),
         // The conflicting row went away between the two statements: a concurrent delete.
         None => Err(sqlx::Error::RowNotFound),
@@ -121,28 +184,39 @@ enum Classified {
 }
 
 impl Store {
-    /// Imports `batch` in one transaction (rolled back in a dry run), record by record in
-    /// order, so that of two records whose emails collide the first is imported and the second
-    /// reported. No hashing happens here: hashes are stored as they came.
+    /// Imports `batch` in one transaction (rolled back in a dry run): one multi-row insert that
+    /// skips every record an index refuses, then one query for the accounts those records ran
+    /// into, so that a batch costs a few round trips whatever its size. Records are taken in
+    /// order: of two whose emails collide, the first is imported and the second reported. No
+    /// hashing happens here: hashes are stored as they came.
     pub async fn import_users(
         &self,
         batch: &[ImportedUser],
         mode: ImportMode,
         now: DateTime<Utc>,
     ) -> Result<Vec<ImportOutcome>, StoreError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let prepared: Vec<Prepared<'_>> = batch
+            .iter()
+            .map(|user| {
+                let normalized = user.email.normalized();
+                let key = normalized.confusable_key().as_str().to_owned();
+                Prepared { user, id: Uuid::new_v4(), email_lower: normalized.as_str().to_owned(), key }
+            })
+            .collect();
+        let insert = insert_sql(prepared.len());
         let outcomes = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let mut outcomes = Vec::with_capacity(batch.len());
-            for user in batch {
-                let normalized = user.email.normalized();
-                let key = normalized.confusable_key();
-                let external_id = user.external_id.as_ref().map(ExternalId::as_str);
-                let id = UserId::new();
-                let inserted: Option<Uuid> = sqlx::query_scalar(INSERT)
-                    .bind(id.into_uuid())
+            let mut query = sqlx::query_scalar::<_, Uuid>(&insert);
+            for record in &prepared {
+                let user = record.user;
+                query = query
+                    .bind(record.id)
                     .bind(user.email.as_str())
-                    .bind(normalized.as_str())
-                    .bind(key.as_str())
+                    .bind(record.email_lower.as_str())
+                    .bind(record.key.as_str())
                     .bind(user.full_name.as_str())
                     .bind(user.password_hash.expose())
                     .bind(user.password_hash.is_of_normalized_text())
@@ -150,20 +224,35 @@ impl Store {
                     .bind(user.active)
                     .bind(user.created_at)
                     .bind(now)
-                    .bind(external_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                if inserted.is_some() {
-                    outcomes.push(ImportOutcome::Imported(id));
+                    .bind(record.external_id());
+            }
+            let inserted: HashSet<Uuid> = query.fetch_all(&mut *tx).await?.into_iter().collect();
+            let rest: Vec<&Prepared<'_>> = prepared.iter().filter(|r| !inserted.contains(&r.id)).collect();
+            let holders: Vec<Holder> = if rest.is_empty() {
+                Vec::new()
+            } else {
+                let external: Vec<&str> = rest.iter().filter_map(|r| r.external_id()).collect();
+                let sql = holders_sql(external.len(), rest.len(), rest.len());
+                let mut query = sqlx::query_as::<_, Holder>(&sql);
+                for id in &external {
+                    query = query.bind(*id);
+                }
+                for record in &rest {
+                    query = query.bind(record.email_lower.as_str());
+                }
+                for record in &rest {
+                    query = query.bind(record.key.as_str());
+                }
+                query.fetch_all(&mut *tx).await?
+            };
+            let mut outcomes = Vec::with_capacity(prepared.len());
+            for record in &prepared {
+                if inserted.contains(&record.id) {
+                    outcomes.push(ImportOutcome::Imported(UserId::from_uuid(record.id)));
                     continue;
                 }
-                let holders: Vec<Holder> = sqlx::query_as(HOLDERS)
-                    .bind(external_id)
-                    .bind(normalized.as_str())
-                    .bind(key.as_str())
-                    .fetch_all(&mut *tx)
-                    .await?;
-                let outcome = match classify(user, normalized.as_str(), &holders)? {
+                let user = record.user;
+                let outcome = match classify(record, &holders, &inserted)? {
                     Classified::Collision(with, kind) => ImportOutcome::Collision { with, kind },
                     Classified::Existing(user_id) if !mode.update => {
                         ImportOutcome::Existing { user_id, updated: false }
@@ -254,5 +343,22 @@ impl Store {
                 accounts: u64::try_from(accounts).unwrap_or(0),
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_statements_number_their_placeholders_in_order() {
+        let insert = insert_sql(2);
+        assert!(insert.contains("($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12), ($13, "), "{insert}");
+        assert!(insert.ends_with("$24) ON CONFLICT DO NOTHING RETURNING id"), "{insert}");
+        assert_eq!(
+            holders_sql(0, 2, 2),
+            "SELECT id, external_id, email_lower, email_skeleton FROM users \
+             WHERE FALSE OR email_lower IN ($1, $2) OR email_skeleton IN ($3, $4)"
+        );
     }
 }
