@@ -303,7 +303,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_hash_verifies_its_password_and_no_other() {
-        let hasher = PasswordHasher::start(4, 1, Some(4)).await.unwrap();
+        let hasher = PasswordHasher::start(4, 1, Some(1024)).await.unwrap();
         let hash = hasher.hash(&password("maple-orbit-tundra-42"), &LOCAL).await.unwrap();
         assert_eq!(hash.cost(), Some(4));
         assert!(hasher.verify(&presented("maple-orbit-tundra-42"), Some(&hash), &LOCAL).await.unwrap());
@@ -313,13 +313,13 @@ mod tests {
 
     #[tokio::test]
     async fn an_unknown_account_never_verifies() {
-        let hasher = PasswordHasher::start(4, 1, Some(4)).await.unwrap();
+        let hasher = PasswordHasher::start(4, 1, Some(1024)).await.unwrap();
         assert!(!hasher.verify(&presented("anything at all"), None, &LOCAL).await.unwrap());
     }
 
     #[tokio::test]
     async fn a_lower_cost_hash_needs_rehashing() {
-        let low = PasswordHasher::start(4, 1, Some(4)).await.unwrap();
+        let low = PasswordHasher::start(4, 1, Some(1024)).await.unwrap();
         let hash = low.hash(&password("maple-orbit-tundra-42"), &LOCAL).await.unwrap();
         let mut high = low.clone();
         high.costs.cost = 5;
@@ -329,8 +329,8 @@ mod tests {
 
     #[tokio::test]
     async fn every_check_costs_one_verify_at_the_configured_cost_whatever_is_stored() {
-        let low = PasswordHasher::start(4, 1, Some(4)).await.unwrap();
-        let high = PasswordHasher::start(7, 1, Some(4)).await.unwrap();
+        let low = PasswordHasher::start(4, 1, Some(1024)).await.unwrap();
+        let high = PasswordHasher::start(7, 1, Some(1024)).await.unwrap();
         let old = low.hash(&password("maple-orbit-tundra-42"), &LOCAL).await.unwrap();
         let current = high.hash(&password("maple-orbit-tundra-42"), &LOCAL).await.unwrap();
         let foreign = PasswordHash::new("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into());
