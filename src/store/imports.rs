@@ -16,7 +16,7 @@ use super::{
     users::{UserRow, user_columns},
     with_pool,
 };
-use crate::domain::{Email, ExternalId, FullName, PasswordHash, UserId};
+use crate::domain::{Email, ExternalId, FullName, PasswordHash, RevocationReason, UserId};
 
 /// One account to import, parsed.
 #[derive(Debug, Clone)]
@@ -271,7 +271,7 @@ impl Store {
                         // Inactive after the update: its sessions end with it, as with
                         // `identity user deactivate`.
                         if !user.active {
-                            tx.revoke(Target::User { user_id, except: None }, now).await?;
+                            tx.revoke(Target::User { user_id, except: None }, RevocationReason::AccountDeactivated, now).await?;
                         }
                         ImportOutcome::Existing { user_id, updated: true }
                     }
