@@ -1,44 +1,30 @@
-//! The threads that run bcrypt and the fair, bounded queue in front of them.
-//!
-//! **Fairness** is start-time fair queueing keyed by client ([`ClientKey`]): each client has a
-//! virtual finish time; a job is tagged with the later of the pool's virtual time and its
-//! client's finish, and moves that finish on by one turn. Jobs are served in tag order, so a
-//! client with one job waiting goes ahead of one with ten, and a newcomer goes ahead of a flood.
-//! When the queue is at its bound, a newcomer whose tag is earlier than the last queued job
-//! pushes that job out (its caller is shed): one client holds every place only while nobody
-//! else wants one. A failed password check costs its client [`FAILURE_TURNS`] more, so a client
-//! that keeps guessing falls behind clients whose logins succeed, the one difference between an
-//! attacker and a user the pool can see.
+//! The threads that run bcrypt, and how long a job waits for one. Whose job goes next and
+//! whose is shed when the queue is full is the [`queue`]'s business.
 //!
 //! **Waiting**: a job waits for a thread at most as long as the threads take to clear `queue`
 //! jobs (one job's time when `queue` is 0), and never past the point where its caller's deadline
 //! leaves no time to hash; then it is taken out and its caller shed. The queue may hold more
 //! jobs than `queue` (up to `max_pending`): those beyond are the ones that will be shed unless
-//! earlier ones go, and they wait rather than being refused at once. A client that resends at once on
-//! RESOURCE_EXHAUSTED is therefore parked (no CPU) for that long instead of spinning, so cheap
-//! rejections cannot crowd the hashing threads off the cores.
-//!
-//! Everything a stranger can grow is bounded: jobs waiting (`max_pending`), and clients tracked
-//! (those with jobs waiting, plus at most [`MAX_REMEMBERED_CLIENTS`] whose failures still count
-//! against them).
+//! earlier ones go, and they wait rather than being refused at once. A client that resends at
+//! once on RESOURCE_EXHAUSTED is therefore parked (no CPU) for that long instead of spinning, so
+//! cheap rejections cannot crowd the hashing threads off the cores.
+
+mod queue;
 
 use std::{
-    collections::{BTreeMap, HashMap},
     sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError},
     time::{Duration, Instant},
 };
 
+pub use queue::FAILURE_TURNS;
+use queue::{State, Tag};
 use tokio::sync::oneshot;
 
 use crate::{
     clients::{ClientKey, Requester},
-    metrics::{HASH_POOL_BUSY, HASH_POOL_QUEUED, HASH_POOL_REJECTED},
+    metrics::{HASH_POOL_BUSY, HASH_POOL_REJECTED},
 };
 
-/// Turns charged on top of the one every job pays when a password check fails.
-pub const FAILURE_TURNS: u64 = 3;
-/// Clients remembered while they have nothing queued, because their failures still count.
-const MAX_REMEMBERED_CLIENTS: usize = 4096;
 /// Jobs that may wait, per slot (thread or configured queue place), and a floor and ceiling.
 const PENDING_PER_SLOT: usize = 4;
 const MIN_PENDING: usize = 64;
@@ -55,9 +41,6 @@ pub enum PoolError {
 /// A job reports the extra turns its client owes through the callback before it answers its
 /// caller, so a caller that sends its next request at once finds the accounts settled.
 type Job = Box<dyn FnOnce(&mut dyn FnMut(u64)) + Send>;
-
-/// (virtual start time, arrival number): the order jobs are served in.
-type Tag = (u64, u64);
 
 /// The pool. Clones share it; the threads stop when the last clone is dropped.
 #[derive(Clone)]
@@ -83,12 +66,12 @@ impl Drop for Handle {
 }
 
 struct Shared {
-    state: Mutex<State>,
+    state: Mutex<State<Job>>,
     work: Condvar,
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, State<Job>> {
         // No code holding the lock can panic half-way through a change; take the state as is.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -117,19 +100,7 @@ impl HashPool {
         one_job: Duration,
         max_pending: usize,
     ) -> std::io::Result<Self> {
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                queue: BTreeMap::new(),
-                clients: HashMap::new(),
-                max_clients: max_pending + MAX_REMEMBERED_CLIENTS,
-                max_pending,
-                virtual_time: 0,
-                arrivals: 0,
-                running: 0,
-                stopped: false,
-            }),
-            work: Condvar::new(),
-        });
+        let shared = Arc::new(Shared { state: Mutex::new(State::new(max_pending)), work: Condvar::new() });
         let rounds = (queue as f64 / threads as f64).ceil().max(1.0);
         let handle = Handle {
             shared: Arc::clone(&shared),
@@ -156,15 +127,14 @@ impl HashPool {
 
     pub fn stats(&self) -> PoolStats {
         let state = self.handle.shared.lock();
-        PoolStats { queued: state.queue.len(), running: state.running, clients_tracked: state.clients.len() }
+        PoolStats { queued: state.queued(), running: state.running, clients_tracked: state.clients_tracked() }
     }
 
-    /// True when a job from `client` would be refused at once: the queue at its bound and
-    /// nothing of a later turn to push out. Lets a request be shed before it does any other
-    /// work (validation, database round trips). A racy hint; `run` has the final word.
+    /// True when a job from `client` would be refused at once: the queue at its bound and no
+    /// place it may take (see [`queue`]). Lets a request be shed before it does any other work
+    /// (validation, database round trips). A racy hint; `run` has the final word.
     pub fn would_shed(&self, client: &ClientKey) -> bool {
-        let state = self.handle.shared.lock();
-        state.is_full() && !state.would_push_out(client)
+        self.handle.shared.lock().would_shed(client)
     }
 
     /// Runs `work` on a pool thread for `requester` and returns its result, charging the client
@@ -230,127 +200,6 @@ struct Queued<'a> {
 impl Drop for Queued<'_> {
     fn drop(&mut self) {
         self.shared.lock().take_back(self.tag);
-    }
-}
-
-struct State {
-    queue: BTreeMap<Tag, Entry>,
-    clients: HashMap<ClientKey, Client>,
-    max_clients: usize,
-    max_pending: usize,
-    /// The start tag of the job served last.
-    virtual_time: u64,
-    arrivals: u64,
-    running: usize,
-    stopped: bool,
-}
-
-struct Entry {
-    client: ClientKey,
-    job: Job,
-}
-
-#[derive(Debug)]
-struct Client {
-    finish: u64,
-    queued: usize,
-}
-
-impl State {
-    fn is_full(&self) -> bool {
-        self.queue.len() >= self.max_pending
-    }
-
-    fn tag_for(&self, client: &ClientKey) -> Tag {
-        let finish = self.clients.get(client).map_or(0, |c| c.finish);
-        (finish.max(self.virtual_time), self.arrivals)
-    }
-
-    fn would_push_out(&self, client: &ClientKey) -> bool {
-        let tag = self.tag_for(client);
-        self.queue.last_key_value().is_some_and(|(last, _)| *last > tag)
-    }
-
-    /// Queues `job`, returning its tag and the job it pushed out, if it did.
-    fn admit(&mut self, client: ClientKey, job: Job) -> Result<(Tag, Option<Job>), PoolError> {
-        if self.stopped {
-            return Err(PoolError::Stopped);
-        }
-        let tag = self.tag_for(&client);
-        let mut pushed_out = None;
-        if self.is_full() {
-            if !self.would_push_out(&client) {
-                metrics::counter!(HASH_POOL_REJECTED).increment(1);
-                return Err(PoolError::Shed);
-            }
-            if let Some((_, last)) = self.queue.pop_last() {
-                metrics::gauge!(HASH_POOL_QUEUED).decrement(1.0);
-                self.unqueued(&last.client);
-                pushed_out = Some(last.job);
-            }
-        }
-        self.arrivals += 1;
-        let entry = self.client_mut(client);
-        entry.finish = tag.0 + 1;
-        entry.queued += 1;
-        self.queue.insert(tag, Entry { client, job });
-        metrics::gauge!(HASH_POOL_QUEUED).increment(1.0);
-        Ok((tag, pushed_out))
-    }
-
-    /// Takes a job out of the queue if no thread has it yet; true if it did.
-    fn take_back(&mut self, tag: Tag) -> bool {
-        let Some(entry) = self.queue.remove(&tag) else { return false };
-        metrics::gauge!(HASH_POOL_QUEUED).decrement(1.0);
-        self.unqueued(&entry.client);
-        true
-    }
-
-    fn next_job(&mut self) -> Option<(ClientKey, Job)> {
-        let ((start, _), entry) = self.queue.pop_first()?;
-        metrics::gauge!(HASH_POOL_QUEUED).decrement(1.0);
-        self.virtual_time = start;
-        self.unqueued(&entry.client);
-        self.running += 1;
-        Some((entry.client, entry.job))
-    }
-    fn finished(&mut self, client: ClientKey, extra_turns: u64) {
-        self.running = self.running.saturating_sub(1);
-        let now = self.virtual_time;
-        if extra_turns > 0 {
-            let entry = self.client_mut(client);
-            entry.finish = entry.finish.max(now) + extra_turns;
-        }
-        if self.queue.is_empty() && self.running == 0 {
-            // Idle: a turn just had by a client is no debt any more, only failures are.
-            self.clients.retain(|_, c| c.finish > now + 1);
-        }
-    }
-
-    /// A job of `client` left the queue; forget the client if nothing is left to remember.
-    fn unqueued(&mut self, client: &ClientKey) {
-        let now = self.virtual_time;
-        if let Some(entry) = self.clients.get_mut(client) {
-            entry.queued = entry.queued.saturating_sub(1);
-            if entry.queued == 0 && entry.finish <= now {
-                self.clients.remove(client);
-            }
-        }
-    }
-
-    /// The client's entry, made if need be. At the cap, clients that owe nothing are forgotten
-    /// first, then every client with nothing queued: the map never outgrows `max_clients`, since
-    /// clients with queued jobs are at most `max_pending`.
-    fn client_mut(&mut self, client: ClientKey) -> &mut Client {
-        if !self.clients.contains_key(&client) && self.clients.len() >= self.max_clients {
-            let now = self.virtual_time;
-            self.clients.retain(|_, c| c.queued > 0 || c.finish > now);
-            if self.clients.len() >= self.max_clients {
-                self.clients.retain(|_, c| c.queued > 0);
-            }
-        }
-        let now = self.virtual_time;
-        self.clients.entry(client).or_insert(Client { finish: now, queued: 0 })
     }
 }
 
@@ -455,27 +304,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn turns_alternate_between_clients_whatever_they_sent() {
-        let pool = HashPool::start(1, 8, PATIENT).unwrap();
-        let (release, busy) = block(&pool).await;
-        let order = Arc::default();
-        let mut jobs = Vec::new();
-        for label in ["a1", "a2", "a3"] {
-            jobs.push(record(&pool, from(2), &order, label));
-            until(&pool, |s| s.queued == jobs.len()).await;
-        }
-        jobs.push(record(&pool, from(3), &order, "b1"));
-        until(&pool, |s| s.queued == 4).await;
-        release.send(()).unwrap();
-        busy.await.unwrap();
-        for job in jobs {
-            job.await.unwrap().unwrap();
-        }
-        assert_eq!(*order.lock().unwrap(), ["a1", "b1", "a2", "a3"]);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_newcomer_pushes_out_the_last_turn_of_a_client_holding_the_queue() {
+    async fn the_caller_of_a_job_that_gave_up_its_place_is_shed() {
         let pool = HashPool::start_with(1, 2, PATIENT, 2).unwrap();
         let (release, busy) = block(&pool).await;
         let order = Arc::default();
@@ -511,7 +340,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn failures_put_a_client_behind_clients_that_succeed() {
+    async fn failures_charged_by_a_job_put_its_client_behind_clients_that_succeed() {
         let pool = HashPool::start(1, 8, PATIENT).unwrap();
         // Client 2 fails once, then both queue two jobs behind a busy thread.
         pool.run(&from(2), || false, |ok| if *ok { 0 } else { FAILURE_TURNS }).await.unwrap();
@@ -546,21 +375,5 @@ mod tests {
         // Queued after the abandoned job, so served after it: by now it was run or skipped.
         pool.run(&from(2), || (), |_| 0).await.unwrap();
         assert!(did_run.try_recv().is_err());
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn clients_are_forgotten_once_they_owe_nothing() {
-        let pool = HashPool::start(1, 4, PATIENT).unwrap();
-        for octet in 1..=200 {
-            pool.run(&from(octet), || true, |_| 0).await.unwrap();
-        }
-        assert!(pool.stats().clients_tracked <= 1, "{:?}", pool.stats());
-        let mut state = pool.handle.shared.lock();
-        for octet in 0..=255u8 {
-            for other in 0..40u8 {
-                state.finished(ClientKey::V4([10, other, 0, octet]), FAILURE_TURNS);
-            }
-        }
-        assert!(state.clients.len() <= state.max_clients);
     }
 }
