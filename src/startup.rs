@@ -270,6 +270,7 @@ impl App {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), StartupError> {
         let (health, health_service) = tonic_health::server::health_reporter();
+        let health_service = transport::strict_health(health_service);
         let (stopping, stop_requested) = watch::channel(false);
         let revocations = Arc::clone(self.identity.revocations());
         let readiness = health::Readiness::new(health).await;
@@ -338,11 +339,7 @@ impl App {
             beside.spawn(crate::http::serve(listener, router, self.connection_limits, "metrics", stop));
         }
 
-        let (reflection_v1, reflection_v1alpha) = if self.reflection {
-            (Some(transport::reflection().build_v1()?), Some(transport::reflection().build_v1alpha()?))
-        } else {
-            (None, None)
-        };
+        let (reflection_v1, reflection_v1alpha) = transport::strict_reflection(self.reflection)?;
         let auth = AuthServiceServer::new(AuthApi::new(
             Arc::clone(&self.identity),
             self.policy,

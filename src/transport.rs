@@ -1,5 +1,6 @@
 //! How the gRPC server meets the network: TLS from files, accepted connections (bounded and
-//! timed by `connections`), reflection, and the server-wide limits (request size, per-RPC timeout,
+//! timed by `connections`), tonic's health and reflection services held to our request rules,
+//! and the server-wide limits (request size, per-RPC timeout,
 //! HTTP/2 keepalive pings, concurrent streams). Which services run lives in `startup`.
 
 use std::{
@@ -9,12 +10,18 @@ use std::{
 
 use tokio::net::TcpListener;
 use tonic::transport::{Server, ServerTlsConfig};
+use tonic_health::pb::{HealthCheckRequest, health_server::HealthServer};
+use tonic_reflection::{
+    pb::{v1, v1alpha},
+    server::v1::ServerReflectionServer,
+    server::v1alpha::ServerReflectionServer as ServerReflectionServerV1Alpha,
+};
 use tower::layer::util::{Identity, Stack};
 
 use crate::{
     config::TlsFiles,
     connections::{ConnectionLimits, Handshake, Incoming},
-    rpc::{RpcLogLayer, proto},
+    rpc::{RpcLogLayer, StrictRequests, proto},
 };
 
 /// Largest request a client may send: the biggest legitimate one (a signup) is well under 2 kB.
@@ -72,9 +79,46 @@ pub fn api_server(
         .layer(RpcLogLayer))
 }
 
+/// tonic's health service with our request size limit and decoding rules.
+pub fn strict_health<T: tonic_health::pb::health_server::Health>(
+    health: HealthServer<T>,
+) -> StrictRequests<HealthServer<T>, HealthCheckRequest> {
+    StrictRequests::new(health.max_decoding_message_size(MAX_REQUEST_BYTES))
+}
+
+/// Both versions of reflection (see [`reflection`]) with our request size limit and decoding
+/// rules, or neither when turned off.
+#[allow(clippy::type_complexity)]
+pub fn strict_reflection(
+    enabled: bool,
+) -> Result<
+    (
+        Option<
+            StrictRequests<
+                ServerReflectionServer<impl v1::server_reflection_server::ServerReflection>,
+                v1::ServerReflectionRequest,
+            >,
+        >,
+        Option<
+            StrictRequests<
+                ServerReflectionServerV1Alpha<impl v1alpha::server_reflection_server::ServerReflection>,
+                v1alpha::ServerReflectionRequest,
+            >,
+        >,
+    ),
+    tonic_reflection::server::Error,
+> {
+    if !enabled {
+        return Ok((None, None));
+    }
+    let v1 = reflection().build_v1()?.max_decoding_message_size(MAX_REQUEST_BYTES);
+    let v1alpha = reflection().build_v1alpha()?.max_decoding_message_size(MAX_REQUEST_BYTES);
+    Ok((Some(StrictRequests::new(v1)), Some(StrictRequests::new(v1alpha))))
+}
+
 /// Reflection over every service this server runs, both reflection versions included, so that
 /// `grpcurl list` shows them all whichever version it speaks.
-pub fn reflection() -> tonic_reflection::server::Builder<'static> {
+fn reflection() -> tonic_reflection::server::Builder<'static> {
     tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)

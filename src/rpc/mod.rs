@@ -10,6 +10,7 @@ mod ext_authz;
 mod logging;
 pub mod methods;
 mod requester;
+mod strict_requests;
 mod token;
 mod user;
 
@@ -18,6 +19,7 @@ pub use auth::AuthApi;
 pub use events::EventApi;
 pub use ext_authz::{EMAIL_HEADER, ExtAuthzApi, SESSION_ID_HEADER, USER_ID_HEADER};
 pub use logging::RpcLogLayer;
+pub use strict_requests::StrictRequests;
 pub use token::{TokenApi, claims_message as token_claims_message};
 pub use user::UserApi;
 
