@@ -18,6 +18,8 @@ on_both_backends!(
     a_silent_connection_is_closed_after_the_handshake_timeout,
     a_connection_that_stalls_inside_the_preface_is_closed_too,
     excess_connections_from_one_address_are_closed_while_other_addresses_get_in,
+    connections_past_the_listener_s_cap_are_closed_whatever_their_address,
+    out_of_file_descriptors_the_accept_loop_backs_off_and_recovers,
 );
 
 /// Reads until the server closes the connection (end of stream, or a reset). The outer limit
@@ -65,12 +67,16 @@ async fn health(channel: &Channel) -> Result<ServingStatus, tonic::Status> {
     Ok(HealthClient::new(channel.clone()).check(request).await?.into_inner().status())
 }
 
+async fn assert_serving(channel: &Channel) {
+    assert_eq!(health(channel).await.unwrap(), ServingStatus::Serving);
+}
+
 async fn excess_connections_from_one_address_are_closed_while_other_addresses_get_in(app: TestApp) {
     let app = app.restart_with(&[("IDENTITY_MAX_CONNECTIONS_PER_CLIENT", "2")]).await;
     let first = channel_from(&app, "127.0.0.2").await;
     let second = channel_from(&app, "127.0.0.2").await;
-    assert_eq!(health(&first).await.unwrap(), ServingStatus::Serving);
-    assert_eq!(health(&second).await.unwrap(), ServingStatus::Serving);
+    assert_serving(&first).await;
+    assert_serving(&second).await;
 
     let third = channel_from(&app, "127.0.0.2").await;
     let refused = health(&third).await;
@@ -79,9 +85,9 @@ async fn excess_connections_from_one_address_are_closed_while_other_addresses_ge
     closed_by_server(raw).await;
 
     let elsewhere = channel_from(&app, "127.0.0.3").await;
-    assert_eq!(health(&elsewhere).await.unwrap(), ServingStatus::Serving);
+    assert_serving(&elsewhere).await;
     // The two that got in keep working, and so does the server.
-    assert_eq!(health(&first).await.unwrap(), ServingStatus::Serving);
+    assert_serving(&first).await;
     assert_healthy(&app.channel).await;
 
     // A slot given back can be taken again.
@@ -90,6 +96,109 @@ async fn excess_connections_from_one_address_are_closed_while_other_addresses_ge
     let served =
         crate::helpers::eventually(Duration::from_secs(10), || async { health(&again).await.is_ok() }).await;
     assert!(served.is_some(), "a closed connection's slot was not given back");
+}
+
+async fn connections_past_the_listener_s_cap_are_closed_whatever_their_address(app: TestApp) {
+    let app = app.restart_with(&[("IDENTITY_MAX_CONNECTIONS", "3")]).await;
+    // The test's own channel holds the first place, two other addresses the rest.
+    assert_healthy(&app.channel).await;
+    let second = channel_from(&app, "127.0.0.2").await;
+    let third = channel_from(&app, "127.0.0.3").await;
+    assert_serving(&second).await;
+    assert_serving(&third).await;
+
+    let fourth = channel_from(&app, "127.0.0.4").await;
+    let refused = health(&fourth).await;
+    assert!(refused.is_err(), "a fourth connection got past a cap of 3: {refused:?}");
+    closed_by_server(connect_from("127.0.0.5", app.addr).await).await;
+    assert_serving(&third).await;
+
+    // A place given back can be taken by anyone.
+    drop(second);
+    let served = crate::helpers::eventually(Duration::from_secs(10), || async {
+        health(&channel_from(&app, "127.0.0.4").await).await.is_ok()
+    })
+    .await;
+    assert!(served.is_some(), "a closed connection's place was not given back");
+}
+
+/// The real binary as a child process, killed when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The JSON log lines of `child`'s standard error, as they come.
+fn log_lines(child: &mut Child) -> std::sync::mpsc::Receiver<serde_json::Value> {
+    let stderr = child.0.stderr.take().expect("stderr is piped");
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            if let Ok(event) = serde_json::from_str(&line)
+                && lines.send(event).is_err()
+            {
+                return;
+            }
+        }
+    });
+    received
+}
+
+/// The next log event whose message is `message` (the outer limit only turns a server that
+/// never logs it into a failure instead of a hung test).
+fn next_event(lines: &std::sync::mpsc::Receiver<serde_json::Value>, message: &str) -> serde_json::Value {
+    loop {
+        let event = lines.recv_timeout(Duration::from_secs(30)).expect("the server logged it");
+        if event["message"] == message {
+            return event;
+        }
+    }
+}
+
+/// The server as the issue found it spinning: a process out of file descriptors (64, filled
+/// with silent connections), whose accept loop retried at once at full CPU.
+async fn out_of_file_descriptors_the_accept_loop_backs_off_and_recovers(app: TestApp) {
+    let command = std::process::Command::new("prlimit")
+        .arg("--nofile=64")
+        .arg(env!("CARGO_BIN_EXE_identity"))
+        .env_clear()
+        .env("IDENTITY_DATABASE_URL", &app.db.url)
+        .env("IDENTITY_DATA_DIR", app.data_dir())
+        .env("IDENTITY_LISTEN_ADDR", "127.0.0.1:0")
+        .env("IDENTITY_BCRYPT_COST", "4")
+        .env("IDENTITY_HANDSHAKE_TIMEOUT", "5m")
+        .env("IDENTITY_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the identity binary runs");
+    let mut child = Child(command);
+    let lines = log_lines(&mut child);
+    let serving = next_event(&lines, "serving gRPC");
+    let addr: std::net::SocketAddr = serving["addr"].as_str().unwrap().parse().unwrap();
+
+    let mut silent = Vec::new();
+    for _ in 0..100 {
+        silent.push(TcpStream::connect(addr).await.unwrap());
+    }
+    // Each failed accept waits twice as long as the one before, up to a second: no spinning.
+    let waits: Vec<u64> = (0..9)
+        .map(|_| next_event(&lines, "cannot accept connections; backing off")["backoff_ms"].as_u64().unwrap())
+        .collect();
+    assert_eq!(waits, [5, 10, 20, 40, 80, 160, 320, 640, 1000]);
+
+    // Descriptors given back, the server accepts again.
+    drop(silent);
+    let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
+    let served = crate::helpers::eventually(Duration::from_secs(30), || async {
+        health(&channel).await.is_ok_and(|status| status == ServingStatus::Serving)
+    })
+    .await;
+    assert!(served.is_some(), "the server did not accept again");
 }
 
 /// A TCP connection to `to` from the loopback address `source`.
