@@ -3,7 +3,8 @@
 //!
 //! **Waiting**: a job waits for a thread at most as long as the threads take to clear `queue`
 //! jobs (one job's time when `queue` is 0), and never past the point where its caller's deadline
-//! leaves no time to hash; then it is taken out and its caller shed. The queue may hold more
+//! leaves no time to hash; then it is taken out and its caller shed, unless it is next in line
+//! (the next thread to finish takes it; only the deadline ends its wait). The queue may hold more
 //! jobs than `queue` (up to `max_pending`): those beyond are the ones that will be shed unless
 //! earlier ones go, and they wait rather than being refused at once. A client that resends at
 //! once on RESOURCE_EXHAUSTED is therefore parked (no CPU) for that long instead of spinning, so
@@ -147,10 +148,11 @@ impl HashPool {
         extra_turns: fn(&T) -> u64,
     ) -> Result<T, PoolError> {
         let now = Instant::now();
-        let mut give_up_at = now + self.handle.max_wait;
-        if let Some(deadline) = requester.deadline {
-            give_up_at = give_up_at.min(deadline.checked_sub(self.handle.one_job).unwrap_or(now));
-        }
+        // The last moment a job can start and still answer within its caller's deadline.
+        let latest_start =
+            requester.deadline.map(|deadline| deadline.checked_sub(self.handle.one_job).unwrap_or(now));
+        let before_latest_start = |at: Instant| latest_start.map_or(at, |latest| at.min(latest));
+        let mut give_up_at = before_latest_start(now + self.handle.max_wait);
         if give_up_at <= now {
             metrics::counter!(HASH_POOL_REJECTED).increment(1);
             return Err(PoolError::Shed);
@@ -176,14 +178,29 @@ impl HashPool {
         drop(pushed_out);
         // Takes the job back out if this future is dropped while it waits.
         let queued = Queued { shared, tag };
-        let answer = match tokio::time::timeout_at(give_up_at.into(), &mut outcome).await {
-            Ok(answer) => answer,
-            Err(_) if shared.lock().take_back(tag) => {
+        let answer = loop {
+            if let Ok(answer) = tokio::time::timeout_at(give_up_at.into(), &mut outcome).await {
+                break answer;
+            }
+            let now = Instant::now();
+            let (next_in_line, taken_back) = {
+                let mut state = shared.lock();
+                let next_in_line = state.is_next(tag) && latest_start.is_none_or(|latest| now < latest);
+                (next_in_line, !next_in_line && state.take_back(tag))
+            };
+            if next_in_line {
+                // The first thread to finish takes it, so shedding it would only waste its wait
+                // (an idle pool whose thread the OS has not woken yet, or a job kept at the
+                // front while a flood's jobs wait longer). Another job's time, within the deadline.
+                give_up_at = before_latest_start(now + self.handle.one_job);
+                continue;
+            }
+            if taken_back {
                 metrics::counter!(HASH_POOL_REJECTED).increment(1);
                 return Err(PoolError::Shed);
             }
             // A thread has it: the answer is a job's time away.
-            Err(_) => outcome.await,
+            break outcome.await;
         };
         drop(queued);
         // Dropped unanswered: pushed out by an earlier turn, or the pool stopped.
@@ -331,12 +348,35 @@ mod tests {
         let hurried = Requester { deadline: Some(Instant::now() + Duration::from_millis(20)), ..from(2) };
         assert_eq!(pool.run(&hurried, || (), |_| 0).await, Err(PoolError::Shed));
         let order = Arc::default();
-        let patient = record(&pool, from(2), &order, "patient");
-        assert_eq!(patient.await.unwrap(), Err(PoolError::Shed));
-        assert_eq!(pool.stats().queued, 0, "the job was taken out");
+        // The first job is next in line and keeps waiting; the one behind it is shed.
+        let next = record(&pool, from(2), &order, "next");
+        until(&pool, |s| s.queued == 1).await;
+        let behind = record(&pool, from(3), &order, "behind");
+        assert_eq!(behind.await.unwrap(), Err(PoolError::Shed));
+        assert_eq!(pool.stats().queued, 1, "the job behind was taken out");
         release.send(()).unwrap();
         busy.await.unwrap();
-        assert!(order.lock().unwrap().is_empty());
+        next.await.unwrap().unwrap();
+        assert_eq!(*order.lock().unwrap(), ["next"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_next_in_line_is_not_shed_when_its_wait_runs_out_but_at_its_deadline() {
+        let pool = HashPool::start(1, 0, Duration::from_millis(10)).unwrap();
+        let (release, busy) = block(&pool).await;
+        let order = Arc::default();
+        let hurried = Requester { deadline: Some(Instant::now() + Duration::from_millis(300)), ..from(2) };
+        let next = record(&pool, hurried, &order, "hurried");
+        assert_eq!(next.await.unwrap(), Err(PoolError::Shed), "shed when its deadline came near");
+        let patient = record(&pool, from(3), &order, "patient");
+        // Not synchronisation: the premise. Its 10 ms wait runs out ten times over while the
+        // thread is busy, and it is still there to be served.
+        until(&pool, |s| s.queued == 1).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        release.send(()).unwrap();
+        busy.await.unwrap();
+        patient.await.unwrap().unwrap();
+        assert_eq!(*order.lock().unwrap(), ["patient"]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

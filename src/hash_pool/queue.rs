@@ -137,6 +137,11 @@ impl<J> State<J> {
         true
     }
 
+    /// True when the job tagged `tag` is the one the next free thread takes.
+    pub(super) fn is_next(&self, tag: Tag) -> bool {
+        self.queue.first_key_value().is_some_and(|(first, _)| *first == tag)
+    }
+
     /// The next job in turn, counted as running until [`State::finished`].
     pub(super) fn next_job(&mut self) -> Option<(ClientKey, J)> {
         let (tag, entry) = self.queue.pop_first()?;
