@@ -7,8 +7,8 @@ use crate::metrics::{LOGINS, SESSIONS_ENDED_FOR_GUESSING};
 use crate::{
     clients::Requester,
     domain::{
-        Email, FullName, MAX_PASSWORD_BYTES, Password, PresentedPassword, RevocationReason, SessionOrigin, User,
-        UserId,
+        Email, FullName, MAX_PASSWORD_BYTES, Password, PresentedPassword, RevocationReason, SessionOrigin,
+        User, UserId,
     },
     error::AppError,
     passwords::HashError,
