@@ -2,8 +2,9 @@
 //! the account's address, verification of a new address), each stored only as its digest and
 //! queued with its message in one transaction; a newer token of one user and purpose deletes
 //! the older. Consuming one is a single conditional UPDATE, so of two concurrent calls with one
-//! token exactly one gets it. A reset request runs the same statements, and writes and deletes
-//! as much, whether or not the email has an account (and whether or not it is over its hourly
+//! token exactly one gets it. A reset request runs the same statements, and inserts the same
+//! rows into the same tables (stand-ins, deleted again, where there is nothing to store),
+//! whether or not the email has an account (and whether or not it is over its hourly
 //! allowance), so neither its answer nor its work tells the two apart.
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -13,7 +14,7 @@ use uuid::Uuid;
 use super::{
     Store, StoreError,
     events::AppendEvents,
-    outbox::{MailRoute, QueueMail},
+    outbox::{MailRoute, QueueMail, Work},
     sessions::{Revocation, RevokeInTransaction, Target},
     users::{InsertUser, NewUser, UserRecord},
     with_pool,
@@ -46,14 +47,17 @@ pub enum ResetRequested {
     NoAccount,
 }
 
-/// The outcome, and how many statements ran and rows they wrote (the same on every path;
-/// tests compare them).
+/// The outcome, and the work that led to it: the statements run and the rows they inserted
+/// are the same on every path (tests compare them); a path with nothing to store writes
+/// stand-ins and deletes them again.
 #[derive(Debug, Clone)]
 pub struct ResetRequestWork {
     pub outcome: ResetRequested,
     pub statements: u32,
-    /// Rows inserted or deleted, stand-ins included.
-    pub rows_written: u64,
+    /// Rows inserted, stand-ins included.
+    pub rows_inserted: u64,
+    /// Stand-ins discarded, and older tokens superseded.
+    pub rows_deleted: u64,
 }
 
 /// What a request for a verification message (or a notice) did.
@@ -87,12 +91,15 @@ struct Account {
 /// The statements every token flow shares, written once for both connection types: the hourly
 /// allowance of an address, and storing a token with its message.
 trait LinkStatements {
-    /// Messages of `kind` queued to `recipient` in the hour before `now`.
+    /// Messages of `kind` queued to `recipient` in the hour before `now`, counted up to
+    /// `limit` (the allowance): the work is bounded by the allowance, not by the history of
+    /// an address that is asked for again and again.
     async fn mail_this_hour(
         &mut self,
         recipient: &str,
         kind: MailKind,
         now: DateTime<Utc>,
+        limit: u32,
     ) -> Result<i64, sqlx::Error>;
 
     /// Deletes `user`'s older tokens of `purpose`, stores this one (for `email`, when it proves
@@ -108,8 +115,8 @@ trait LinkStatements {
     ) -> Result<(), sqlx::Error>;
 }
 
-const MAIL_THIS_HOUR: &str =
-    "SELECT COUNT(*) FROM mail_outbox WHERE recipient = $1 AND kind = $2 AND created_at > $3";
+const MAIL_THIS_HOUR: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM mail_outbox
+     WHERE recipient = $1 AND kind = $2 AND created_at > $3 LIMIT $4) AS recent";
 const SUPERSEDE: &str = "DELETE FROM email_tokens WHERE user_id = $1 AND purpose = $2";
 const STORE_TOKEN: &str =
     "INSERT INTO email_tokens (token_digest, purpose, user_id, email, created_at, expires_at)
@@ -123,11 +130,13 @@ macro_rules! link_statements {
                 recipient: &str,
                 kind: MailKind,
                 now: DateTime<Utc>,
+                limit: u32,
             ) -> Result<i64, sqlx::Error> {
                 sqlx::query_scalar(MAIL_THIS_HOUR)
                     .bind(recipient)
                     .bind(kind.as_str())
                     .bind(now - TimeDelta::hours(1))
+                    .bind(i64::from(limit))
                     .fetch_one(&mut *self)
                     .await
             }
@@ -166,8 +175,9 @@ const CONSUME: &str = "UPDATE email_tokens SET used_at = $1
 
 impl Store {
     /// The reset request of `email`: for an active account within its allowance, a token and its
-    /// message; otherwise a stand-in token row written and deleted again, so that every path
-    /// runs the same six statements and writes as many rows.
+    /// message; otherwise stand-ins of both (and, with `IDENTITY_MAIL=none`, of its event)
+    /// written and deleted again, so that every path runs the same statements and inserts the
+    /// same rows into the same tables.
     pub async fn request_password_reset(
         &self,
         email: &NormalizedEmail,
@@ -189,12 +199,12 @@ impl Store {
             // The hour's messages to the address the account has now (none for an address
             // nobody has, which is still counted, over nothing).
             let recipient = account.as_ref().map_or_else(|| email.as_str().to_owned(), |a| a.email.clone());
-            let recent = tx.mail_this_hour(&recipient, MailKind::PasswordReset, token.now).await?;
+            let recent = tx.mail_this_hour(&recipient, MailKind::PasswordReset, token.now, token.max_per_hour).await?;
             let allowed = recent < i64::from(token.max_per_hour);
             let user_id = account.as_ref().map(|a| a.id);
             let proceed = allowed && user_id.is_some();
             let owner = user_id.filter(|_| proceed);
-            let mut rows = sqlx::query(STORE)
+            let stored = sqlx::query(STORE)
                 .bind(&token.digest[..])
                 .bind(owner)
                 .bind(token.now)
@@ -202,7 +212,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-            rows += sqlx::query(SUPERSEDE_OR_DISCARD)
+            let deleted = sqlx::query(SUPERSEDE_OR_DISCARD)
                 .bind(owner)
                 .bind(&token.digest[..])
                 .execute(&mut *tx)
@@ -214,18 +224,20 @@ impl Store {
             }
             let mail = NewMail { kind: MailKind::PasswordReset, recipient, content };
             let owner = owner.map(UserId::from_uuid);
-            let (mail_statements, mail_rows) =
-                tx.queue_mail_if(self.mail_route(), proceed, owner, &mail, token.now).await?;
-            rows += mail_rows;
+            let work = Work { statements: 4, rows_inserted: stored, rows_deleted: deleted }
+                + tx.queue_mail_if(self.mail_route(), proceed, owner, &mail, token.now).await?;
             tx.commit().await?;
             let outcome = match (user_id, allowed) {
                 (Some(id), true) => ResetRequested::Queued { user_id: UserId::from_uuid(id) },
                 (Some(id), false) => ResetRequested::Throttled { user_id: UserId::from_uuid(id) },
                 (None, _) => ResetRequested::NoAccount,
             };
-            // A first token of an account writes the token and the message; a stand-in is
-            // written and deleted: two rows either way (a superseded token adds its deletion).
-            Ok::<_, sqlx::Error>(ResetRequestWork { outcome, statements: 5 + mail_statements, rows_written: rows })
+            Ok::<_, sqlx::Error>(ResetRequestWork {
+                outcome,
+                statements: work.statements,
+                rows_inserted: work.rows_inserted,
+                rows_deleted: work.rows_deleted,
+            })
         })?;
         Ok(work)
     }
@@ -274,7 +286,7 @@ impl Store {
                 None if verified => return Ok(LinkRequested::AlreadyVerified),
                 None => (LinkPurpose::VerifyEmail, email),
             };
-            if tx.mail_this_hour(&recipient, MailKind::VerifyEmail, token.now).await?
+            if tx.mail_this_hour(&recipient, MailKind::VerifyEmail, token.now, token.max_per_hour).await?
                 >= i64::from(token.max_per_hour)
             {
                 return Ok(LinkRequested::Throttled);
@@ -375,7 +387,9 @@ impl Store {
                 sqlx::query_as(ACCOUNT).bind(email.as_str()).fetch_optional(&mut *tx).await?;
             let Some(account) = account else { return Ok(None) };
             let user_id = UserId::from_uuid(account.id);
-            if tx.mail_this_hour(&account.email, MailKind::AccountExists, now).await? >= i64::from(max_per_hour) {
+            if tx.mail_this_hour(&account.email, MailKind::AccountExists, now, max_per_hour).await?
+                >= i64::from(max_per_hour)
+            {
                 return Ok(Some((user_id, LinkRequested::Throttled)));
             }
             let mut content = content.clone();

@@ -2,21 +2,23 @@
 //! written in one transaction each, pages of accounts read in a stable order, and the count of
 //! stored hashes per scheme. Which record is new, already imported or colliding is decided
 //! here by the database's own unique indexes (normalized email, confusable key, external id),
-//! so concurrent signups and re-runs are judged the same way.
+//! so concurrent signups and re-runs are judged the same way. Every account a batch creates or
+//! changes is on the user-events stream, written in the batch's transaction.
 
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
-use sqlx::Connection;
+use sqlx::{Connection, QueryBuilder};
 use uuid::Uuid;
 
 use super::{
     Store, StoreError, UserRecord,
+    events::AppendEvents,
     sessions::{RevokeInTransaction, Target},
     users::{UserRow, user_columns},
     with_pool,
 };
-use crate::domain::{Email, ExternalId, FullName, PasswordHash, RevocationReason, UserId};
+use crate::domain::{Email, ExternalId, FullName, PasswordHash, RevocationReason, Role, UserEvent, UserId};
 
 /// One account to import, parsed.
 #[derive(Debug, Clone)]
@@ -27,6 +29,8 @@ pub struct ImportedUser {
     pub active: bool,
     pub created_at: DateTime<Utc>,
     pub external_id: Option<ExternalId>,
+    /// Sorted, without duplicates.
+    pub roles: Vec<Role>,
 }
 
 /// What importing one record did (or, in a dry run, would have done).
@@ -87,6 +91,73 @@ const UPDATE: &str = "UPDATE users SET full_name = $1, is_active = $2, updated_a
          password_normalized = CASE WHEN password_scheme = 'bcrypt' THEN password_normalized ELSE $5 END,
          password_scheme = CASE WHEN password_scheme = 'bcrypt' THEN password_scheme ELSE $6 END
      WHERE id = $7";
+
+/// What an account imported before was, for the events of its update: its name and flag, whether
+/// its hash is one made here (which an update leaves), and whether the record's hash is the same.
+const BEFORE_UPDATE: &str = "SELECT full_name, is_active, password_scheme = 'bcrypt' AS own_hash,
+         password_hash = $2 AS same_hash
+     FROM users WHERE id = $1";
+const GRANT: &str =
+    "INSERT INTO user_roles (user_id, role, granted_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
+const HELD: &str = "SELECT role FROM user_roles WHERE user_id = $1 ORDER BY role";
+/// Roles granted per INSERT: 3 parameters each, well under SQLite's 32766.
+const GRANT_CHUNK: usize = 1000;
+
+#[derive(sqlx::FromRow)]
+struct Before {
+    full_name: String,
+    is_active: bool,
+    own_hash: bool,
+    same_hash: bool,
+}
+
+impl Before {
+    /// The events of updating this account from `user`: only what changed (`roles`: the whole
+    /// set, when the update granted any).
+    fn changes(
+        &self,
+        user_id: UserId,
+        user: &ImportedUser,
+        roles: Option<Vec<String>>,
+    ) -> Vec<(UserId, UserEvent)> {
+        let mut events = Vec::new();
+        if self.full_name != user.full_name.as_str() {
+            let full_name = Some(user.full_name.as_str().to_owned());
+            events.push((user_id, UserEvent::UserUpdated { email: None, full_name }));
+        }
+        match (self.is_active, user.active) {
+            (true, false) => events.push((user_id, UserEvent::UserDeactivated)),
+            (false, true) => events.push((user_id, UserEvent::UserActivated)),
+            _ => {}
+        }
+        if !self.own_hash && !self.same_hash {
+            events.push((user_id, UserEvent::PasswordChanged));
+        }
+        if let Some(roles) = roles {
+            events.push((user_id, UserEvent::RolesChanged { roles }));
+        }
+        events
+    }
+}
+
+/// The events of a new account: created (active, as a signup is), then what sets it apart.
+fn created_events(user_id: UserId, user: &ImportedUser) -> Vec<(UserId, UserEvent)> {
+    let mut events = vec![(
+        user_id,
+        UserEvent::UserCreated {
+            email: user.email.as_str().to_owned(),
+            full_name: user.full_name.as_str().to_owned(),
+        },
+    )];
+    if !user.active {
+        events.push((user_id, UserEvent::UserDeactivated));
+    }
+    if !user.roles.is_empty() {
+        let roles = user.roles.iter().map(|role| role.as_str().to_owned()).collect();
+        events.push((user_id, UserEvent::RolesChanged { roles }));
+    }
+    events
+}
 
 /// `INSERT ... VALUES ($1, ..., $12), ($13, ...) ON CONFLICT DO NOTHING RETURNING id` for `rows`
 /// records: one statement per batch. Rows are inserted in order, so of two records of one batch
@@ -188,7 +259,9 @@ impl Store {
     /// skips every record an index refuses, then one query for the accounts those records ran
     /// into, so that a batch costs a few round trips whatever its size. Records are taken in
     /// order: of two whose emails collide, the first is imported and the second reported. No
-    /// hashing happens here: hashes are stored as they came.
+    /// hashing happens here: hashes are stored as they came. Each change is on the user-events
+    /// stream, written in the same transaction: a new account's `user_created` (and its
+    /// roles, and `user_deactivated` if it came in inactive), an updated one's changes.
     pub async fn import_users(
         &self,
         batch: &[ImportedUser],
@@ -246,18 +319,30 @@ impl Store {
                 query.fetch_all(&mut *tx).await?
             };
             let mut outcomes = Vec::with_capacity(prepared.len());
+            let mut events = Vec::new();
+            let mut grants: Vec<(Uuid, &Role)> = Vec::new();
+            let mut deactivated = Vec::new();
             for record in &prepared {
+                let user = record.user;
                 if inserted.contains(&record.id) {
-                    outcomes.push(ImportOutcome::Imported(UserId::from_uuid(record.id)));
+                    let user_id = UserId::from_uuid(record.id);
+                    events.extend(created_events(user_id, user));
+                    grants.extend(user.roles.iter().map(|role| (record.id, role)));
+                    outcomes.push(ImportOutcome::Imported(user_id));
                     continue;
                 }
-                let user = record.user;
                 let outcome = match classify(record, &holders, &inserted)? {
                     Classified::Collision(with, kind) => ImportOutcome::Collision { with, kind },
                     Classified::Existing(user_id) if !mode.update => {
                         ImportOutcome::Existing { user_id, updated: false }
                     }
                     Classified::Existing(user_id) => {
+                        let before: Option<Before> = sqlx::query_as(BEFORE_UPDATE)
+                            .bind(user_id.into_uuid())
+                            .bind(user.password_hash.expose())
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                        let before = before.ok_or(sqlx::Error::RowNotFound)?;
                         sqlx::query(UPDATE)
                             .bind(user.full_name.as_str())
                             .bind(user.active)
@@ -268,16 +353,48 @@ impl Store {
                             .bind(user_id.into_uuid())
                             .execute(&mut *tx)
                             .await?;
+                        // The record's roles are granted; none is taken away, so that roles
+                        // granted here since the move survive a re-run.
+                        let mut added = 0;
+                        for role in &user.roles {
+                            added += sqlx::query(GRANT)
+                                .bind(user_id.into_uuid())
+                                .bind(role.as_str())
+                                .bind(now)
+                                .execute(&mut *tx)
+                                .await?
+                                .rows_affected();
+                        }
+                        let roles = if added > 0 {
+                            let held: Vec<String> =
+                                sqlx::query_scalar(HELD).bind(user_id.into_uuid()).fetch_all(&mut *tx).await?;
+                            Some(held)
+                        } else {
+                            None
+                        };
+                        events.extend(before.changes(user_id, user, roles));
                         // Inactive after the update: its sessions end with it, as with
                         // `identity user deactivate`.
                         if !user.active {
-                            tx.revoke(Target::User { user_id, except: None }, RevocationReason::AccountDeactivated, now).await?;
+                            deactivated.push(user_id);
                         }
                         ImportOutcome::Existing { user_id, updated: true }
                     }
                 };
                 outcomes.push(outcome);
             }
+            for chunk in grants.chunks(GRANT_CHUNK) {
+                let mut insert = QueryBuilder::new("INSERT INTO user_roles (user_id, role, granted_at) ");
+                insert.push_values(chunk, |mut row, (user, role)| {
+                    row.push_bind(*user).push_bind(role.as_str()).push_bind(now);
+                });
+                insert.build().execute(&mut *tx).await?;
+            }
+            // The sequence is taken after the batch's own row writes (see `super::sequence`).
+            for user_id in deactivated {
+                tx.revoke(Target::User { user_id, except: None }, RevocationReason::AccountDeactivated, now).await?;
+            }
+            tx.append_events(&events, now).await?;
             if mode.dry_run {
                 tx.rollback().await?;
             } else {

@@ -32,16 +32,17 @@ fn payload(content: &MailContent) -> Result<String, sqlx::Error> {
     serde_json::to_string(&payload).map_err(|e| sqlx::Error::Encode(Box::new(e)))
 }
 
-/// An insert only when `$6` is true: one statement whether or not a message is due, so that a
-/// caller's work does not depend on it.
-const INSERT_IF: &str =
+/// A message for a deliverer.
+const INSERT: &str =
     "INSERT INTO mail_outbox (id, kind, recipient, payload, status, attempts, next_attempt_at, created_at)
-     SELECT $1, $2, $3, $4, 'pending', 0, $5, $5 WHERE $6";
-/// The same for a message handed on as a user event: recorded as sent at once, without its
-/// link (the stream carries it), so that the hourly allowances still count it.
-const HANDED_ON_IF: &str = "INSERT INTO mail_outbox
+     VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5)";
+/// The record of a message handed on as a user event: sent at once, without its link (the
+/// stream carries it), so that the hourly allowances still count it.
+const HANDED_ON: &str = "INSERT INTO mail_outbox
          (id, kind, recipient, payload, status, attempts, next_attempt_at, created_at, sent_at)
-     SELECT $1, $2, $3, '{}', 'sent', 0, $4, $4, $4 WHERE $5";
+     VALUES ($1, $2, $3, '{}', 'sent', 0, $4, $4, $4)";
+/// Deletes the row just written when it was a stand-in (`$2` false).
+const DISCARD_STAND_IN: &str = "DELETE FROM mail_outbox WHERE id = $1 AND NOT $2";
 
 /// Where a message goes: the outbox, for a deliverer; or, with `IDENTITY_MAIL=none`, the
 /// user-events stream, as a `message_requested` event for the team's own notification service.
@@ -49,6 +50,30 @@ const HANDED_ON_IF: &str = "INSERT INTO mail_outbox
 pub(super) enum MailRoute {
     Outbox,
     Events,
+}
+
+/// Statements run and rows written by a step whose work must not tell whether an account
+/// exists: a path with nothing to write writes a stand-in row wherever the other writes a row,
+/// and deletes it before its transaction ends, so both insert into the same tables (the same
+/// index maintenance) through the same statements.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Work {
+    pub statements: u32,
+    pub rows_inserted: u64,
+    /// Stand-ins discarded (and, for a reset, older tokens superseded).
+    pub rows_deleted: u64,
+}
+
+impl std::ops::Add for Work {
+    type Output = Self;
+
+    fn add(self, other: Self) -> Self {
+        Self {
+            statements: self.statements + other.statements,
+            rows_inserted: self.rows_inserted + other.rows_inserted,
+            rows_deleted: self.rows_deleted + other.rows_deleted,
+        }
+    }
 }
 
 /// Queues a message inside a caller's transaction, so it exists exactly when what it carries
@@ -62,12 +87,12 @@ pub(super) trait QueueMail {
         mail: &NewMail,
         now: DateTime<Utc>,
     ) -> Result<(), sqlx::Error> {
-        self.queue_mail_if(route, true, Some(user), mail, now).await.map(drop)
+        self.write_mail(route, None, Some(user), mail, now).await.map(drop)
     }
 
-    /// As [`QueueMail::queue_mail`] only when `wanted`, after the same statements either way (a
-    /// caller whose work must not tell whether an account exists passes `wanted = false` and
-    /// no user). Returns the statements run and the rows written.
+    /// As [`QueueMail::queue_mail`] only when `wanted`; otherwise (a caller whose work must not
+    /// tell whether an account exists, with no user) the same rows are written as stand-ins
+    /// and deleted again, by the same statements.
     async fn queue_mail_if(
         &mut self,
         route: MailRoute,
@@ -75,43 +100,60 @@ pub(super) trait QueueMail {
         user: Option<UserId>,
         mail: &NewMail,
         now: DateTime<Utc>,
-    ) -> Result<(u32, u64), sqlx::Error>;
+    ) -> Result<Work, sqlx::Error> {
+        self.write_mail(route, Some(wanted), user, mail, now).await
+    }
+
+    /// `balanced`: `None` for a message always queued; `Some(wanted)` to write stand-ins
+    /// when not `wanted`, after the same statements either way.
+    async fn write_mail(
+        &mut self,
+        route: MailRoute,
+        balanced: Option<bool>,
+        user: Option<UserId>,
+        mail: &NewMail,
+        now: DateTime<Utc>,
+    ) -> Result<Work, sqlx::Error>;
 }
 
 macro_rules! queue_mail {
-    ($connection:ty, $announces:literal) => {
+    ($connection:ty) => {
         impl QueueMail for $connection {
-            async fn queue_mail_if(
+            async fn write_mail(
                 &mut self,
                 route: MailRoute,
-                wanted: bool,
+                balanced: Option<bool>,
                 user: Option<UserId>,
                 mail: &NewMail,
                 now: DateTime<Utc>,
-            ) -> Result<(u32, u64), sqlx::Error> {
+            ) -> Result<Work, sqlx::Error> {
                 let id = MailId::new().into_uuid();
-                if route == MailRoute::Outbox {
-                    let rows = sqlx::query(INSERT_IF)
+                let inserted = match route {
+                    MailRoute::Outbox => sqlx::query(INSERT)
                         .bind(id)
                         .bind(mail.kind.as_str())
                         .bind(&mail.recipient)
                         .bind(payload(&mail.content)?)
-                        .bind(now)
-                        .bind(wanted)
-                        .execute(&mut *self)
-                        .await?
-                        .rows_affected();
-                    return Ok((1, rows));
+                        .bind(now),
+                    MailRoute::Events => sqlx::query(HANDED_ON)
+                        .bind(id)
+                        .bind(mail.kind.as_str())
+                        .bind(&mail.recipient)
+                        .bind(now),
                 }
-                let rows = sqlx::query(HANDED_ON_IF)
-                    .bind(id)
-                    .bind(mail.kind.as_str())
-                    .bind(&mail.recipient)
-                    .bind(now)
-                    .bind(wanted)
-                    .execute(&mut *self)
-                    .await?
-                    .rows_affected();
+                .execute(&mut *self)
+                .await?
+                .rows_affected();
+                let mut work = Work { statements: 1, rows_inserted: inserted, rows_deleted: 0 };
+                if let Some(wanted) = balanced {
+                    let discard =
+                        sqlx::query(DISCARD_STAND_IN).bind(id).bind(wanted).execute(&mut *self).await?;
+                    work = work
+                        + Work { statements: 1, rows_inserted: 0, rows_deleted: discard.rows_affected() };
+                }
+                if route == MailRoute::Outbox {
+                    return Ok(work);
+                }
                 let event = UserEvent::MessageRequested {
                     message_kind: mail.kind,
                     recipient: mail.recipient.clone(),
@@ -119,14 +161,21 @@ macro_rules! queue_mail {
                     link: mail.content.link.clone(),
                     expires_at: mail.content.expires_at,
                 };
-                let written = self.append_event_if(wanted, user, &event, now).await?;
-                Ok((if $announces { 4 } else { 3 }, rows + written))
+                match (balanced, user) {
+                    (None, Some(user)) => {
+                        self.append_events(&[(user, event)], now).await?;
+                        Ok(work)
+                    }
+                    (wanted, user) => {
+                        Ok(work + self.append_event_if(wanted.unwrap_or(false), user, &event, now).await?)
+                    }
+                }
             }
         }
     };
 }
-queue_mail!(PgConnection, true);
-queue_mail!(SqliteConnection, false);
+queue_mail!(PgConnection);
+queue_mail!(SqliteConnection);
 
 #[derive(sqlx::FromRow)]
 struct ClaimedRow {
@@ -209,7 +258,7 @@ impl Store {
     /// Queues one message to nobody's account (an operator's test message) on its own, in the
     /// outbox whatever the route (the transactional path is [`QueueMail`]).
     pub async fn queue_mail(&self, mail: &NewMail, now: DateTime<Utc>) -> Result<(), StoreError> {
-        with_pool!(self, pool => pool.queue_mail_if(MailRoute::Outbox, true, None, mail, now).await)?;
+        with_pool!(self, pool => pool.write_mail(MailRoute::Outbox, None, None, mail, now).await)?;
         Ok(())
     }
 

@@ -9,14 +9,15 @@
 //! `password_hash` (bcrypt, argon2id/argon2i PHC, passlib or Django PBKDF2-SHA256) may be left
 //! out, and the account then has no password until a reset; `active` defaults to true;
 //! `created` (RFC 3339) to the time of the import; `external_id` (a string or a number) is
-//! the id in the old app; `roles` is read and, until role storage exists, reported. Unknown
-//! fields are refused, so a misspelt `password_hash` does not import accounts without one.
+//! the id in the old app; `roles` (each as `identity user grant-role` takes it) are the roles
+//! the account holds here, in the `roles` claim of its tokens. Unknown fields are refused, so a
+//! misspelt `password_hash` does not import accounts without one.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    domain::{Email, ExternalId, FullName, PasswordHash},
+    domain::{Email, ExternalId, FullName, PasswordHash, Role},
     service::ExportedUser,
     store::ImportedUser,
 };
@@ -84,6 +85,7 @@ impl Line {
             .map(|id| ExternalId::parse("external_id", id))
             .transpose()
             .map_err(|v| format!("external_id: {}", v.description))?;
+        let roles = Role::parse_set("roles", &self.roles).map_err(|v| format!("roles: {}", v.description))?;
         let created_at = match self.created.as_deref() {
             Some(text) => DateTime::parse_from_rfc3339(text)
                 .map_err(|_| "created: must be an RFC 3339 time such as 2021-03-04T05:06:07Z".to_owned())?
@@ -97,6 +99,7 @@ impl Line {
             active: self.active.unwrap_or(true),
             created_at,
             external_id,
+            roles,
         })
     }
 
@@ -116,7 +119,7 @@ impl Line {
             active: Some(user.is_active),
             created: Some(user.created_at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
             external_id: user.external_id.clone(),
-            roles: Vec::new(),
+            roles: user.roles.iter().map(|role| role.as_str().to_owned()).collect(),
         }
     }
 }
@@ -138,6 +141,9 @@ mod tests {
         assert_eq!(user.password_hash.scheme(), Some(HashScheme::NoPassword));
         assert_eq!(user.external_id.unwrap().as_str(), "42");
         assert_eq!(user.created_at, DateTime::UNIX_EPOCH);
+        assert!(user.roles.is_empty());
+        let user = parse(r#"{"email":"a@example.com","roles":["billing.read","admin","admin"]}"#).unwrap();
+        assert_eq!(user.roles.iter().map(Role::as_str).collect::<Vec<_>>(), ["admin", "billing.read"]);
     }
 
     #[test]
@@ -148,5 +154,6 @@ mod tests {
         assert!(
             parse(r#"{"email":"a@example.com","pasword_hash":"x"}"#).unwrap_err().contains("unknown field")
         );
+        assert!(parse(r#"{"email":"a@example.com","roles":["Admin"]}"#).unwrap_err().starts_with("roles:"));
     }
 }

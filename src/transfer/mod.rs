@@ -114,7 +114,6 @@ struct Tally {
     collisions: u64,
     invalid: u64,
     inactive_in_source: u64,
-    with_roles: u64,
 }
 
 /// One import run: the batch being filled, the tally, the mapping file, the progress bar.
@@ -135,7 +134,6 @@ impl Run {
     async fn add(&mut self, line: Line, inactive_in_source: bool) -> Result<(), TransferError> {
         self.tally.read += 1;
         self.tally.inactive_in_source += u64::from(inactive_in_source);
-        self.tally.with_roles += u64::from(!line.roles.is_empty());
         let number = self.tally.read;
         let label = (line.external_id.clone(), line.email.clone());
         match line.parse(Utc::now()) {
@@ -217,12 +215,6 @@ impl Run {
                 "{} users marked inactive in the source were imported as active (the tutorial app never \
                  reads is_active); --keep-inactive keeps them inactive\n",
                 t.inactive_in_source
-            );
-        }
-        if t.with_roles > 0 {
-            out += &format!(
-                "{} records carry roles: this version stores no roles, so none were imported\n",
-                t.with_roles
             );
         }
         if self.mapping.is_some() {

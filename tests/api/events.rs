@@ -29,7 +29,9 @@ on_both_backends!(
 const WITHIN: Duration = Duration::from_secs(15);
 
 /// The events of the catch-up, and the cursor it ended at.
-async fn catch_up(stream: &mut Streaming<WatchUserEventsResponse>) -> (Vec<identity::proto::UserEvent>, u64) {
+pub async fn catch_up(
+    stream: &mut Streaming<WatchUserEventsResponse>,
+) -> (Vec<identity::proto::UserEvent>, u64) {
     let mut events = Vec::new();
     loop {
         let message = tokio::time::timeout(WITHIN, stream.message())
@@ -61,7 +63,7 @@ async fn next_events(
     events
 }
 
-fn kind_name(event: &identity::proto::UserEvent) -> &'static str {
+pub fn kind_name(event: &identity::proto::UserEvent) -> &'static str {
     match event.kind.as_ref().expect("every event has a kind") {
         Kind::UserCreated(_) => "user_created",
         Kind::UserUpdated(_) => "user_updated",

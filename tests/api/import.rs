@@ -38,7 +38,8 @@ fn tutorial_rows() -> Vec<TutorialRow> {
     serde_json::from_str(&text).unwrap()
 }
 
-fn run(app: &TestApp, args: &[&str]) -> (String, String) {
+/// Runs the CLI against `app`'s database; its standard output and error, after asserting success.
+pub fn run(app: &TestApp, args: &[&str]) -> (String, String) {
     let output = identity(app, args);
     let (stdout, stderr) = (
         String::from_utf8_lossy(&output.stdout).into_owned(),

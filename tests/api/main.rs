@@ -14,6 +14,7 @@ mod events;
 mod ext_authz;
 mod health;
 mod import;
+mod import_events;
 mod lockout;
 mod login;
 mod mail;

@@ -21,6 +21,7 @@ use crate::{
 on_both_backends!(
     a_reset_link_sets_a_new_password_and_ends_every_session,
     an_unknown_email_gets_the_same_answer_after_the_same_work,
+    with_mail_none_an_unknown_email_gets_the_same_work_too,
     a_used_expired_or_superseded_token_gets_one_clear_error,
     of_two_concurrent_resets_with_one_token_exactly_one_succeeds,
     requests_beyond_the_hourly_allowance_answer_ok_and_send_nothing,
@@ -92,19 +93,27 @@ async fn a_reset_link_sets_a_new_password_and_ends_every_session(app: TestApp) {
     assert!(after.email_verified && after.email_verified_at.is_some(), "{after:?}");
 }
 
+/// The work of a reset request for `known` (an account's email) and for an unknown email,
+/// compared: the same statements, the same rows inserted, and the unknown path's stand-ins all
+/// deleted again.
+async fn compare_reset_work(app: &TestApp, known: &str) {
+    let identity = app.identity();
+    let known = identity.request_password_reset(&Email::parse("email", known).unwrap()).await.unwrap();
+    let unknown =
+        identity.request_password_reset(&Email::parse("email", "nobody@example.com").unwrap()).await.unwrap();
+    assert!(matches!(known.outcome, ResetRequested::Queued { .. }), "{known:?}");
+    assert_eq!(unknown.outcome, ResetRequested::NoAccount);
+    assert_eq!(known.statements, unknown.statements, "{known:?} {unknown:?}");
+    assert_eq!(known.rows_inserted, unknown.rows_inserted, "the same inserts too: {known:?} {unknown:?}");
+    assert_eq!(unknown.rows_deleted, unknown.rows_inserted, "no stand-in outlives its request: {unknown:?}");
+}
+
 async fn an_unknown_email_gets_the_same_answer_after_the_same_work(app: TestApp) {
     let (user, _) = app.signed_in_user().await;
     // The same answer over the API.
     request_reset(&app, "nobody-here@example.com").await;
     // The same statements in the service, whichever path runs.
-    let identity = app.identity();
-    let known = identity.request_password_reset(&Email::parse("email", &user.email).unwrap()).await.unwrap();
-    let unknown =
-        identity.request_password_reset(&Email::parse("email", "nobody@example.com").unwrap()).await.unwrap();
-    assert!(matches!(known.outcome, ResetRequested::Queued { .. }), "{known:?}");
-    assert_eq!(unknown.outcome, ResetRequested::NoAccount);
-    assert_eq!(known.statements, unknown.statements);
-    assert_eq!(known.rows_written, unknown.rows_written, "the same writes too: {known:?} {unknown:?}");
+    compare_reset_work(&app, &user.email).await;
     let rows: Vec<_> =
         app.store.mail_rows().await.unwrap().into_iter().filter(|row| row.kind == "password_reset").collect();
     assert_eq!(rows.len(), 1, "only the account's message is queued: {rows:?}");
@@ -115,6 +124,27 @@ async fn an_unknown_email_gets_the_same_answer_after_the_same_work(app: TestApp)
         Code::InvalidArgument,
     );
     assert_eq!(bad_fields(&status), ["email"]);
+}
+
+/// With IDENTITY_MAIL=none the account's path also writes a `message_requested` event (and a
+/// record of the message for the allowance): the unknown path writes stand-ins of both, which
+/// no subscriber ever sees.
+async fn with_mail_none_an_unknown_email_gets_the_same_work_too(app: TestApp) {
+    let app = app.restart_with(&[("IDENTITY_MAIL", "none"), ("IDENTITY_RESET_URL", RESET_URL)]).await;
+    let (user, _) = app.signed_in_user().await;
+    compare_reset_work(&app, &user.email).await;
+    let rows: Vec<_> =
+        app.store.mail_rows().await.unwrap().into_iter().filter(|row| row.kind == "password_reset").collect();
+    assert_eq!(rows.len(), 1, "only the account's message is recorded: {rows:?}");
+    assert_eq!(rows[0].recipient, user.email);
+    let events = app.store.events_after(0, 1000).await.unwrap();
+    let requested: Vec<_> = events
+        .iter()
+        .filter(|e| matches!(e.event, identity::domain::UserEvent::MessageRequested { .. }))
+        .map(|e| e.user_id.to_string())
+        .collect();
+    // Signup's verification message, then the reset: both the account's; no stand-in remains.
+    assert_eq!(requested, [user.id.clone(), user.id.clone()], "{events:?}");
 }
 
 async fn a_used_expired_or_superseded_token_gets_one_clear_error(app: TestApp) {
