@@ -23,6 +23,8 @@ use envoy_types::pb::envoy::service::auth::v3::{
     attribute_context::{HttpRequest, Request as AttributeRequest},
     authorization_client::AuthorizationClient,
 };
+#[path = "load/accounts.rs"]
+mod accounts;
 #[allow(dead_code)]
 #[path = "../tests/api/smtp.rs"]
 mod smtp;
@@ -93,6 +95,9 @@ struct Args {
     /// Logins the legitimate client makes in fair-flood, one a second.
     #[arg(long, default_value_t = 60)]
     legit_logins: usize,
+    /// Accounts the reset scenario asks resets for, in turn (each unknown email is new too).
+    #[arg(long, default_value_t = 10_000)]
+    reset_accounts: usize,
     /// Messages queued and delivered in the delivery scenario.
     #[arg(long, default_value_t = 2000)]
     mail_messages: usize,
@@ -638,11 +643,14 @@ async fn main() {
 /// gets a warmer cache, on a server of its own whose hourly allowance never runs out: every
 /// request for an existing email takes the path an enumerating caller sees (a token stored, a
 /// message queued, the worker delivering it as an .eml file meanwhile), every unknown one its
-/// stand-in write. Run at --concurrency and from a single client; prints the median p50 of each.
+/// stand-ins. The existing emails are --reset-accounts accounts asked for in turn, as the
+/// unknown ones are each new: a handful of accounts asked for by every client at once would
+/// measure their rows' locks (and their growing history of messages), which no enumerating
+/// caller meets. Run at --concurrency and from a single client; prints the median p50 of each.
 async fn reset_timing(args: &Args) {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let server = Server::start_in(args, 4, &data_dir, &[("IDENTITY_MAIL_MAX_PER_HOUR", "10000")]).await;
-    let users = Arc::new(server.users(8).await);
+    let users = Arc::new(accounts::seed(&server.config, args.reset_accounts.max(1)).await);
     let channels = Arc::new(channels(server.addr, args.connections).await);
     for concurrency in [args.concurrency, 1] {
         let mut medians: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
@@ -1236,7 +1244,8 @@ async fn paced_health_probe(channel: Channel, duration: Duration, every: Duratio
 /// `identity import` of `--import-users` users from JSON Lines into a fresh database (the real
 /// binary; no hash is computed), its re-run (every user skipped), then failed-login medians for
 /// accounts with each imported scheme (the fixtures: bcrypt cost 12, Argon2id m=19 MiB t=2,
-/// passlib PBKDF2 29,000 rounds, Django PBKDF2 20,000 rounds) and for unknown emails.
+/// passlib PBKDF2 29,000 rounds, Django PBKDF2 20,000 rounds; and bcrypt at two below --cost,
+/// an old app's lower cost) and for unknown emails. With --database-url, on that Postgres.
 async fn import_scenario(args: &Args) {
     use std::io::Write;
     let data_dir = tempfile::tempdir().expect("temp dir");
@@ -1300,6 +1309,13 @@ async fn import_scenario(args: &Args) {
         serde_json::json!({"email": format!("bcrypt-{run_id}@example.com"), "password_hash": bcrypt_12})
             .to_string(),
     );
+    // bcrypt from an app that used a lower cost than this server's (topped up to one verify).
+    let old_cost = args.cost.saturating_sub(2).max(4);
+    let bcrypt_old = bcrypt::hash("a password of the old app", old_cost).expect("bcrypt hashes");
+    lines.push(
+        serde_json::json!({"email": format!("bcrypt-old-{run_id}@example.com"), "password_hash": bcrypt_old})
+            .to_string(),
+    );
     std::fs::write(&schemes, lines.join("\n")).unwrap();
     import(&schemes);
     let mut auth = AuthServiceClient::new(channels(server.addr, 1).await.remove(0));
@@ -1316,10 +1332,11 @@ async fn import_scenario(args: &Args) {
         args.upgrade_samples, args.cost
     );
     for (who, scheme) in [
-        ("erin", "argon2id"),
-        ("grace", "pbkdf2-sha256"),
-        ("heidi", "django-pbkdf2-sha256"),
-        ("bcrypt", "bcrypt-12"),
+        ("erin", "argon2id".to_owned()),
+        ("grace", "pbkdf2-sha256".to_owned()),
+        ("heidi", "django-pbkdf2-sha256".to_owned()),
+        ("bcrypt", "bcrypt-12".to_owned()),
+        ("bcrypt-old", format!("bcrypt-{old_cost}")),
     ] {
         let took = time_failures(format!("{who}-{run_id}@example.com")).await;
         report += &format!(", {scheme} {took:.1} ms ({:.2}x)", took / unknown.max(1e-9));

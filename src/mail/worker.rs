@@ -21,7 +21,7 @@ use tokio::{
 use super::{Deliverer, Templates};
 use crate::{
     clock::Clock,
-    domain::OutboxMessage,
+    domain::{MailId, MailKind, OutboxMessage},
     metrics::{MAIL_FAILED, MAIL_QUEUE_DEPTH, MAIL_RETRIED, MAIL_SENT},
     store::{FailedAttempt, Store, StoreError},
     supervisor::{Supervised, TaskName},
@@ -46,6 +46,13 @@ const DATABASE_BACKOFF: ExponentialBuilder = ExponentialBuilder::new()
     .with_max_delay(Duration::from_secs(5))
     .with_jitter()
     .without_max_times();
+
+/// A message handed on, to be marked sent with the rest of its batch.
+struct Delivered {
+    id: MailId,
+    kind: MailKind,
+    attempts: u32,
+}
 
 /// Wakes the worker of this process after a message is queued, so delivery starts at once.
 #[derive(Debug, Clone, Default)]
@@ -117,7 +124,9 @@ impl Outbox {
     }
 
     /// Delivers every message that is due, a batch at a time, until none is left; returns how
-    /// many were handed on.
+    /// many were handed on. A batch costs two writes whatever its size (the claim, and one
+    /// statement marking every delivered message sent), so a busy queue takes the database
+    /// (SQLite's one writer above all) away from requests as little as an idle one.
     pub async fn deliver_due(self: &Arc<Self>) -> Result<usize, StoreError> {
         let lease = TimeDelta::from_std(LEASE_FLOOR.max(self.settings.delivery_timeout.saturating_mul(8)))
             .unwrap_or(TimeDelta::MAX);
@@ -132,19 +141,47 @@ impl Outbox {
                 let outbox = Arc::clone(self);
                 deliveries.spawn(async move { outbox.deliver_one(batch.claim, message).await });
             }
+            let mut sent = Vec::new();
             while let Some(outcome) = deliveries.join_next().await {
                 match outcome {
-                    Ok(Ok(true)) => delivered += 1,
-                    Ok(Ok(false)) => {}
+                    Ok(Ok(Some(message))) => sent.push(message),
+                    Ok(Ok(None)) => {}
                     Ok(Err(error)) => tracing::warn!(%error, "cannot record a delivery outcome"),
                     Err(error) => tracing::warn!(%error, "a delivery task failed"),
                 }
             }
+            delivered += self.record_sent(batch.claim, &sent).await?;
         }
     }
 
-    /// Renders, delivers and records one message; `true` when it was handed on.
-    async fn deliver_one(&self, claim: uuid::Uuid, message: OutboxMessage) -> Result<bool, StoreError> {
+    /// Marks `sent` sent in one statement, then counts and logs each.
+    async fn record_sent(&self, claim: uuid::Uuid, sent: &[Delivered]) -> Result<usize, StoreError> {
+        if sent.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<MailId> = sent.iter().map(|message| message.id).collect();
+        let marked = self.store.mail_sent(&ids, claim, self.clock.now()).await?;
+        if marked < ids.len() {
+            tracing::warn!(
+                messages = ids.len() - marked,
+                "messages were delivered after their lease ran out"
+            );
+        }
+        for message in sent {
+            metrics::counter!(MAIL_SENT, "kind" => message.kind.as_str()).increment(1);
+            tracing::info!(mail_id = %message.id, kind = message.kind.as_str(), attempts = message.attempts,
+                deliverer = self.deliverer.name(), "mail delivered");
+        }
+        Ok(sent.len())
+    }
+
+    /// Renders and delivers one message; a failure is recorded here, a success returned to be
+    /// recorded with the rest of its batch.
+    async fn deliver_one(
+        &self,
+        claim: uuid::Uuid,
+        message: OutboxMessage,
+    ) -> Result<Option<Delivered>, StoreError> {
         let kind = message.kind;
         let attempt = match self.envelope(&message) {
             // A message that cannot be built never will be: give up at once.
@@ -154,41 +191,30 @@ impl Outbox {
                 Err(error) => Err((error.to_string(), self.settings.max_attempts)),
             },
         };
-        let now = self.clock.now();
-        match attempt {
-            Ok(()) => {
-                if !self.store.mail_sent(message.id, claim, now).await? {
-                    tracing::warn!(mail_id = %message.id, "a message was delivered after its lease ran out");
-                }
-                metrics::counter!(MAIL_SENT, "kind" => kind.as_str()).increment(1);
-                tracing::info!(mail_id = %message.id, kind = kind.as_str(), attempts = message.attempts,
-                    deliverer = self.deliverer.name(), "mail delivered");
-                Ok(true)
+        let (error, max_attempts) = match attempt {
+            Ok(()) => return Ok(Some(Delivered { id: message.id, kind, attempts: message.attempts })),
+            Err(failure) => failure,
+        };
+        let delay = ATTEMPT_BACKOFF
+            .build()
+            .nth(message.attempts.saturating_sub(1) as usize)
+            .unwrap_or(Duration::from_secs(600));
+        let next = self.clock.now() + TimeDelta::from_std(delay).unwrap_or(TimeDelta::minutes(10));
+        let outcome = self.store.mail_attempt_failed(message.id, claim, &error, next, max_attempts).await?;
+        match outcome {
+            FailedAttempt::Retrying => {
+                metrics::counter!(MAIL_RETRIED, "kind" => kind.as_str()).increment(1);
+                tracing::warn!(mail_id = %message.id, kind = kind.as_str(), attempts = message.attempts,
+                    retry_in = ?delay, %error, "mail delivery failed; will retry");
             }
-            Err((error, max_attempts)) => {
-                let delay = ATTEMPT_BACKOFF
-                    .build()
-                    .nth(message.attempts.saturating_sub(1) as usize)
-                    .unwrap_or(Duration::from_secs(600));
-                let next = now + TimeDelta::from_std(delay).unwrap_or(TimeDelta::minutes(10));
-                let outcome =
-                    self.store.mail_attempt_failed(message.id, claim, &error, next, max_attempts).await?;
-                match outcome {
-                    FailedAttempt::Retrying => {
-                        metrics::counter!(MAIL_RETRIED, "kind" => kind.as_str()).increment(1);
-                        tracing::warn!(mail_id = %message.id, kind = kind.as_str(), attempts = message.attempts,
-                            retry_in = ?delay, %error, "mail delivery failed; will retry");
-                    }
-                    FailedAttempt::GaveUp => {
-                        metrics::counter!(MAIL_FAILED, "kind" => kind.as_str()).increment(1);
-                        tracing::error!(mail_id = %message.id, kind = kind.as_str(), attempts = message.attempts,
-                            %error, "mail delivery failed for good; `identity mail retry` queues it again");
-                    }
-                    FailedAttempt::LeaseLost => {}
-                }
-                Ok(false)
+            FailedAttempt::GaveUp => {
+                metrics::counter!(MAIL_FAILED, "kind" => kind.as_str()).increment(1);
+                tracing::error!(mail_id = %message.id, kind = kind.as_str(), attempts = message.attempts,
+                    %error, "mail delivery failed for good; `identity mail retry` queues it again");
             }
+            FailedAttempt::LeaseLost => {}
         }
+        Ok(None)
     }
 
     /// The finished message: headers, and plain-text and HTML parts from the templates.

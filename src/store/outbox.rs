@@ -236,6 +236,9 @@ pub enum FailedAttempt {
     LeaseLost,
 }
 
+/// Messages marked sent per statement (a claim holds at most a batch of 32).
+const SENT_CHUNK: usize = 100;
+
 /// The claim, with the due rows locked and skipped by concurrent claimers.
 const CLAIM_POSTGRES: &str = "UPDATE mail_outbox SET claim = $1, claimed_until = $2, attempts = attempts + 1
      WHERE id IN (
@@ -300,19 +303,32 @@ impl Store {
         Ok(MailClaim { claim, messages })
     }
 
-    /// Marks a message sent and erases its link; `false` if the lease was lost meanwhile.
-    pub async fn mail_sent(&self, id: MailId, claim: Uuid, now: DateTime<Utc>) -> Result<bool, StoreError> {
-        const SQL: &str = "UPDATE mail_outbox SET status = 'sent', sent_at = $1, payload = '{}',
-                 claim = NULL, claimed_until = NULL, last_error = NULL
-             WHERE id = $2 AND claim = $3 AND status = 'pending'";
-        let updated = with_pool!(self, pool => sqlx::query(SQL)
-            .bind(now)
-            .bind(id.into_uuid())
-            .bind(claim)
-            .execute(pool)
-            .await
-            .map(|done| done.rows_affected()))?;
-        Ok(updated > 0)
+    /// Marks messages of one claim sent and erases their links, in one statement; returns how
+    /// many were still held by the claim (the rest lost their lease meanwhile).
+    pub async fn mail_sent(
+        &self,
+        ids: &[MailId],
+        claim: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        let mut updated = 0;
+        for chunk in ids.chunks(SENT_CHUNK) {
+            let places: Vec<String> = (0..chunk.len()).map(|n| format!("${}", n + 3)).collect();
+            let sql = format!(
+                "UPDATE mail_outbox SET status = 'sent', sent_at = $1, payload = '{{}}',
+                     claim = NULL, claimed_until = NULL, last_error = NULL
+                 WHERE claim = $2 AND status = 'pending' AND id IN ({})",
+                places.join(", ")
+            );
+            updated += with_pool!(self, pool => {
+                let mut query = sqlx::query(&sql).bind(now).bind(claim);
+                for id in chunk {
+                    query = query.bind(id.into_uuid());
+                }
+                query.execute(pool).await.map(|done| done.rows_affected())
+            })?;
+        }
+        Ok(usize::try_from(updated).unwrap_or(usize::MAX))
     }
 
     /// Records a failed attempt: the message is retried at `next_attempt_at`, or kept as failed
@@ -383,10 +399,10 @@ impl Store {
 
     /// Messages waiting to be delivered, and messages given up on.
     pub async fn mail_queue_depth(&self) -> Result<(i64, i64), StoreError> {
+        // Each count reads its own partial index, never the day of sent rows beside them.
         const SQL: &str = "SELECT
-                 COALESCE(SUM(CASE WHEN status = 'pending' THEN 1 ELSE 0 END), 0),
-                 COALESCE(SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END), 0)
-             FROM mail_outbox WHERE status <> 'sent'";
+                 (SELECT COUNT(*) FROM mail_outbox WHERE status = 'pending'),
+                 (SELECT COUNT(*) FROM mail_outbox WHERE status = 'failed')";
         let depth = with_pool!(self, pool => sqlx::query_as::<_, (i64, i64)>(SQL).fetch_one(pool).await)?;
         Ok(depth)
     }

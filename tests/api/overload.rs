@@ -26,6 +26,7 @@ on_both_backends!(
     a_full_hash_pool_sheds_logins_it_cannot_serve_soon,
     one_address_filling_the_hash_queue_does_not_keep_another_out,
     a_failed_login_costs_one_verify_at_the_current_cost_after_the_cost_is_raised,
+    a_failed_login_against_an_imported_hash_costs_what_an_unknown_email_costs,
 );
 
 async fn a_full_hash_pool_sheds_logins_it_cannot_serve_soon(app: TestApp) {
@@ -121,4 +122,38 @@ async fn a_failed_login_costs_one_verify_at_the_current_cost_after_the_cost_is_r
     let before = work(&app);
     assert_code(app.login(&user.email, "not-the-password-at-all").await, Code::Unauthenticated);
     assert_eq!(work(&app) - before, 1 << 7);
+}
+
+/// Imported accounts, never logged in to: a failed login against imported bcrypt of a lower cost
+/// costs exactly the unknown email's bcrypt work (topped up cost by cost); one against Argon2 or
+/// PBKDF2 is topped up by its measured time (the `import` bench prints those medians), so here
+/// it is bounded: never more bcrypt work than one verify, one job in the pool either way.
+async fn a_failed_login_against_an_imported_hash_costs_what_an_unknown_email_costs(app: TestApp) {
+    let app = app.restart_with(&[("IDENTITY_BCRYPT_COST", "7")]).await;
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/import");
+    let file = app.data_dir().join("imported.jsonl");
+    let mut lines: Vec<String> = std::fs::read_to_string(format!("{fixtures}/other_schemes.jsonl"))
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    lines.push(
+        r#"{"email":"old-bcrypt@example.com","password_hash":"$2b$04$.T9qvKCow/Kv9cB13KqzFu/smAvD2qROHQUtwvjCRrDcq8eDwDeBK"}"#.into(),
+    );
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let mapping = app.data_dir().join("mapping.csv").display().to_string();
+    crate::import::run(&app, &["import", "--from-jsonl", &file.display().to_string(), "--mapping", &mapping]);
+    let work = |app: &TestApp| app.identity().hash_pool_stats().1;
+    let failed_login = async |email: &str| {
+        let before = work(&app);
+        assert_code(app.login(email, "not-the-password-at-all").await, Code::Unauthenticated);
+        work(&app) - before
+    };
+    let unknown = failed_login("nobody-here@example.com").await;
+    assert_eq!(unknown, 1 << 7, "one verify at the configured cost");
+    assert_eq!(failed_login("old-bcrypt@example.com").await, unknown, "imported bcrypt at cost 4");
+    for email in ["erin@example.com", "frank@example.com", "grace@example.com", "heidi@example.com"] {
+        let topped_up = failed_login(email).await;
+        assert!(topped_up <= unknown, "{email}: {topped_up} bcrypt rounds on top of its own check");
+    }
 }
