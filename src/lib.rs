@@ -16,6 +16,7 @@ pub mod mail;
 pub mod metrics;
 pub mod passwords;
 pub mod rpc;
+pub mod sealing;
 pub mod secret_files;
 pub mod service;
 pub mod startup;

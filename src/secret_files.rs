@@ -50,6 +50,16 @@ pub fn check_private_keys(config: &crate::config::Config) -> Result<(), ExposedK
             &config.data_dir.join(crate::tokens::generated_key_file(config.signing_alg)),
         )?,
     }
+    match &config.encryption_key_file {
+        Some(path) => ensure_private("IDENTITY_ENCRYPTION_KEY_FILE", path)?,
+        None => ensure_private(
+            "the generated encryption key",
+            &config.data_dir.join(crate::sealing::GENERATED_KEY_FILE),
+        )?,
+    }
+    for path in &config.decryption_key_files {
+        ensure_private("IDENTITY_DECRYPTION_KEY_FILES", path)?;
+    }
     // A retired key may be kept as its private key: it still verifies, so it must not leak.
     for path in &config.verify_key_files {
         if fs::read_to_string(path).is_ok_and(|pem| pem.contains("PRIVATE KEY")) {
@@ -76,6 +86,13 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
 /// so that whoever opens it next (SQLite) finds a private file rather than making one by the
 /// umask.
 pub fn create_private_file(path: &Path) -> io::Result<()> {
+    write_new_private_file(path, &[]).map(drop)
+}
+
+/// Writes `contents` to the new file `path` (mode 0600, its directory 0700) unless the file
+/// exists: `Ok(false)` then, and the file is left alone. `create_new` makes two processes
+/// starting on one data dir agree on a single generated key.
+pub fn write_new_private_file(path: &Path, contents: &[u8]) -> io::Result<bool> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         create_private_dir(dir)?;
     }
@@ -84,8 +101,13 @@ pub fn create_private_file(path: &Path) -> io::Result<()> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     match options.open(path) {
-        Ok(_) => Ok(()),
-        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Ok(mut file) => {
+            if !contents.is_empty() {
+                io::Write::write_all(&mut file, contents).and_then(|()| file.sync_all())?;
+            }
+            Ok(true)
+        }
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => Ok(false),
         Err(error) => Err(error),
     }
 }

@@ -28,8 +28,8 @@ use crate::{
         },
     },
     service::{
-        CallerPolicy, EventFeed, EventSync, Identity, IdentityParts, LockoutPolicy, Purge, RecoverySettings,
-        RevocationSync,
+        CallerPolicy, EventFeed, EventSync, Identity, IdentityParts, LockoutPolicy, MfaSettings, Purge,
+        RecoverySettings, RevocationSync,
     },
     store::{Limits, Store, StoreError},
     supervisor::Supervisor,
@@ -53,6 +53,8 @@ pub enum StartupError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("signing key: {0}")]
     Key(#[from] KeyError),
+    #[error(transparent)]
+    EncryptionKey(#[from] crate::sealing::SealingError),
     /// A configuration problem: the process stops as for an invalid variable.
     #[error(transparent)]
     ExposedKey(#[from] crate::secret_files::ExposedKey),
@@ -97,6 +99,26 @@ pub struct App {
     #[cfg(feature = "test-helpers")]
     faults: crate::supervisor::Faults,
     outbox: Arc<Outbox>,
+}
+
+/// The key that seals TOTP secrets: the configured file, or on SQLite one generated into the
+/// data directory. On Postgres a key generated per replica would seal secrets the others cannot
+/// open, so without a configured key the second factor is unavailable (and says so) rather than
+/// half working.
+fn load_sealer(config: &Config) -> Result<Option<crate::sealing::Sealer>, StartupError> {
+    if config.encryption_key_file.is_none() && config.is_postgres() {
+        tracing::warn!(
+            "IDENTITY_ENCRYPTION_KEY_FILE is not set: the second factor (TOTP) is unavailable on Postgres"
+        );
+        return Ok(None);
+    }
+    let sealer = crate::sealing::Sealer::load(
+        config.encryption_key_file.as_deref(),
+        &config.data_dir,
+        &config.decryption_key_files,
+    )?;
+    tracing::info!(key_id = sealer.current_key_id(), "encryption key for secrets at rest loaded");
+    Ok(Some(sealer))
 }
 
 impl App {
@@ -195,6 +217,7 @@ impl App {
             },
             events,
             event_retention: config.event_retention,
+            mfa: MfaSettings { sealer: load_sealer(config)?, issuer: config.totp_issuer.clone() },
         }));
         let listener = bind(config.listen_addr).await?;
         let local_addr = listener

@@ -81,6 +81,41 @@ pub fn require_role<'a, T>(
     Ok(claims)
 }
 
+/// The verified claims of `request` if the user proved a second factor (TOTP or a recovery
+/// code) no more than `max_age` ago, for a sensitive call behind [`crate::IdentityAuthLayer`]:
+/// the token names `otp` in `amr` and its `auth_time` is recent enough. UNAUTHENTICATED
+/// otherwise (as RFC 9470's step-up challenge answers 401): the client asks the user for a
+/// code, calls `UserService.StepUp` with it, and retries with the access token that returns.
+///
+/// ```
+/// # fn handler(request: tonic::Request<()>) -> Result<(), tonic::Status> {
+/// use std::time::Duration;
+///
+/// let claims = identity_client::require_recent_mfa(&request, Duration::from_secs(300))?;
+/// println!("{} proved a second factor in the last five minutes", claims.sub);
+/// # Ok(())
+/// # }
+/// ```
+pub fn require_recent_mfa<T>(
+    request: &tonic::Request<T>,
+    max_age: std::time::Duration,
+) -> Result<&VerifiedClaims, tonic::Status> {
+    let claims = request
+        .extensions()
+        .get::<VerifiedClaims>()
+        .ok_or_else(|| tonic::Status::unauthenticated("no verified token"))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| i64::try_from(since.as_secs()).unwrap_or(i64::MAX));
+    if !claims.has_recent_mfa(max_age.as_secs(), now) {
+        return Err(tonic::Status::unauthenticated(format!(
+            "this call needs a second factor proved within the last {}s: step up (UserService.StepUp) and retry",
+            max_age.as_secs()
+        )));
+    }
+    Ok(claims)
+}
+
 #[cfg(test)]
 mod tests {
     use identity_contract::{SessionId, TokenId, UserId};
@@ -88,6 +123,10 @@ mod tests {
     use super::*;
 
     fn with_roles(roles: &[&str]) -> tonic::Request<()> {
+        with_claims(roles, Vec::new(), None)
+    }
+
+    fn with_claims(roles: &[&str], amr: Vec<String>, auth_time: Option<i64>) -> tonic::Request<()> {
         let mut request = tonic::Request::new(());
         request.extensions_mut().insert(VerifiedClaims::new(AccessClaims {
             iss: "identity".into(),
@@ -102,6 +141,8 @@ mod tests {
             email_verified: true,
             name: "A".into(),
             roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            amr,
+            auth_time,
         }));
         request
     }
@@ -113,5 +154,29 @@ mod tests {
         assert_eq!(denied.code(), tonic::Code::PermissionDenied);
         let anonymous = require_role(&tonic::Request::new(()), "billing.read").unwrap_err();
         assert_eq!(anonymous.code(), tonic::Code::Unauthenticated);
+    }
+
+    #[test]
+    fn require_recent_mfa_wants_otp_in_amr_and_a_recent_auth_time() {
+        let now = i64::try_from(
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs(),
+        )
+        .unwrap();
+        let five_minutes = std::time::Duration::from_secs(300);
+        let fresh = with_claims(&[], identity_contract::amr(true), Some(now - 10));
+        assert!(require_recent_mfa(&fresh, five_minutes).is_ok());
+        let stale = with_claims(&[], identity_contract::amr(true), Some(now - 600));
+        assert_eq!(
+            require_recent_mfa(&stale, five_minutes).unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
+        let password_only = with_claims(&[], identity_contract::amr(false), Some(now));
+        assert_eq!(
+            require_recent_mfa(&password_only, five_minutes).unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
+        let old_token = with_claims(&[], Vec::new(), None);
+        assert!(require_recent_mfa(&old_token, five_minutes).is_err());
+        assert!(require_recent_mfa(&tonic::Request::new(()), five_minutes).is_err());
     }
 }

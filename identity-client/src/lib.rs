@@ -4,7 +4,8 @@
 //! - [`IdentityAuthLayer`]: a tower layer for tonic servers that verifies each request's bearer
 //!   token locally (Ed25519 keys from `GetJwks`, a cache of verified tokens) against a set of
 //!   revoked sessions kept current by `WatchRevocations`, and hands the handler
-//!   [`VerifiedClaims`] in the request extensions; [`require_role`] checks the token's `roles`.
+//!   [`VerifiedClaims`] in the request extensions; [`require_role`] checks the token's `roles`,
+//!   [`require_recent_mfa`] that the user proved a second factor recently (`amr`, `auth_time`).
 //! - The token contract it verifies by, shared with the server (`identity-contract`):
 //!   [`AccessClaims`] and the typed ids [`UserId`], [`SessionId`], [`TokenId`].
 //!
@@ -37,7 +38,7 @@ mod revocations;
 mod verify;
 
 pub use auth::IdentityAuth;
-pub use claims::{VerifiedClaims, require_role};
+pub use claims::{VerifiedClaims, require_recent_mfa, require_role};
 pub use config::{AuthConfig, RevocationPolicy, ServiceKey};
 pub use error::{Error, Rejection};
 pub use identity_contract::{AccessClaims, SessionId, TokenId, UserId};

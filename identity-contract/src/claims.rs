@@ -39,11 +39,42 @@ pub struct AccessClaims {
     /// before roles existed, which read as none.
     #[serde(default)]
     pub roles: Vec<String>,
+    /// How the user authenticated (RFC 8176): `["pwd"]`, or `["pwd", "otp"]` when a second
+    /// factor (a TOTP code or a recovery code) was part of the login or of a later step-up.
+    /// Absent from tokens issued before the claim existed, which read as none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amr: Vec<String>,
+    /// When the user last authenticated in this session (login or step-up), in seconds since
+    /// the epoch (OpenID Connect Core 1.0 §2). Absent from tokens issued before the claim existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
+}
+
+/// The `amr` value of a password login (RFC 8176).
+pub const AMR_PASSWORD: &str = "pwd";
+/// The `amr` value of a one-time code as second factor (RFC 8176).
+pub const AMR_OTP: &str = "otp";
+
+/// The `amr` claim of a session authenticated with a password, and a second factor or not.
+pub fn amr(second_factor: bool) -> Vec<String> {
+    let mut methods = vec![AMR_PASSWORD.to_owned()];
+    if second_factor {
+        methods.push(AMR_OTP.to_owned());
+    }
+    methods
 }
 
 impl AccessClaims {
     /// Whether the token names `role`.
     pub fn has_role(&self, role: &str) -> bool {
         self.roles.iter().any(|held| held == role)
+    }
+
+    /// Whether the user proved a second factor within `max_age` seconds before `now`: the token
+    /// names `otp` in `amr` and its `auth_time` is that recent (and not in the future).
+    pub fn has_recent_mfa(&self, max_age_secs: u64, now: i64) -> bool {
+        let Some(auth_time) = self.auth_time else { return false };
+        let max_age = i64::try_from(max_age_secs).unwrap_or(i64::MAX);
+        self.amr.iter().any(|method| method == AMR_OTP) && auth_time <= now && now - auth_time <= max_age
     }
 }

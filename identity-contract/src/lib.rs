@@ -10,7 +10,7 @@ mod ids;
 mod jwk;
 mod rules;
 
-pub use claims::AccessClaims;
+pub use claims::{AMR_OTP, AMR_PASSWORD, AccessClaims, amr};
 pub use ids::{SessionId, TokenId, UserId};
 /// The JWT library both sides use, so that keys and errors are the same types.
 pub use jsonwebtoken;

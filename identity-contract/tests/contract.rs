@@ -165,6 +165,8 @@ fn claims() -> AccessClaims {
         email_verified: true,
         name: "A".into(),
         roles: vec!["billing.read".into()],
+        amr: identity_contract::amr(true),
+        auth_time: Some(NOW),
     }
 }
 

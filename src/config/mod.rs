@@ -117,6 +117,18 @@ variables! {
         "IDENTITY_VERIFY_KEY_FILES", "", "comma-separated PEM keys that still verify tokens but no longer sign",
             |c| c.verify_key_files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(",");
     ]
+    encryption_key_file: Option<PathBuf> = optional(|s| Ok(PathBuf::from(s))), [
+        "IDENTITY_ENCRYPTION_KEY_FILE", "", "32-byte key (base64) that seals TOTP secrets at rest; unset: generated into the data dir on SQLite, second factor unavailable on Postgres",
+            |c| show_path(c.encryption_key_file.as_ref());
+    ]
+    decryption_key_files: Vec<PathBuf> = text(|s| Ok(path_list(s))), [
+        "IDENTITY_DECRYPTION_KEY_FILES", "", "comma-separated former encryption keys: still open TOTP secrets, which are re-sealed under the current key at their next use",
+            |c| c.decryption_key_files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(",");
+    ]
+    totp_issuer: String = text(totp_issuer), [
+        "IDENTITY_TOTP_ISSUER", "identity", "the issuer an authenticator app shows for a TOTP enrolment (no `:`)",
+            |c| c.totp_issuer.clone();
+    ]
     issuer: String = text(|s| Ok(s.to_owned())), [
         "IDENTITY_ISSUER", "identity", "`iss` of issued tokens, required on validation", |c| c.issuer.clone();
     ]
@@ -505,6 +517,16 @@ fn mail_delivery(env: &Env) -> Result<MailDelivery, ConfigError> {
         ("none", _) => Ok(MailDelivery::None),
         _ => Err(problem("IDENTITY_MAIL", "must be `smtp`, `files`, `none` or `auto`")),
     }
+}
+
+/// The issuer of an `otpauth://` URI: shown by authenticator apps, and `:` separates it from
+/// the account name there (Key Uri Format), so it may not hold one.
+fn totp_issuer(text: &str) -> Result<String, String> {
+    let issuer = text.trim();
+    if issuer.is_empty() || issuer.len() > 64 || issuer.contains(':') {
+        return Err("must be 1 to 64 bytes without `:`".into());
+    }
+    Ok(issuer.to_owned())
 }
 
 fn tls_files(env: &Env) -> Result<Option<TlsFiles>, ConfigError> {

@@ -86,6 +86,12 @@ impl NormalizedEmail {
         &self.0
     }
 
+    /// The normalized form of an account's stored email (checked when it was stored), for
+    /// keying a login throttle on the account a login challenge belongs to.
+    pub fn of_stored(email: &str) -> Self {
+        Self::of(email)
+    }
+
     /// The key under which no two accounts may share an address: see [`ConfusableKey`].
     pub fn confusable_key(&self) -> ConfusableKey {
         ConfusableKey::of(&self.0)

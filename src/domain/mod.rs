@@ -12,6 +12,7 @@ mod event;
 mod full_name;
 mod imported_hash;
 mod mail;
+mod mfa;
 mod password;
 mod presented;
 mod role;
@@ -29,6 +30,7 @@ pub use full_name::FullName;
 pub use identity_contract::{SessionId, TokenId, UserId};
 pub use imported_hash::argon2 as parse_argon2;
 pub use mail::{FailedMail, LinkPurpose, MailContent, MailId, MailKind, NewMail, OutboxMessage};
+pub use mfa::{RECOVERY_CODES, RecoveryCode, SecondFactor, TotpCode};
 pub use password::{
     MAX_CHECKED_PASSWORD_BYTES, MAX_PASSWORD_BYTES, Password, PasswordPolicy, PresentedPassword,
 };

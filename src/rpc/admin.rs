@@ -12,9 +12,9 @@ use super::{
     proto::{
         AdminServiceRevokeSessionRequest, AdminServiceRevokeSessionResponse, DeleteUserRequest,
         DeleteUserResponse, GetUserRequest, GetUserResponse, ListUserSessionsRequest,
-        ListUserSessionsResponse, ListUsersRequest, ListUsersResponse, SetPasswordRequest,
-        SetPasswordResponse, SetRolesRequest, SetRolesResponse, UpdateUserRequest, UpdateUserResponse,
-        admin_service_server::AdminService, get_user_request,
+        ListUserSessionsResponse, ListUsersRequest, ListUsersResponse, ResetMfaRequest, ResetMfaResponse,
+        SetPasswordRequest, SetPasswordResponse, SetRolesRequest, SetRolesResponse, UpdateUserRequest,
+        UpdateUserResponse, admin_service_server::AdminService, get_user_request,
     },
     requester::requester,
     session_message, user_message,
@@ -150,7 +150,19 @@ impl AdminService for AdminApi {
             }
         };
         let user = self.identity.admin_get_user(&caller, &lookup).await?;
-        Ok(Response::new(GetUserResponse { user: Some(user_message(&user)) }))
+        let mfa_enabled = self.identity.admin_has_mfa(user.id).await?;
+        Ok(Response::new(GetUserResponse { user: Some(user_message(&user)), mfa_enabled }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn reset_mfa(
+        &self,
+        request: Request<ResetMfaRequest>,
+    ) -> Result<Response<ResetMfaResponse>, Status> {
+        let caller = self.admin(&request, "reset_mfa").await?;
+        let id = user_id("user_id", &request.get_ref().user_id)?;
+        let removed = self.identity.admin_reset_mfa(&caller, id).await?;
+        Ok(Response::new(ResetMfaResponse { removed }))
     }
 
     #[tracing::instrument(skip_all)]

@@ -6,11 +6,12 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::{
+    mfa::{challenge_message, parse_second_factor},
     proto::{
-        LoginRequest, LoginResponse, LogoutRequest, LogoutResponse, RefreshTokenRequest,
-        RefreshTokenResponse, RequestPasswordResetRequest, RequestPasswordResetResponse,
-        ResetPasswordRequest, ResetPasswordResponse, SignupRequest, SignupResponse, VerifyEmailRequest,
-        VerifyEmailResponse, auth_service_server::AuthService,
+        CompleteLoginRequest, CompleteLoginResponse, LoginRequest, LoginResponse, LogoutRequest,
+        LogoutResponse, RefreshTokenRequest, RefreshTokenResponse, RequestPasswordResetRequest,
+        RequestPasswordResetResponse, ResetPasswordRequest, ResetPasswordResponse, SignupRequest,
+        SignupResponse, VerifyEmailRequest, VerifyEmailResponse, auth_service_server::AuthService,
     },
     requester::{requester, session_origin},
     tokens_message, user_message,
@@ -21,7 +22,7 @@ use crate::{
         Email, FullName, InvalidRequest, Password, PasswordPolicy, Presented, PresentedPassword, Violations,
     },
     error::AppError,
-    service::{Identity, SignupInput},
+    service::{Identity, LoginOutcome, SignupInput},
     tokens::RefreshToken,
 };
 
@@ -84,8 +85,35 @@ impl AuthService for AuthApi {
         self.identity.shed_if_saturated(&requester)?;
         let origin = session_origin(&request, &self.proxies);
         let (email, password) = parse_login(request.into_inner()).map_err(AppError::from)?;
-        let (user, tokens) = self.identity.login(&email, &password, &requester, &origin).await?;
-        Ok(Response::new(LoginResponse {
+        let response = match self.identity.login(&email, &password, &requester, &origin).await? {
+            LoginOutcome::Tokens(user, tokens) => LoginResponse {
+                tokens: Some(tokens_message(tokens)),
+                user: Some(user_message(&user)),
+                mfa_challenge: None,
+            },
+            LoginOutcome::SecondFactorRequired(challenge) => {
+                LoginResponse { tokens: None, user: None, mfa_challenge: Some(challenge_message(&challenge)) }
+            }
+        };
+        Ok(Response::new(response))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn complete_login(
+        &self,
+        request: Request<CompleteLoginRequest>,
+    ) -> Result<Response<CompleteLoginResponse>, Status> {
+        let requester = requester(&request, &self.proxies);
+        let origin = session_origin(&request, &self.proxies);
+        let request = request.into_inner();
+        let mut violations = Violations::default();
+        let challenge =
+            violations.check(Presented::parse("challenge", request.challenge, MAX_REFRESH_TOKEN_BYTES));
+        let factor = violations.check(parse_second_factor("second_factor", request.second_factor));
+        let (challenge, factor) = violations.finish(challenge.zip(factor)).map_err(AppError::from)?;
+        let (user, tokens) =
+            self.identity.complete_login(challenge.into_inner().trim(), &factor, &requester, &origin).await?;
+        Ok(Response::new(CompleteLoginResponse {
             tokens: Some(tokens_message(tokens)),
             user: Some(user_message(&user)),
         }))

@@ -9,6 +9,7 @@ mod events;
 mod ext_authz;
 mod logging;
 pub mod methods;
+mod mfa;
 mod requester;
 mod strict_requests;
 mod token;

@@ -73,6 +73,8 @@ pub fn claims_message(claims: &AccessClaims) -> Claims {
         audience: vec![claims.aud.clone()],
         email_verified: claims.email_verified,
         roles: claims.roles.clone(),
+        amr: claims.amr.clone(),
+        auth_time: claims.auth_time.and_then(at),
     }
 }
 

@@ -2,22 +2,28 @@
 
 use std::sync::Arc;
 
+use secrecy::ExposeSecret;
+
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 use super::{
+    mfa::{parse_second_factor, recovery_codes_message},
     parse_session_id,
     proto::{
-        ChangeEmailRequest, ChangeEmailResponse, ChangePasswordRequest, ChangePasswordResponse,
-        DeleteAccountRequest, DeleteAccountResponse, GetCurrentUserRequest, GetCurrentUserResponse,
-        ListSessionsRequest, ListSessionsResponse, RevokeSessionRequest, RevokeSessionResponse,
-        SendVerificationEmailRequest, SendVerificationEmailResponse, user_service_server::UserService,
+        BeginTotpEnrollmentRequest, BeginTotpEnrollmentResponse, ChangeEmailRequest, ChangeEmailResponse,
+        ChangePasswordRequest, ChangePasswordResponse, ConfirmTotpEnrollmentRequest,
+        ConfirmTotpEnrollmentResponse, DeleteAccountRequest, DeleteAccountResponse, DisableTotpRequest,
+        DisableTotpResponse, GetCurrentUserRequest, GetCurrentUserResponse, ListSessionsRequest,
+        ListSessionsResponse, RegenerateRecoveryCodesRequest, RegenerateRecoveryCodesResponse,
+        RevokeSessionRequest, RevokeSessionResponse, SendVerificationEmailRequest,
+        SendVerificationEmailResponse, StepUpRequest, StepUpResponse, user_service_server::UserService,
     },
     requester::requester,
     session_message, user_message,
 };
 use crate::{
     clients::{Requester, TrustedProxies},
-    domain::{Email, PasswordPolicy, PresentedPassword, Violations},
+    domain::{Email, PasswordPolicy, PresentedPassword, TotpCode, Violations},
     error::AppError,
     service::Identity,
     tokens::VerifiedToken,
@@ -69,8 +75,88 @@ fn current_password(raw: String) -> Result<PresentedPassword, crate::domain::Fie
     PresentedPassword::parse_checked("current_password", raw)
 }
 
+/// The current password and second factor of a call that checks both.
+fn password_and_factor(
+    password: String,
+    factor: Option<super::proto::SecondFactor>,
+) -> Result<(PresentedPassword, crate::domain::SecondFactor), AppError> {
+    let mut violations = Violations::default();
+    let current = violations.check(current_password(password));
+    let factor = violations.check(parse_second_factor("second_factor", factor));
+    Ok(violations.finish(current.zip(factor))?)
+}
+
 #[tonic::async_trait]
 impl UserService for UserApi {
+    #[tracing::instrument(skip_all)]
+    async fn begin_totp_enrollment(
+        &self,
+        request: Request<BeginTotpEnrollmentRequest>,
+    ) -> Result<Response<BeginTotpEnrollmentResponse>, Status> {
+        let caller = self.authenticate(request.metadata())?;
+        let start = self.identity.begin_totp_enrollment(&caller).await?;
+        Ok(Response::new(BeginTotpEnrollmentResponse {
+            otpauth_uri: start.otpauth_uri.expose_secret().to_owned(),
+            qr_code_png: start.qr_png,
+            secret: start.secret_base32.expose_secret().to_owned(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn confirm_totp_enrollment(
+        &self,
+        request: Request<ConfirmTotpEnrollmentRequest>,
+    ) -> Result<Response<ConfirmTotpEnrollmentResponse>, Status> {
+        let caller = self.authenticate(request.metadata())?;
+        let requester = requester(&request, &self.proxies);
+        let mut violations = Violations::default();
+        let code = violations.check(TotpCode::parse("totp_code", &request.get_ref().totp_code));
+        let code = violations.finish(code).map_err(AppError::from)?;
+        let codes = self.identity.confirm_totp_enrollment(&caller, &code, &requester).await?;
+        Ok(Response::new(ConfirmTotpEnrollmentResponse { recovery_codes: recovery_codes_message(&codes) }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn regenerate_recovery_codes(
+        &self,
+        request: Request<RegenerateRecoveryCodesRequest>,
+    ) -> Result<Response<RegenerateRecoveryCodesResponse>, Status> {
+        let (caller, requester) = self.password_checking_caller(&request)?;
+        let request = request.into_inner();
+        let (current, factor) = password_and_factor(request.current_password, request.second_factor)?;
+        let codes = self.identity.regenerate_recovery_codes(&caller, &current, &factor, &requester).await?;
+        Ok(Response::new(RegenerateRecoveryCodesResponse { recovery_codes: recovery_codes_message(&codes) }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn disable_totp(
+        &self,
+        request: Request<DisableTotpRequest>,
+    ) -> Result<Response<DisableTotpResponse>, Status> {
+        let (caller, requester) = self.password_checking_caller(&request)?;
+        let request = request.into_inner();
+        let (current, factor) = password_and_factor(request.current_password, request.second_factor)?;
+        self.identity.disable_totp(&caller, &current, &factor, &requester).await?;
+        Ok(Response::new(DisableTotpResponse {}))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn step_up(&self, request: Request<StepUpRequest>) -> Result<Response<StepUpResponse>, Status> {
+        let caller = self.authenticate(request.metadata())?;
+        let requester = requester(&request, &self.proxies);
+        let mut violations = Violations::default();
+        let factor =
+            violations.check(parse_second_factor("second_factor", request.into_inner().second_factor));
+        let factor = violations.finish(factor).map_err(AppError::from)?;
+        let access = self.identity.step_up(&caller, &factor, &requester).await?;
+        let expires_in =
+            (access.expires_at - self.identity.now()).num_seconds().clamp(0, i64::from(i32::MAX));
+        Ok(Response::new(StepUpResponse {
+            access_token: access.token,
+            expires_in: i32::try_from(expires_in).unwrap_or(i32::MAX),
+        }))
+    }
+
     #[tracing::instrument(skip_all)]
     async fn get_current_user(
         &self,

@@ -70,7 +70,7 @@ impl Identity {
         password: &PresentedPassword,
         requester: &Requester,
         origin: &SessionOrigin,
-    ) -> Result<(User, super::SessionTokens), AppError> {
+    ) -> Result<super::LoginOutcome, AppError> {
         let email_lower = email.normalized();
         let ticket = self.admit_login(&email_lower, requester).await?;
         let user = self.store.find_user_by_email(&email_lower).await?;
@@ -106,7 +106,15 @@ impl Identity {
                 return Err(AppError::InvalidCredentials);
             }
         };
-        self.attempt_succeeded(&ticket).await?;
+        // Asked only once the password is proven, so neither the answers nor the work before
+        // that point depend on whether the account has a second factor.
+        let second_factor = self.store.has_mfa(user.user.id).await?;
+        if !second_factor {
+            self.attempt_succeeded(&ticket).await?;
+        }
+        // With a second factor, the attempt stays counted until the challenge is completed
+        // (`complete_login` clears it): a stolen password alone never resets the throttle that
+        // limits guessing codes.
         self.rehash_if_weaker(&user, password, requester).await;
         let UserRecord { user, .. } = user;
         if self.recovery.require_verified_email && !user.email_verified() {
@@ -119,10 +127,16 @@ impl Identity {
             tracing::info!(target: "audit", event = "login_refused", user_id = %user.id, reason = "email not verified");
             return Err(AppError::EmailNotVerified);
         }
-        let tokens = self.start_session(&user, origin).await?;
+        if second_factor {
+            let challenge = self.start_mfa_challenge(user.id).await?;
+            metrics::counter!(LOGINS, "outcome" => "mfa_required").increment(1);
+            tracing::info!(target: "audit", event = "login_mfa_required", user_id = %user.id);
+            return Ok(super::LoginOutcome::SecondFactorRequired(challenge));
+        }
+        let tokens = self.start_session(&user, origin, None).await?;
         metrics::counter!(LOGINS, "outcome" => "success").increment(1);
         tracing::info!(target: "audit", event = "login", user_id = %user.id, session_id = %tokens.session_id);
-        Ok((user, tokens))
+        Ok(super::LoginOutcome::Tokens(user, tokens))
     }
 
     /// Raising `IDENTITY_BCRYPT_COST` upgrades each user at their next successful login, the
@@ -167,7 +181,7 @@ impl Identity {
     }
 
     /// The active account behind `claims`, with its password hash.
-    async fn active_account(&self, claims: &AccessClaims) -> Result<UserRecord, AppError> {
+    pub(super) async fn active_account(&self, claims: &AccessClaims) -> Result<UserRecord, AppError> {
         match self.store.find_user_by_id(claims.sub).await? {
             Some(record) if record.user.is_active => Ok(record),
             _ => Err(AppError::Unauthenticated("the account no longer exists or is deactivated")),
@@ -198,7 +212,13 @@ impl Identity {
             tracing::info!(target: "audit", event = failed_event, %user_id,
                 reason = "wrong current password", failures = ticket.pair_failures, client = %requester.client);
             if ticket.pair_failures >= PASSWORD_CHANGE_FAILURES_END_SESSION {
-                return Err(self.end_guessing_session(caller, user_id).await);
+                return Err(self
+                    .end_guessing_session(
+                        caller,
+                        user_id,
+                        "the current password is incorrect; the session has ended",
+                    )
+                    .await);
             }
             return Err(AppError::Unauthenticated("the current password is incorrect"));
         }
@@ -242,7 +262,12 @@ impl Identity {
 
     /// Someone holding this session keeps guessing its account's password: whoever it is,
     /// the session ends (revoked like a logout, so every replica and verifier learns of it).
-    async fn end_guessing_session(&self, caller: &VerifiedToken, user: UserId) -> AppError {
+    pub(super) async fn end_guessing_session(
+        &self,
+        caller: &VerifiedToken,
+        user: UserId,
+        message: &'static str,
+    ) -> AppError {
         let session_id = caller.claims.sid;
         match self
             .store
@@ -256,8 +281,8 @@ impl Identity {
                 metrics::counter!(SESSIONS_ENDED_FOR_GUESSING).increment(1);
                 tracing::warn!(target: "audit", event = "session_ended_for_password_guessing", user_id = %user,
                     %session_id, failures = PASSWORD_CHANGE_FAILURES_END_SESSION,
-                    "repeated wrong current passwords: session revoked");
-                AppError::Unauthenticated("the current password is incorrect; the session has ended")
+                    "repeated wrong current passwords or codes: session revoked");
+                AppError::Unauthenticated(message)
             }
             Err(error) => error.into(),
         }

@@ -193,6 +193,11 @@ impl Identity {
             Ok(deleted) => tracing::info!(deleted, "purged old sessions"),
             Err(error) => tracing::warn!(%error, "could not purge old sessions"),
         }
+        match self.store.purge_mfa_challenges(now).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "purged expired login challenges"),
+            Err(error) => tracing::warn!(%error, "could not purge expired login challenges"),
+        }
         // An erased account's row goes once its revoked sessions may go, and never before every
         // token they issued has expired.
         let erased_before = now - SESSION_RETENTION.max(self.revocations.horizon());

@@ -10,6 +10,7 @@ mod callers;
 mod directory;
 mod events;
 mod mail;
+mod mfa;
 mod recovery;
 mod sessions;
 mod throttle;
@@ -27,6 +28,7 @@ pub use callers::{CallerPolicy, ServiceKeyAdmin, StreamLimits, StreamPermit};
 pub use directory::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_SESSIONS_LISTED, UserLookup, UserPage};
 pub use events::{EVENT_PAGE, EventFeed, EventSync};
 pub use mail::{FAILED_LIST_LIMIT, MailAdmin};
+pub use mfa::{LoginOutcome, MfaChallenge, MfaSettings, TotpEnrollmentStart};
 pub use recovery::RecoverySettings;
 pub use sessions::SessionTokens;
 pub use throttle::{LockoutPolicy, PASSWORD_CHANGE_FAILURES_END_SESSION, THROTTLE_MEMORY};
@@ -62,6 +64,7 @@ pub struct Identity {
     events: Arc<events::EventFeed>,
     /// How long user events are kept (`IDENTITY_EVENT_RETENTION`).
     event_retention: TimeDelta,
+    mfa: MfaSettings,
 }
 
 /// What [`Identity`] is built from.
@@ -82,6 +85,7 @@ pub struct IdentityParts {
     pub recovery: RecoverySettings,
     pub events: Arc<events::EventFeed>,
     pub event_retention: Duration,
+    pub mfa: MfaSettings,
 }
 
 impl Identity {
@@ -103,6 +107,7 @@ impl Identity {
             recovery: parts.recovery,
             events: parts.events,
             event_retention: TimeDelta::from_std(parts.event_retention).unwrap_or(TimeDelta::MAX),
+            mfa: parts.mfa,
         }
     }
 

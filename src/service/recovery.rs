@@ -43,6 +43,11 @@ impl OneTimeToken {
         Self(SecretString::from(URL_SAFE_NO_PAD.encode(bytes)))
     }
 
+    /// The token itself, to hand to the client once.
+    pub(super) fn into_secret(self) -> SecretString {
+        self.0
+    }
+
     pub(super) fn digest_of(token: &str) -> [u8; 32] {
         Sha256::digest(token.as_bytes()).into()
     }

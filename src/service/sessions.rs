@@ -6,7 +6,7 @@ use super::Identity;
 use crate::{
     domain::{RevocationReason, SessionId, SessionOrigin, User},
     error::AppError,
-    store::{NewSession, Rotation},
+    store::{NewSession, Rotation, SessionAuth},
     tokens::{AccessTokenSubject, IssuedAccessToken, RefreshToken},
 };
 
@@ -21,12 +21,20 @@ pub struct SessionTokens {
 }
 
 const INVALID_REFRESH_TOKEN: &str = "invalid or expired refresh token";
+/// Said for a login challenge that cannot be completed: unknown, used, expired or failed.
+pub(super) const INVALID_CHALLENGE: &str = "invalid or expired login challenge: log in again";
+/// Wrong codes after which a login challenge is dead.
+pub(super) const MAX_CHALLENGE_FAILURES: i32 = 5;
 
 impl Identity {
+    /// Starts a session of `user`: at once after a password login, or by completing the login
+    /// challenge whose handle has the digest `challenge` (in the same transaction that uses the
+    /// challenge up, so one challenge never yields two sessions).
     pub(super) async fn start_session(
         &self,
         user: &User,
         origin: &SessionOrigin,
+        challenge: Option<&[u8; 32]>,
     ) -> Result<SessionTokens, AppError> {
         let now = self.clock.now();
         let refresh = RefreshToken::generate();
@@ -37,9 +45,18 @@ impl Identity {
             created_at: now,
             expires_at: now + self.refresh_ttl,
             origin,
+            second_factor: challenge.is_some(),
         };
-        self.store.insert_session(&session).await?;
-        let access = self.issue_access_token(user, session.id, session.expires_at, now)?;
+        match challenge {
+            None => self.store.insert_session(&session).await?,
+            Some(digest) => {
+                if !self.store.complete_mfa_challenge(digest, MAX_CHALLENGE_FAILURES, &session).await? {
+                    return Err(AppError::Unauthenticated(INVALID_CHALLENGE));
+                }
+            }
+        }
+        let auth = SessionAuth { at: now, second_factor: session.second_factor };
+        let access = self.issue_access_token(user, session.id, session.expires_at, now, auth)?;
         Ok(SessionTokens {
             session_id: session.id,
             access,
@@ -49,12 +66,13 @@ impl Identity {
         })
     }
 
-    fn issue_access_token(
+    pub(super) fn issue_access_token(
         &self,
         user: &User,
         session_id: SessionId,
         session_expires_at: DateTime<Utc>,
         now: DateTime<Utc>,
+        auth: SessionAuth,
     ) -> Result<IssuedAccessToken, AppError> {
         let subject = AccessTokenSubject {
             user_id: user.id,
@@ -64,6 +82,8 @@ impl Identity {
             session_id,
             session_expires_at,
             roles: &user.roles,
+            auth_time: auth.at,
+            second_factor: auth.second_factor,
         };
         self.tokens.issue(&subject, now).map_err(AppError::internal)
     }
@@ -75,7 +95,7 @@ impl Identity {
         let now = self.clock.now();
         let next = RefreshToken::generate();
         match self.store.rotate_refresh_token(&presented.digest(), &next.digest(), now).await? {
-            Rotation::Rotated { session_id, expires_at, user } => {
+            Rotation::Rotated { session_id, expires_at, user, auth } => {
                 if !user.is_active {
                     if let Some(revocation) = self
                         .store
@@ -86,7 +106,7 @@ impl Identity {
                     }
                     return Err(AppError::Unauthenticated(INVALID_REFRESH_TOKEN));
                 }
-                let access = self.issue_access_token(&user, session_id, expires_at, now)?;
+                let access = self.issue_access_token(&user, session_id, expires_at, now, auth)?;
                 tracing::info!(target: "audit", event = "refresh", user_id = %user.id, %session_id);
                 Ok(SessionTokens {
                     session_id,

@@ -234,6 +234,12 @@ impl Store {
         const LINKS: &str = "DELETE FROM email_tokens WHERE user_id = $1";
         const FAILURES: &str = "DELETE FROM login_failures WHERE email_lower = $1";
         const THROTTLE: &str = "DELETE FROM login_throttle WHERE subject = $1 OR subject = $2";
+        // The second factor is the person's too: its secret, codes and open challenges go.
+        const SECOND_FACTOR: [&str; 3] = [
+            "DELETE FROM totp_credentials WHERE user_id = $1",
+            "DELETE FROM recovery_codes WHERE user_id = $1",
+            "DELETE FROM mfa_challenges WHERE user_id = $1",
+        ];
         let outcome = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let Some((uuid, email_lower)) = lock_user!(tx, UserKey::Id(id), now)? else { return Ok(None) };
@@ -241,6 +247,9 @@ impl Store {
             sqlx::query(ERASE).bind(tombstone(uuid)).bind(now).bind(uuid).execute(&mut *tx).await?;
             sqlx::query(ROLES).bind(uuid).execute(&mut *tx).await?;
             sqlx::query(LINKS).bind(uuid).execute(&mut *tx).await?;
+            for sql in SECOND_FACTOR {
+                sqlx::query(sql).bind(uuid).execute(&mut *tx).await?;
+            }
             sqlx::query(FAILURES).bind(&email_lower).execute(&mut *tx).await?;
             sqlx::query(THROTTLE)
                 .bind(&email_lower)

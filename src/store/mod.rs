@@ -14,6 +14,7 @@ mod events;
 mod guard;
 mod imports;
 mod listener;
+mod mfa;
 mod outbox;
 mod sequence;
 mod service_keys;
@@ -41,10 +42,11 @@ pub use error::StoreError;
 pub use events::{EVENTS_CHANNEL, EventBounds};
 pub use imports::{CollisionKind, ImportMode, ImportOutcome, ImportedUser, PageCursor, SchemeCount};
 pub use listener::{EVENT_LISTENER_APPLICATION_NAME, Hints, LISTENER_APPLICATION_NAME};
+pub use mfa::{TotpCredential, TotpEnrollment};
 pub use outbox::{FailedAttempt, MailClaim};
 pub use service_keys::ServiceKeyRecord;
 pub use sessions::{
-    NewSession, REVOCATION_CHANNEL, Revocation, RevocationPosition, RevokedSession, Rotation,
+    NewSession, REVOCATION_CHANNEL, Revocation, RevocationPosition, RevokedSession, Rotation, SessionAuth,
 };
 #[cfg(any(test, feature = "test-helpers"))]
 pub use testing::MailRow;

@@ -21,7 +21,39 @@ pub struct NewSession<'a> {
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub origin: &'a SessionOrigin,
+    /// Whether the login proved a second factor (the `amr` of the session's tokens).
+    pub second_factor: bool,
 }
+
+/// How a session was authenticated: its tokens' `auth_time` and `amr`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionAuth {
+    /// The login, or the latest step-up.
+    pub at: DateTime<Utc>,
+    pub second_factor: bool,
+}
+
+pub(super) const INSERT_SESSION: &str =
+    "INSERT INTO sessions (id, user_id, refresh_token_digest, created_at, expires_at,
+         last_used_at, client_address, user_agent, authenticated_at, second_factor)
+     VALUES ($1, $2, $3, $4, $5, $4, $6, $7, $4, $8)";
+
+/// The insert of `session`, to run on a pool's connection or inside a transaction.
+macro_rules! insert_session_query {
+    ($session:expr) => {{
+        let session: &$crate::store::NewSession<'_> = $session;
+        sqlx::query($crate::store::sessions::INSERT_SESSION)
+            .bind(session.id.into_uuid())
+            .bind(session.user_id.into_uuid())
+            .bind(session.refresh_token_digest.as_bytes())
+            .bind(session.created_at)
+            .bind(session.expires_at)
+            .bind(session.origin.address.as_deref())
+            .bind(session.origin.user_agent.as_deref())
+            .bind(session.second_factor)
+    }};
+}
+pub(super) use insert_session_query;
 
 /// The Postgres channel revocations are announced on; see [`Revocation::payload`].
 pub const REVOCATION_CHANNEL: &str = "identity_session_revoked";
@@ -32,7 +64,7 @@ const IDS_PER_NOTIFICATION: usize = 200;
 #[derive(Debug)]
 pub enum Rotation {
     /// The token was current: it is now retired and the session carries the new digest.
-    Rotated { session_id: SessionId, expires_at: DateTime<Utc>, user: User },
+    Rotated { session_id: SessionId, expires_at: DateTime<Utc>, user: User, auth: SessionAuth },
     /// The token had already been rotated away: someone replayed it, and the session must be
     /// revoked (RFC 9700 §4.14.2), which the caller does in a transaction of its own.
     Reused { session_id: SessionId },
@@ -90,6 +122,9 @@ struct RotatedRow {
     id: Uuid,
     user_id: Uuid,
     expires_at: DateTime<Utc>,
+    created_at: DateTime<Utc>,
+    authenticated_at: Option<DateTime<Utc>>,
+    second_factor: bool,
 }
 
 #[derive(Debug, Clone, Copy, sqlx::FromRow)]
@@ -231,21 +266,27 @@ revoke_in_transaction!(
 
 impl Store {
     pub async fn insert_session(&self, session: &NewSession<'_>) -> Result<(), StoreError> {
-        const SQL: &str = "INSERT INTO sessions (id, user_id, refresh_token_digest, created_at, expires_at,
-                 last_used_at, client_address, user_agent)
-             VALUES ($1, $2, $3, $4, $5, $4, $6, $7)";
-        with_pool!(self, pool => sqlx::query(SQL)
-            .bind(session.id.into_uuid())
-            .bind(session.user_id.into_uuid())
-            .bind(session.refresh_token_digest.as_bytes())
-            .bind(session.created_at)
-            .bind(session.expires_at)
-            .bind(session.origin.address.as_deref())
-            .bind(session.origin.user_agent.as_deref())
-            .execute(pool)
-            .await
-            .map(drop))?;
+        with_pool!(self, pool => insert_session_query!(session).execute(pool).await.map(drop))?;
         Ok(())
+    }
+
+    /// Records a step-up on a live session of `user_id`: authenticated now, with a second
+    /// factor. Returns the session's expiry; `None` when it is not live.
+    pub async fn step_up_session(
+        &self,
+        session_id: SessionId,
+        user_id: UserId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        const SQL: &str = "UPDATE sessions SET authenticated_at = $1, second_factor = TRUE
+             WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL AND expires_at > $1 RETURNING expires_at";
+        let expires_at = with_pool!(self, pool => sqlx::query_scalar(SQL)
+            .bind(now)
+            .bind(session_id.into_uuid())
+            .bind(user_id.into_uuid())
+            .fetch_optional(pool)
+            .await)?;
+        Ok(expires_at)
     }
 
     /// Swaps `old` for `new` in one conditional write, so of two racing calls exactly one
@@ -259,7 +300,7 @@ impl Store {
     ) -> Result<Rotation, StoreError> {
         const ROTATE: &str = "UPDATE sessions SET refresh_token_digest = $1, last_used_at = $2
              WHERE refresh_token_digest = $3 AND revoked_at IS NULL AND expires_at > $2
-             RETURNING id, user_id, expires_at";
+             RETURNING id, user_id, expires_at, created_at, authenticated_at, second_factor";
         const RETIRE: &str =
             "INSERT INTO retired_refresh_tokens (token_digest, session_id, retired_at) VALUES ($1, $2, $3)";
         const USER: &str = concat!("SELECT ", super::users::user_columns!(), " FROM users WHERE id = $1");
@@ -280,6 +321,11 @@ impl Store {
                         session_id: SessionId::from_uuid(row.id),
                         expires_at: row.expires_at,
                         user: UserRecord::from(user).user,
+                        // Sessions from before the column existed were authenticated at login.
+                        auth: SessionAuth {
+                            at: row.authenticated_at.unwrap_or(row.created_at),
+                            second_factor: row.second_factor,
+                        },
                     }
                 }
                 None => {

@@ -72,6 +72,10 @@ pub struct AccessTokenSubject<'a> {
     pub session_expires_at: DateTime<Utc>,
     /// The user's roles, sorted: the `roles` claim.
     pub roles: &'a [crate::domain::Role],
+    /// When the session's owner last proved themselves (login or step-up): `auth_time`.
+    pub auth_time: DateTime<Utc>,
+    /// Whether that included a second factor: `amr` is `["pwd", "otp"]` rather than `["pwd"]`.
+    pub second_factor: bool,
 }
 
 /// Signs and verifies access tokens with one key ring, issuer and audience.
@@ -119,6 +123,8 @@ impl TokenIssuer {
             email_verified: subject.email_verified,
             name: subject.full_name.to_owned(),
             roles: subject.roles.iter().map(|role| role.as_str().to_owned()).collect(),
+            amr: identity_contract::amr(subject.second_factor),
+            auth_time: Some(subject.auth_time.timestamp()),
         };
         let signing = &self.keys.signing;
         let token = identity_contract::sign(&claims, signing.algorithm, &signing.kid, &signing.encoding)?;
@@ -164,6 +170,8 @@ mod tests {
             session_id: SessionId::new(),
             session_expires_at: now + chrono::TimeDelta::days(30),
             roles: &[],
+            auth_time: now,
+            second_factor: false,
         }
     }
 

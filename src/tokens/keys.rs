@@ -6,8 +6,7 @@
 
 use std::{
     collections::HashMap,
-    fs,
-    io::{self, Write},
+    fs, io,
     path::{Path, PathBuf},
 };
 
@@ -214,22 +213,12 @@ fn load_or_generate(path: &Path, algorithm: SigningAlgorithm) -> Result<(PathBuf
     if path.exists() {
         return Ok((path.to_owned(), read(path)?));
     }
-    if let Some(dir) = path.parent() {
-        crate::secret_files::create_private_dir(dir).map_err(write_error)?;
-    }
     let pem = generate_key_pem(algorithm)?;
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(path) {
-        Ok(mut file) => {
-            file.write_all(pem.as_bytes()).and_then(|()| file.sync_all()).map_err(write_error)?;
-            tracing::info!(path = %path.display(), %algorithm, "generated a new signing key");
-            Ok((path.to_owned(), pem))
-        }
-        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => Ok((path.to_owned(), read(path)?)),
-        Err(error) => Err(write_error(error)),
+    if crate::secret_files::write_new_private_file(path, pem.as_bytes()).map_err(write_error)? {
+        tracing::info!(path = %path.display(), %algorithm, "generated a new signing key");
+        Ok((path.to_owned(), pem))
+    } else {
+        Ok((path.to_owned(), read(path)?))
     }
 }
 

@@ -83,10 +83,15 @@ impl TestApp {
     }
 
     pub fn config(db: &TestDatabase, extra_env: &[(String, String)]) -> Config {
-        let vars = [
+        let mut vars = vec![
             ("IDENTITY_DATABASE_URL".to_string(), db.url.clone()),
             ("IDENTITY_DATABASE_MAX_CONNECTIONS".into(), "5".into()),
         ];
+        // On Postgres the key that seals TOTP secrets must be configured (every replica shares
+        // it), as in production: one for the whole test run.
+        if db.url.starts_with("postgres") {
+            vars.push(("IDENTITY_ENCRYPTION_KEY_FILE".into(), shared_encryption_key().display().to_string()));
+        }
         identity::testing::config(db.data_dir.path(), vars.into_iter().chain(extra_env.iter().cloned()))
             .expect("test configuration is valid")
     }
@@ -258,6 +263,31 @@ impl TestApp {
         let request = identity::proto::ValidateTokenRequest { access_token: access_token.into() };
         self.tokens().validate_token(request).await.expect("ValidateToken never fails").into_inner().active
     }
+}
+
+/// An encryption key file (0600) shared by every Postgres server of this test run.
+pub fn shared_encryption_key() -> &'static std::path::Path {
+    static KEY: std::sync::OnceLock<(tempfile::TempDir, PathBuf)> = std::sync::OnceLock::new();
+    let (_, path) = KEY.get_or_init(|| {
+        use base64::Engine;
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("encryption_key");
+        let key: [u8; 32] = rand::random();
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .expect("key file");
+        std::io::Write::write_all(
+            &mut file,
+            base64::engine::general_purpose::STANDARD.encode(key).as_bytes(),
+        )
+        .expect("key written");
+        (dir, path)
+    });
+    path
 }
 
 /// A request carrying `authorization: <value>` metadata.

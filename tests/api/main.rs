@@ -20,6 +20,7 @@ mod login;
 mod mail;
 mod malformed;
 mod metrics;
+mod mfa;
 mod outage;
 mod overload;
 mod recovery;

@@ -30,7 +30,7 @@ async fn a_data_dir_and_database_the_server_creates_are_private_to_its_user() {
 
     assert_eq!(mode(&root.path().join("fresh")), 0o700);
     assert_eq!(mode(&data), 0o700);
-    for file in ["identity.db", "identity.db-wal", "identity.db-shm", "signing_key.pem"] {
+    for file in ["identity.db", "identity.db-wal", "identity.db-shm", "signing_key.pem", "encryption_key"] {
         assert_eq!(mode(&data.join(file)), 0o600, "{file}");
     }
 }
