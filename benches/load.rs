@@ -346,6 +346,8 @@ fn mint_tokens(identity: &Identity, count: usize) -> Vec<String> {
                 session_id: identity::domain::SessionId::new(),
                 session_expires_at: now + chrono::TimeDelta::days(1),
                 roles: &[],
+                auth_time: now,
+                second_factor: false,
             };
             identity.tokens().issue(&subject, now).expect("sign").token
         })

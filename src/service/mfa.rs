@@ -60,6 +60,10 @@ pub struct MfaChallenge {
 }
 
 /// What a login with the right password leads to.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "made once per login and moved once: a box would only add an allocation"
+)]
 pub enum LoginOutcome {
     Tokens(User, super::SessionTokens),
     SecondFactorRequired(MfaChallenge),
