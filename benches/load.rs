@@ -25,6 +25,8 @@ use envoy_types::pb::envoy::service::auth::v3::{
 };
 #[path = "load/accounts.rs"]
 mod accounts;
+#[path = "load/otlp.rs"]
+mod otlp;
 #[allow(dead_code)]
 #[path = "../tests/api/smtp.rs"]
 mod smtp;
@@ -50,7 +52,7 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use tonic_types::StatusExt;
 
 const PASSWORD: &str = "bench-orbit-tundra-42-vessel";
-const ALL: &str = "inprocess,echo,validate-repeated,ext-authz,validate-new,jwks,refresh,reset,delivery,signup,login,health-under-login,purge,retry-storm,fair-flood,cost-upgrade,import";
+const ALL: &str = "inprocess,echo,validate-repeated,ext-authz,validate-new,jwks,refresh,reset,delivery,signup,login,health-under-login,purge,retry-storm,fair-flood,cost-upgrade,import,otlp";
 
 #[derive(Parser)]
 #[command(about = "Load scenarios against an in-process identity server")]
@@ -58,7 +60,7 @@ struct Args {
     /// Comma-separated scenarios: inprocess, echo, validate-repeated, ext-authz (Envoy's Check
     /// with a repeated token, in the same rounds as echo), validate-new, jwks,
     /// refresh, reset, delivery, signup, login, health-under-login, purge, retry-storm,
-    /// fair-flood, cost-upgrade, import. `reset` runs RequestPasswordReset for existing and for unknown
+    /// fair-flood, cost-upgrade, import, otlp (traces exported or not). `reset` runs RequestPasswordReset for existing and for unknown
     /// emails in alternating rounds, at --concurrency and from one client, and prints the
     /// medians of both; `delivery` times --mail-messages through the outbox to an SMTP server
     /// in this process.
@@ -608,6 +610,9 @@ async fn main() {
     }
     if wants("import") {
         import_scenario(&args).await;
+    }
+    if wants("otlp") {
+        otlp::otlp(&args).await;
     }
 
     println!();

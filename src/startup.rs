@@ -1,6 +1,7 @@
 //! Builds the whole service from a [`Config`] (store, keys, hasher, the gRPC services, the
 //! optional health-only and metrics listeners, all bound before anything serves: port 0 in
-//! tests) and runs it until told to stop, then stops every part it started, in order.
+//! tests; the trace exporter when configured) and runs it until told to stop, then stops every
+//! part it started, in order (the trace exporter last, flushing what the others traced).
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -8,7 +9,7 @@ use secrecy::ExposeSecret;
 use tokio::{net::TcpListener, sync::watch, task::JoinSet};
 use tonic::transport::{Server, ServerTlsConfig};
 
-use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
+use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, authorization_server::AuthorizationServer};
 
 use crate::{
     clients::TrustedProxies,
@@ -20,7 +21,7 @@ use crate::{
     mail::{Deliverer, MailQueue, Outbox, OutboxSettings, OutboxWorker, Templates},
     passwords::{HashError, PasswordHasher},
     rpc::{
-        AdminApi, AuthApi, EventApi, ExtAuthzApi, TokenApi, UserApi,
+        AdminApi, AuthApi, EventApi, ExtAuthzApi, StrictRequests, TokenApi, UserApi,
         proto::{
             admin_service_server::AdminServiceServer, auth_service_server::AuthServiceServer,
             event_service_server::EventServiceServer, token_service_server::TokenServiceServer,
@@ -33,6 +34,7 @@ use crate::{
     },
     store::{Limits, Store, StoreError},
     supervisor::Supervisor,
+    telemetry::Traces,
     tokens::{KeyError, KeyRing, RevocationSet, TokenIssuer},
     transport::{self, MAX_REQUEST_BYTES},
 };
@@ -74,6 +76,8 @@ pub enum StartupError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("server: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Traces(#[from] crate::telemetry::TracesError),
 }
 
 /// The service, built and bound but not yet serving.
@@ -99,6 +103,9 @@ pub struct App {
     #[cfg(feature = "test-helpers")]
     faults: crate::supervisor::Faults,
     outbox: Arc<Outbox>,
+    ext_authz_required_role: Option<crate::domain::Role>,
+    /// The trace exporter, when `IDENTITY_OTLP_ENDPOINT` names one.
+    traces: Option<Traces>,
 }
 
 /// The key that seals TOTP secrets: the configured file, or on SQLite one generated into the
@@ -219,6 +226,10 @@ impl App {
             event_retention: config.event_retention,
             mfa: MfaSettings { sealer: load_sealer(config)?, issuer: config.totp_issuer.clone() },
         }));
+        let traces = match &config.otlp_endpoint {
+            Some(endpoint) => Some(Traces::start(endpoint, config.log_format)?),
+            None => None,
+        };
         let listener = bind(config.listen_addr).await?;
         let local_addr = listener
             .local_addr()
@@ -248,6 +259,8 @@ impl App {
             #[cfg(feature = "test-helpers")]
             faults: crate::supervisor::Faults::default(),
             outbox,
+            ext_authz_required_role: config.ext_authz_required_role.clone(),
+            traces,
         })
     }
 
@@ -375,9 +388,16 @@ impl App {
             self.revocation_heartbeat,
         ))
         .max_decoding_message_size(MAX_REQUEST_BYTES);
-        // Envoy sends every header of the request it asks about (up to its 60 KiB default).
-        let ext_authz = AuthorizationServer::new(ExtAuthzApi::new(Arc::clone(&self.identity)))
-            .max_decoding_message_size(EXT_AUTHZ_MAX_REQUEST_BYTES);
+        // Envoy sends every header of the request it asks about (up to its 60 KiB default), and
+        // its body when configured to. Decoded by tonic-prost: held to our decoding rules here.
+        let ext_authz = StrictRequests::<_, CheckRequest>::with_limit(
+            AuthorizationServer::new(ExtAuthzApi::new(
+                Arc::clone(&self.identity),
+                self.ext_authz_required_role,
+            ))
+            .max_decoding_message_size(EXT_AUTHZ_MAX_REQUEST_BYTES),
+            EXT_AUTHZ_MAX_REQUEST_BYTES,
+        );
         let events = EventServiceServer::new(EventApi::new(
             Arc::clone(&self.identity),
             stop_requested.clone(),
@@ -406,7 +426,7 @@ impl App {
         tracing::info!(addr = %self.local_addr, backend = self.store.backend(), "serving gRPC");
         let handshake = if self.tls.is_some() { Handshake::Tls } else { Handshake::Plaintext };
         let incoming = transport::incoming(self.listener, self.connection_limits, handshake, "api");
-        let served = match transport::api_server(self.tls) {
+        let served = match transport::api_server(self.tls, self.traces.as_ref().map(Traces::rpc)) {
             Ok(mut server) => {
                 server
                     .add_service(health_service)
@@ -434,6 +454,9 @@ impl App {
             beside.shutdown().await;
         }
         self.store.close().await;
+        if let Some(traces) = self.traces {
+            traces.shutdown(STOP_GRACE).await;
+        }
         tracing::info!("stopped");
         Ok(served?)
     }

@@ -22,6 +22,7 @@ use crate::{
     config::TlsFiles,
     connections::{ConnectionLimits, Handshake, Incoming},
     rpc::{RpcLogLayer, StrictRequests, proto},
+    telemetry::RpcTracing,
 };
 
 /// Largest request a client may send: the biggest legitimate one (a signup) is well under 2 kB.
@@ -63,9 +64,11 @@ pub fn incoming(
 }
 
 /// The API server's builder: TLS when configured, the per-RPC timeout, HTTP/2 keepalive pings,
-/// a cap on concurrent streams per connection, and the RPC log layer.
+/// a cap on concurrent streams per connection, and the RPC log layer (tracing each RPC with
+/// `tracing`, when traces are exported).
 pub fn api_server(
     tls: Option<ServerTlsConfig>,
+    tracing: Option<RpcTracing>,
 ) -> Result<Server<Stack<RpcLogLayer, Identity>>, tonic::transport::Error> {
     let mut server = Server::builder();
     if let Some(tls) = tls {
@@ -76,7 +79,7 @@ pub fn api_server(
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .max_concurrent_streams(Some(256))
-        .layer(RpcLogLayer))
+        .layer(RpcLogLayer::new(tracing)))
 }
 
 /// tonic's health service with our request size limit and decoding rules.

@@ -272,6 +272,11 @@ variables! {
         "IDENTITY_ADMIN_ROLE", "identity.admin", "the role that makes a person's access token an admin caller (the `admin` permission)",
             |c| c.admin_role.to_string();
     ]
+    /// The role a token needs for Envoy's Check to allow its request.
+    ext_authz_required_role: Option<Role> = optional(|s| Role::parse("IDENTITY_EXT_AUTHZ_REQUIRED_ROLE", s).map_err(|v| v.description)), [
+        "IDENTITY_EXT_AUTHZ_REQUIRED_ROLE", "", "a role a token must carry for Envoy's ext_authz Check to allow its request (403 without it); unset: any active token",
+            |c| c.ext_authz_required_role.as_ref().map(Role::to_string).unwrap_or_default();
+    ]
     max_streams_per_caller: usize = text(|s| in_range(s, 1, 10_000)), [
         "IDENTITY_MAX_STREAMS_PER_CALLER", "16", "open WatchRevocations and WatchUserEvents streams per service caller",
             |c| c.max_streams_per_caller.to_string();
@@ -331,6 +336,11 @@ variables! {
     }), [
         "IDENTITY_EVENT_RETENTION", "7d", "how long user events are kept for WatchUserEvents; an older cursor is OUT_OF_RANGE",
             |c| show_duration(c.event_retention);
+    ]
+    /// The OTLP/gRPC collector traces are exported to; `None`: no traces.
+    otlp_endpoint: Option<String> = optional(otlp_endpoint), [
+        "IDENTITY_OTLP_ENDPOINT", "", "export traces over OTLP/gRPC to this collector (`http://otel-collector:4317`); unset: no traces",
+            |c| c.otlp_endpoint.clone().unwrap_or_default();
     ]
     log_format: LogFormat = text(|s| match s {
         "text" => Ok(LogFormat::Text),
@@ -461,6 +471,15 @@ fn database_url(env: &Env) -> Result<SecretString, ConfigError> {
         }
     };
     Ok(SecretString::from(url))
+}
+
+/// An `http://` or `https://` URL with a host: where the OTLP exporter connects.
+fn otlp_endpoint(s: &str) -> Result<String, String> {
+    let rest = s.strip_prefix("http://").or_else(|| s.strip_prefix("https://"));
+    match rest {
+        Some(rest) if !rest.is_empty() && !rest.starts_with('/') => Ok(s.to_owned()),
+        _ => Err("must be an http:// or https:// URL such as http://otel-collector:4317".into()),
+    }
 }
 
 /// An absolute `http(s)://` URL without query or fragment, kept without its trailing slash;

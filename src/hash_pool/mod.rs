@@ -159,15 +159,24 @@ impl HashPool {
             return Err(PoolError::Shed);
         }
         let (reply, mut outcome) = oneshot::channel();
+        // A traced request sees the wait for a thread and the run as spans of their own. The
+        // wait ends when a thread takes the job (or the job is dropped unrun).
+        let waiting = tracing::trace_span!("hash.wait");
+        let parent = if waiting.is_disabled() { tracing::Span::none() } else { tracing::Span::current() };
         let job: Job = Box::new(move |charge: &mut dyn FnMut(u64)| {
-            if reply.is_closed() {
-                return;
-            }
-            metrics::gauge!(HASH_POOL_BUSY).increment(1.0);
-            let result = work();
-            metrics::gauge!(HASH_POOL_BUSY).decrement(1.0);
-            charge(extra_turns(&result));
-            let _ = reply.send(result);
+            crate::telemetry::with_span_subscriber(parent, move |parent| {
+                drop(waiting);
+                if reply.is_closed() {
+                    return;
+                }
+                let running = tracing::trace_span!(parent: parent, "hash.run");
+                metrics::gauge!(HASH_POOL_BUSY).increment(1.0);
+                let result = running.in_scope(work);
+                metrics::gauge!(HASH_POOL_BUSY).decrement(1.0);
+                drop(running);
+                charge(extra_turns(&result));
+                let _ = reply.send(result);
+            });
         });
         let shared = &self.handle.shared;
         let (tag, pushed_out) = shared.lock().admit(requester.client, job)?;

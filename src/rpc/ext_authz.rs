@@ -2,7 +2,9 @@
 //! Istio, Contour or Emissary can ask this service about each request at the edge: an active
 //! bearer token (signature, window, revocation set; the cached check ValidateToken makes, no
 //! database round trip) is allowed with the caller's identity in `x-identity-*` headers for the
-//! upstream; anything else is denied with HTTP 401 and `www-authenticate: Bearer`.
+//! upstream; anything else is denied with HTTP 401 and `www-authenticate: Bearer`. With
+//! `IDENTITY_EXT_AUTHZ_REQUIRED_ROLE`, an active token without that role is denied with 403
+//! (`insufficient_scope`): the caller is known, and logging in again would not help.
 //!
 //! Every answer is a CheckResponse, never a gRPC error: Envoy treats an error as a failure of
 //! the authorization service, which `failure_mode_allow` turns into an *allowed* request.
@@ -22,21 +24,25 @@ use envoy_types::pb::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::{service::Identity, tokens::VerifiedToken};
+use crate::{domain::Role, service::Identity, tokens::VerifiedToken};
 
 /// The headers the upstream receives on an allowed request, each set (replacing any copy the
 /// client sent) from the verified token.
 pub const USER_ID_HEADER: &str = "x-identity-user-id";
 pub const SESSION_ID_HEADER: &str = "x-identity-session-id";
 pub const EMAIL_HEADER: &str = "x-identity-email";
+/// `true` or `false`: whether the email in [`EMAIL_HEADER`] was verified when the token was issued.
+pub const EMAIL_VERIFIED_HEADER: &str = "x-identity-email-verified";
 
 pub struct ExtAuthzApi {
     identity: Arc<Identity>,
+    /// The role a token must carry to be allowed (`IDENTITY_EXT_AUTHZ_REQUIRED_ROLE`).
+    required_role: Option<Role>,
 }
 
 impl ExtAuthzApi {
-    pub fn new(identity: Arc<Identity>) -> Self {
-        Self { identity }
+    pub fn new(identity: Arc<Identity>, required_role: Option<Role>) -> Self {
+        Self { identity, required_role }
     }
 }
 
@@ -52,7 +58,13 @@ impl Authorization for ExtAuthzApi {
             return Ok(Response::new(denied(Denial::InvalidToken)));
         };
         Ok(Response::new(match self.identity.validate(token) {
-            Ok(verified) => allowed(&verified),
+            Ok(verified) => match &self.required_role {
+                Some(role) if !verified.claims.has_role(role.as_str()) => {
+                    tracing::debug!(user_id = %verified.claims.sub, "ext_authz: the token lacks the required role");
+                    denied(Denial::MissingRole)
+                }
+                _ => allowed(&verified),
+            },
             Err(reason) => {
                 tracing::debug!(%reason, "ext_authz: inactive token");
                 denied(Denial::InvalidToken)
@@ -92,6 +104,7 @@ fn allowed(verified: &VerifiedToken) -> CheckResponse {
         set_header(USER_ID_HEADER, claims.sub.to_string()),
         set_header(SESSION_ID_HEADER, claims.sid.to_string()),
         set_header(EMAIL_HEADER, claims.email.clone()),
+        set_header(EMAIL_VERIFIED_HEADER, claims.email_verified.to_string()),
     ];
     CheckResponse {
         status: Some(rpc::Status { code: tonic::Code::Ok.into(), ..rpc::Status::default() }),
@@ -110,24 +123,36 @@ enum Denial {
     NoToken,
     /// A token that is not a well-formed active one.
     InvalidToken,
+    /// An active token without `IDENTITY_EXT_AUTHZ_REQUIRED_ROLE`: 403, as §3.1 says for a
+    /// token that does not carry the privileges the request needs.
+    MissingRole,
 }
 
 fn denied(denial: Denial) -> CheckResponse {
-    let challenge = match denial {
-        Denial::NoToken => "Bearer".to_owned(),
-        Denial::InvalidToken => "Bearer error=\"invalid_token\"".to_owned(),
+    let (http_status, code, message, challenge) = match denial {
+        Denial::NoToken => {
+            (HttpStatusCode::Unauthorized, tonic::Code::Unauthenticated, "no active bearer token", "Bearer")
+        }
+        Denial::InvalidToken => (
+            HttpStatusCode::Unauthorized,
+            tonic::Code::Unauthenticated,
+            "no active bearer token",
+            "Bearer error=\"invalid_token\"",
+        ),
+        Denial::MissingRole => (
+            HttpStatusCode::Forbidden,
+            tonic::Code::PermissionDenied,
+            "the token lacks the required role",
+            "Bearer error=\"insufficient_scope\"",
+        ),
     };
     let response = DeniedHttpResponse {
-        status: Some(HttpStatus { code: HttpStatusCode::Unauthorized.into() }),
-        headers: vec![set_header("www-authenticate", challenge)],
+        status: Some(HttpStatus { code: http_status.into() }),
+        headers: vec![set_header("www-authenticate", challenge.to_owned())],
         body: String::new(),
     };
     CheckResponse {
-        status: Some(rpc::Status {
-            code: tonic::Code::Unauthenticated.into(),
-            message: "no active bearer token".into(),
-            details: Vec::new(),
-        }),
+        status: Some(rpc::Status { code: code.into(), message: message.into(), details: Vec::new() }),
         http_response: Some(HttpResponse::DeniedResponse(response)),
         ..CheckResponse::default()
     }

@@ -1,7 +1,9 @@
 //! The edge of every RPC: a request id (taken from `x-request-id` or generated, and echoed
 //! back), a tracing span carrying it with the method and peer address (so audit events inside
 //! the handler carry them too), one log line with the status code and latency, and the status
-//! code fix-up below. Never metadata values or bodies, which carry passwords and tokens.
+//! code fix-up below. Never metadata values or bodies, which carry passwords and tokens. When
+//! the server exports traces, the request runs under its trace subscriber, in a span that
+//! continues the caller's trace (see [`crate::telemetry::Traces`]).
 
 use std::{
     future::Future,
@@ -19,33 +21,46 @@ use tonic::{
 use tower::{Layer, Service};
 use tracing::Instrument;
 
+use crate::telemetry::RpcTracing;
+
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 /// Longest client-chosen request id kept; a longer or non-printable one is replaced.
 const MAX_REQUEST_ID_LEN: usize = 128;
 
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RpcLogLayer;
+/// The layer; with `tracing`, each RPC runs under the server's trace subscriber.
+#[derive(Clone, Default)]
+pub struct RpcLogLayer {
+    tracing: Option<RpcTracing>,
+}
+
+impl RpcLogLayer {
+    pub fn new(tracing: Option<RpcTracing>) -> Self {
+        Self { tracing }
+    }
+}
 
 impl<S> Layer<S> for RpcLogLayer {
     type Service = RpcLog<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RpcLog { inner }
+        RpcLog { inner, tracing: self.tracing.clone() }
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RpcLog<S> {
     inner: S,
+    tracing: Option<RpcTracing>,
 }
 
 impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for RpcLog<S>
 where
     S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
     S::Future: Send + 'static,
-    S::Error: std::fmt::Display,
+    S::Error: std::fmt::Display + 'static,
+    ResBody: 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -61,36 +76,63 @@ where
         request.headers_mut().insert(REQUEST_ID, request_id.clone());
         let method = request.uri().path().to_owned();
         let peer = peer_addr(&request);
-        // Fields are formatted by the subscriber, only if it records them.
-        let span = tracing::info_span!(
-            "rpc",
-            %method,
-            request_id = request_id.to_str().unwrap_or_default(),
-            peer = tracing::field::display(PeerAddr(peer))
+        let Some(tracing) = &self.tracing else {
+            // Fields are formatted by the subscriber, only if it records them.
+            let span = tracing::info_span!(
+                "rpc",
+                %method,
+                request_id = request_id.to_str().unwrap_or_default(),
+                peer = tracing::field::display(PeerAddr(peer))
+            );
+            let response = span.in_scope(|| self.inner.call(request));
+            return Box::pin(finish(response, method, request_id, started, None).instrument(span));
+        };
+        let span = tracing.rpc_span(
+            request.headers(),
+            super::methods::label(&method),
+            request_id.to_str().unwrap_or_default(),
+            &PeerAddr(peer).to_string(),
         );
-        let response = span.in_scope(|| self.inner.call(request));
-        Box::pin(
-            async move {
-                let mut result = response.await;
-                let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-                match &mut result {
-                    Ok(response) => {
-                        response.headers_mut().insert(REQUEST_ID, request_id);
-                        let code = remap_status(response.headers_mut());
-                        record(&method, code, started.elapsed().as_secs_f64());
-                        if method.starts_with("/grpc.") {
-                            tracing::debug!(target: "rpc", code = ?code, latency_ms, "rpc");
-                        } else {
-                            tracing::info!(target: "rpc", code = ?code, latency_ms, "rpc");
-                        }
-                    }
-                    Err(error) => tracing::warn!(target: "rpc", %error, latency_ms, "rpc failed"),
-                }
-                result
-            }
-            .instrument(span),
-        )
+        let dispatch = tracing.dispatch();
+        let response =
+            tracing::dispatcher::with_default(dispatch, || span.in_scope(|| self.inner.call(request)));
+        let traced = Some(span.clone());
+        Box::pin(tracing.run(finish(response, method, request_id, started, traced).instrument(span)))
     }
+}
+
+/// Waits for the response, then tags it with the request id, fixes up its status code, and
+/// logs and counts it (and records its status on `traced`, the RPC's exported span).
+async fn finish<F, ResBody, E>(
+    response: F,
+    method: String,
+    request_id: HeaderValue,
+    started: Instant,
+    traced: Option<tracing::Span>,
+) -> Result<http::Response<ResBody>, E>
+where
+    F: Future<Output = Result<http::Response<ResBody>, E>>,
+    E: std::fmt::Display,
+{
+    let mut result = response.await;
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    match &mut result {
+        Ok(response) => {
+            response.headers_mut().insert(REQUEST_ID, request_id);
+            let code = remap_status(response.headers_mut());
+            record(&method, code, started.elapsed().as_secs_f64());
+            if let Some(span) = &traced {
+                crate::telemetry::record_rpc_status(span, code);
+            }
+            if method.starts_with("/grpc.") {
+                tracing::debug!(target: "rpc", code = ?code, latency_ms, "rpc");
+            } else {
+                tracing::info!(target: "rpc", code = ?code, latency_ms, "rpc");
+            }
+        }
+        Err(error) => tracing::warn!(target: "rpc", %error, latency_ms, "rpc failed"),
+    }
+    result
 }
 
 fn record(method: &str, code: Code, seconds: f64) {

@@ -1,6 +1,6 @@
-//! tonic's own services (grpc.health.v1, grpc.reflection) decode with tonic-prost, which answers
-//! a request it cannot decode with INTERNAL and prost's text (health), or ends the call as if
-//! all were well (reflection drops the stream). [`StrictRequests`] wraps such a service: it
+//! tonic's own services (grpc.health.v1, grpc.reflection) and envoy-types' ext_authz server
+//! decode with tonic-prost, which answers a request it cannot decode with INTERNAL and prost's
+//! text (health, Check), or ends the call as if all were well (reflection drops the stream). [`StrictRequests`] wraps such a service: it
 //! checks each request message as it arrives, before the service reads it, and a call with one
 //! that does not decode ends with INVALID_ARGUMENT [`MALFORMED`], as [`super::codec`] does for
 //! our own services.
@@ -35,18 +35,26 @@ const PREFIX: usize = 5;
 /// `S`, every one of whose methods takes `M`, with its requests checked as the module says.
 pub struct StrictRequests<S, M> {
     inner: S,
+    /// The service's own size limit: a message over it is left for the service to refuse.
+    limit: usize,
     message: PhantomData<fn() -> M>,
 }
 
 impl<S, M> StrictRequests<S, M> {
+    /// For a service held to [`MAX_REQUEST_BYTES`].
     pub fn new(inner: S) -> Self {
-        Self { inner, message: PhantomData }
+        Self::with_limit(inner, MAX_REQUEST_BYTES)
+    }
+
+    /// For a service whose `max_decoding_message_size` is `limit`.
+    pub fn with_limit(inner: S, limit: usize) -> Self {
+        Self { inner, limit, message: PhantomData }
     }
 }
 
 impl<S: Clone, M> Clone for StrictRequests<S, M> {
     fn clone(&self) -> Self {
-        Self::new(self.inner.clone())
+        Self::with_limit(self.inner.clone(), self.limit)
     }
 }
 
@@ -74,6 +82,7 @@ where
             Body::new(CheckedRequest::<M> {
                 inner: body,
                 pending: BytesMut::new(),
+                limit: self.limit,
                 mode: Mode::Checking,
                 malformed: Arc::clone(&malformed),
                 message: PhantomData,
@@ -111,6 +120,7 @@ struct CheckedRequest<M> {
     inner: Body,
     /// Bytes received and not yet handed on: less than one message and one chunk.
     pending: BytesMut,
+    limit: usize,
     mode: Mode,
     malformed: Arc<AtomicBool>,
     message: PhantomData<fn() -> M>,
@@ -124,14 +134,14 @@ enum Next {
 }
 
 /// The first message in `pending`, taken out if it is whole and decodes.
-fn next_message<M: Message + Default>(pending: &mut BytesMut) -> Next {
+fn next_message<M: Message + Default>(pending: &mut BytesMut, limit: usize) -> Next {
     let Some(prefix) = pending.get(..PREFIX) else { return Next::Incomplete };
     let length = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
     if prefix[0] != 0 {
         // A compressed message: these services accept no compression.
         return Next::Malformed;
     }
-    if length > MAX_REQUEST_BYTES {
+    if length > limit {
         return Next::TooLarge;
     }
     if pending.len() < PREFIX + length {
@@ -164,7 +174,7 @@ impl<M: Message + Default> http_body::Body for CheckedRequest<M> {
                 }
                 Mode::Checking => {}
             }
-            match next_message::<M>(&mut this.pending) {
+            match next_message::<M>(&mut this.pending, this.limit) {
                 Next::Message(message) => return Poll::Ready(Some(Ok(Frame::data(message)))),
                 Next::Malformed => {
                     // Set before the service can see the error, so the answer reads it.

@@ -117,13 +117,26 @@ impl From<i64> for Cutoff {
 /// sqlx code is type-checked once per backend without a tower of generic bounds. `$body`
 /// evaluates to a `Result<_, sqlx::Error>`; it runs within the statement timeout (see
 /// [`guard`]), and while the health probe finds the database down it does not run at all.
+/// When the request is traced, the call (the wait for a connection included) is a span named
+/// after the `Store` method it is in.
 macro_rules! with_pool {
     ($store:expr, $pool:ident => $body:expr) => {
         $crate::store::with_pool!(@run $store, connection, $pool => $body)
     };
     (@run $store:expr, $acquire:ident, $pool:ident => $body:expr) => {{
         let store: &$crate::store::Store = &$store;
-        match &store.pool {
+        // Trace level: no log subscriber shows it unless asked; the fields are only evaluated
+        // for a subscriber that records it (a traced request's).
+        let span = tracing::trace_span!(
+            "db",
+            otel.name = $crate::telemetry::function_name({
+                fn here() {}
+                std::any::type_name_of_val(&here)
+            }),
+            otel.kind = "client",
+            db.system.name = store.db_system(),
+        );
+        tracing::Instrument::instrument(async { match &store.pool {
             $crate::store::Pool::Postgres(pool) => match store.guard.$acquire(pool).await {
                 Ok(mut connection) => {
                     let outcome = tokio::time::timeout(store.guard.statement_timeout(), async {
@@ -146,7 +159,7 @@ macro_rules! with_pool {
                 }
                 Err(error) => Err(error),
             },
-        }
+        } }, span).await
     }};
 }
 use with_pool;
@@ -258,6 +271,14 @@ impl Store {
     pub fn backend(&self) -> &'static str {
         match &self.pool {
             Pool::Postgres(_) => "postgres",
+            Pool::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// The database's name in the OpenTelemetry conventions (`db.system.name`).
+    fn db_system(&self) -> &'static str {
+        match &self.pool {
+            Pool::Postgres(_) => "postgresql",
             Pool::Sqlite(_) => "sqlite",
         }
     }

@@ -13,15 +13,24 @@ use envoy_types::pb::envoy::{
         check_response::HttpResponse,
     },
 };
-use identity::proto::LogoutRequest;
+use identity::{
+    clock::Clock,
+    domain::{Email, Role},
+    proto::LogoutRequest,
+    service::AccountAdmin,
+};
 
-use crate::{helpers::TestApp, on_both_backends};
+use crate::{
+    helpers::{PASSWORD, TestApp},
+    on_both_backends,
+};
 
 on_both_backends!(
     an_active_token_is_allowed_with_the_identity_headers_and_forged_copies_replaced,
     an_expired_token_is_denied_with_401,
     a_revoked_session_is_denied_at_once,
     garbage_and_missing_credentials_are_denied_with_a_bearer_challenge,
+    with_a_required_role_a_token_without_it_is_denied_with_403,
 );
 
 /// A CheckRequest as Envoy sends it for an HTTP request with `headers`.
@@ -94,6 +103,7 @@ async fn an_active_token_is_allowed_with_the_identity_headers_and_forged_copies_
         ("x-identity-user-id", "00000000-0000-0000-0000-000000000000"),
         ("x-identity-email", "admin@example.com"),
         ("x-identity-session-id", "forged"),
+        ("x-identity-email-verified", "true"),
         ("accept", "application/json"),
     ];
     let response = check(&app, check_request(&incoming)).await;
@@ -102,6 +112,7 @@ async fn an_active_token_is_allowed_with_the_identity_headers_and_forged_copies_
     assert_eq!(upstream["x-identity-user-id"], user.id);
     assert_eq!(upstream["x-identity-session-id"], claims.sid.to_string());
     assert_eq!(upstream["x-identity-email"], user.email);
+    assert_eq!(upstream["x-identity-email-verified"], "false", "a new account's email is not verified");
     assert_eq!(upstream["accept"], "application/json", "other headers pass untouched");
 
     // The scheme is matched without regard to case, as HTTP says.
@@ -148,4 +159,29 @@ async fn garbage_and_missing_credentials_are_denied_with_a_bearer_challenge(app:
     }
     // Not even an HTTP request: still an answer, never an error Envoy could fail open on.
     assert_eq!(denial(&check(&app, CheckRequest::default()).await), (401, bare));
+}
+
+async fn with_a_required_role_a_token_without_it_is_denied_with_403(app: TestApp) {
+    let app = app.restart_with(&[("IDENTITY_EXT_AUTHZ_REQUIRED_ROLE", "orders.read")]).await;
+    let (user, login) = app.signed_in_user().await;
+    let authorization = format!("Bearer {}", login.tokens.unwrap().access_token);
+    let insufficient = (403, Some("Bearer error=\"insufficient_scope\"".to_owned()));
+    assert_eq!(denial(&check(&app, check_request(&[("authorization", &authorization)])).await), insufficient);
+
+    // Another role is not the one required; the required one, in a token issued after it was
+    // granted, lets the request through.
+    let admin = AccountAdmin::new(app.store.clone(), Clock::system(), None);
+    let email = Email::parse("email", &user.email).unwrap();
+    for (role, allowed) in [("orders.write", false), ("orders.read", true)] {
+        admin.grant_or_revoke(&email, Role::parse("role", role).unwrap(), true).await.unwrap().unwrap();
+        let token = app.login(&user.email, PASSWORD).await.unwrap().tokens.unwrap().access_token;
+        let response = check(&app, check_request(&[("authorization", &format!("Bearer {token}"))])).await;
+        if allowed {
+            assert_eq!(upstream_headers(&[], &response)["x-identity-user-id"], user.id);
+        } else {
+            assert_eq!(denial(&response), insufficient, "with {role} only");
+        }
+    }
+    // No token at all is still "who are you?", not "not allowed".
+    assert_eq!(denial(&check(&app, check_request(&[])).await), (401, Some("Bearer".into())));
 }

@@ -14,6 +14,7 @@ use crate::{connections::assert_healthy, helpers::TestApp, on_both_backends};
 on_both_backends!(
     undecodable_requests_are_invalid_argument_with_a_generic_message,
     undecodable_requests_to_health_and_reflection_are_invalid_argument_too,
+    undecodable_check_requests_are_invalid_argument_and_large_ones_within_the_limit_are_answered,
 );
 
 /// Sends and receives message bodies as they are.
@@ -143,6 +144,41 @@ async fn undecodable_requests_to_health_and_reflection_are_invalid_argument_too(
     let mut oversized = vec![0x0a, 0xa0, 0x9c, 0x01];
     oversized.resize(4 + 20_000, b'a');
     let status = call_raw(&app, "/grpc.health.v1.Health/Check", oversized).await.expect_err("20 kB");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_healthy(&app.channel).await;
+}
+
+/// Envoy's Check is decoded by envoy-types' generated server (tonic-prost, which answered
+/// INTERNAL with prost's text); it takes requests up to 96 KiB, since Envoy sends every header.
+async fn undecodable_check_requests_are_invalid_argument_and_large_ones_within_the_limit_are_answered(
+    app: TestApp,
+) {
+    use envoy_types::pb::envoy::service::auth::v3::{
+        AttributeContext, CheckRequest,
+        attribute_context::{HttpRequest, Request},
+        authorization_client::AuthorizationClient,
+    };
+    const CHECK: &str = "/envoy.service.auth.v3.Authorization/Check";
+    for (case, body) in undecodable() {
+        assert_malformed(call_raw(&app, CHECK, body).await.map(drop), case, CHECK);
+    }
+    let with_cookie = |bytes: usize| CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(Request {
+                http: Some(HttpRequest {
+                    headers: [("cookie".to_owned(), "c".repeat(bytes))].into(),
+                    ..HttpRequest::default()
+                }),
+                ..Request::default()
+            }),
+            ..AttributeContext::default()
+        }),
+    };
+    let mut client = AuthorizationClient::new(app.channel.clone());
+    // Envoy's default header limit, 60 KiB: answered (denied: no token), past our usual 16 KiB.
+    let answer = client.check(with_cookie(60 * 1024)).await.expect("a 60 KiB Check is answered");
+    assert_eq!(answer.into_inner().status.map(|status| status.code), Some(Code::Unauthenticated as i32));
+    let status = client.check(with_cookie(100 * 1024)).await.expect_err("past 96 KiB");
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert_healthy(&app.channel).await;
 }
