@@ -66,7 +66,8 @@ VOLUME ["/var/lib/identity"]
 
 # 50051: gRPC (API, grpc.health.v1, reflection).
 # 9090: Prometheus /metrics, served only when IDENTITY_METRICS_ADDR is set (e.g. 0.0.0.0:9090).
-EXPOSE 50051 9090
+# 8080: /.well-known/jwks.json and openid-configuration, only when IDENTITY_HTTP_ADDR is set.
+EXPOSE 50051 9090 8080
 
 # Numeric, so that Kubernetes' runAsNonRoot can verify it without resolving a user name.
 USER 65532:65532
