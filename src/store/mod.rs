@@ -136,7 +136,10 @@ macro_rules! with_pool {
             otel.kind = "client",
             db.system.name = store.db_system(),
         );
-        tracing::Instrument::instrument(async { match &store.pool {
+        // sqlx's SQLite worker keeps the current span: under a traced request, let it be none
+        // of the request's (see `telemetry::outside_traces`).
+        let outside = $crate::telemetry::outside_traces(&span);
+        let call = async { match &store.pool {
             $crate::store::Pool::Postgres(pool) => match store.guard.$acquire(pool).await {
                 Ok(mut connection) => {
                     let outcome = tokio::time::timeout(store.guard.statement_timeout(), async {
@@ -159,7 +162,8 @@ macro_rules! with_pool {
                 }
                 Err(error) => Err(error),
             },
-        } }, span).await
+        } };
+        tracing::Instrument::instrument(tracing::instrument::WithSubscriber::with_subscriber(call, outside), span).await
     }};
 }
 use with_pool;

@@ -4,7 +4,8 @@
 mod traces;
 
 pub use traces::{
-    RpcTracing, Traces, TracesError, UnderDispatch, function_name, record_rpc_status, with_span_subscriber,
+    RpcTracing, Traces, TracesError, UnderDispatch, function_name, outside_traces, record_rpc_status,
+    with_span_subscriber,
 };
 
 use tracing::Subscriber;

@@ -16,6 +16,7 @@
 use std::{
     future::Future,
     pin::Pin,
+    sync::OnceLock,
     task::{Context, Poll},
     time::Duration,
 };
@@ -47,6 +48,10 @@ const SERVICE_NAME: &str = "identity";
 /// carry.
 const MAX_TRACESTATE_LEN: usize = 512;
 
+/// The subscriber current outside traced requests (the process's log subscriber, or none),
+/// taken when the first trace pipeline starts: see [`outside_traces`].
+static PROCESS: OnceLock<Dispatch> = OnceLock::new();
+
 /// The exporter could not be built from the endpoint (or an `OTEL_EXPORTER_OTLP_*` variable).
 #[derive(Debug, thiserror::Error)]
 #[error("traces: {0}")]
@@ -69,6 +74,7 @@ impl Traces {
             exporter = exporter.with_tls_config(tls);
         }
         let exporter = exporter.build().map_err(|error| TracesError(error.to_string()))?;
+        PROCESS.get_or_init(|| tracing::dispatcher::get_default(Dispatch::clone));
         // The batch processor's queue size, delay and batch size come from `OTEL_BSP_*`, and the
         // sampler from `OTEL_TRACES_SAMPLER` (default: the caller's decision, else every trace).
         let provider =
@@ -186,6 +192,17 @@ pub fn with_span_subscriber<T>(span: Span, work: impl FnOnce(&Span) -> T) -> T {
             outcome
         }),
         None => work(&span),
+    }
+}
+
+/// The subscriber for work beneath `span` that a library may hand to a thread of its own with
+/// the current span (sqlx's SQLite worker does): the process's when `span` is traced, so that
+/// no span of a server's trace subscriber ends on such a thread (see [`with_span_subscriber`]),
+/// else the current one. The library's own log events then reach the process's log as always.
+pub fn outside_traces(span: &Span) -> Dispatch {
+    match PROCESS.get() {
+        Some(process) if !span.is_disabled() => process.clone(),
+        _ => tracing::dispatcher::get_default(Dispatch::clone),
     }
 }
 
