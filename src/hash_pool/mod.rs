@@ -122,6 +122,11 @@ impl HashPool {
         self.handle.threads
     }
 
+    /// How long one job takes, as the pool was told.
+    pub fn one_job(&self) -> Duration {
+        self.handle.one_job
+    }
+
     /// The configured queue length (see the module on what it sets).
     pub fn queue_capacity(&self) -> usize {
         self.handle.queue

@@ -13,6 +13,13 @@
 //! [`FAILURE_TURNS`] more, so a client that keeps guessing falls behind clients whose logins
 //! succeed, the one difference between an attacker and a user the queue can see.
 //!
+//! **Order** is by the turn a job is *due to end*, then its turn: one turn after it starts, or
+//! `1 + FAILURE_TURNS` when its client's last check failed (it is expected to fail again).
+//! Between clients whose checks succeed this is the start order above. It matters when
+//! guessers move in step: a turn of theirs holds a job of each, and a client whose login just
+//! had that turn would wait for the whole round before its next one starts; ordered by when
+//! they are due, its next `FAILURE_TURNS` jobs go ahead of the round.
+//!
 //! **A full queue** (`max_pending` jobs) gives every client one place before anyone a second:
 //! a client with nothing queued takes the place of the last extra job (the last job of a client
 //! holding two or more), whatever its turn. A client with jobs queued, or a newcomer when every
@@ -31,14 +38,21 @@ use crate::{
     metrics::{HASH_POOL_QUEUED, HASH_POOL_REJECTED},
 };
 
-/// Turns charged on top of the one every job pays when a password check fails.
-pub const FAILURE_TURNS: u64 = 3;
+/// Turns charged on top of the one every job pays when a password check fails. Against `n`
+/// clients that keep guessing, a client whose logins succeed gets one job for every
+/// `n / (FAILURE_TURNS + 1)` of theirs: 24 guessers at 15 leave it 40 % of the threads (at 3 it
+/// was 1 in 7, which a slow machine's hash rate could not cover at one login a second). A user
+/// who mistypes pays it once, and only while the pool is contended.
+pub const FAILURE_TURNS: u64 = 15;
 /// Clients remembered while they have nothing queued, because their failures still count.
 const MAX_REMEMBERED_CLIENTS: usize = 4096;
 
 /// The order jobs are served in (field order is the comparison order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) struct Tag {
+    /// The turn the job is expected to end at: its turn plus one, plus [`FAILURE_TURNS`] when
+    /// its client's last check failed.
+    due: u64,
     /// The virtual time the job starts at: its turn.
     turn: u64,
     /// Jobs its client had queued when it came.
@@ -69,6 +83,8 @@ struct Entry<J> {
 struct Client {
     finish: u64,
     queued: usize,
+    /// Its last check failed: its next ones are expected to.
+    failing: bool,
 }
 
 impl<J> State<J> {
@@ -159,6 +175,9 @@ impl<J> State<J> {
         if extra_turns > 0 {
             let entry = self.client_mut(client);
             entry.finish = entry.finish.max(now) + extra_turns;
+            entry.failing = true;
+        } else if let Some(entry) = self.clients.get_mut(&client) {
+            entry.failing = false;
         }
         if self.queue.is_empty() && self.running == 0 {
             // Idle: a turn just had by a client is no debt any more, only failures are.
@@ -175,8 +194,12 @@ impl<J> State<J> {
     }
 
     fn tag_for(&self, client: &ClientKey) -> Tag {
-        let (finish, queued_before) = self.clients.get(client).map_or((0, 0), |c| (c.finish, c.queued));
-        Tag { turn: finish.max(self.virtual_time), queued_before, arrival: self.arrivals }
+        let (finish, queued_before, failing) =
+            self.clients.get(client).map_or((0, 0, false), |c| (c.finish, c.queued, c.failing));
+        let turn = finish.max(self.virtual_time);
+        // Ordered by the turn the job is expected to end at: see the module.
+        let due = turn + 1 + if failing { FAILURE_TURNS } else { 0 };
+        Tag { due, turn, queued_before, arrival: self.arrivals }
     }
 
     /// The queued job a new job of `client` may take the place of in a full queue (see the
@@ -226,7 +249,7 @@ impl<J> State<J> {
             }
         }
         let now = self.virtual_time;
-        self.clients.entry(client).or_insert(Client { finish: now, queued: 0 })
+        self.clients.entry(client).or_insert(Client { finish: now, queued: 0, failing: false })
     }
 }
 
@@ -322,6 +345,54 @@ mod tests {
             }
         }
         assert!(state.clients.len() <= state.max_clients);
+    }
+
+    /// The fair-flood bench on a slow machine, step by step: 2 threads, 24 clients each keeping
+    /// two wrong guesses in flight, and one client whose logins succeed sending one job for
+    /// every three the threads finish (one login a second when a verify takes 0.67 s). The
+    /// guessers move in step, so each turn of theirs holds a job of all 24: ordered by start
+    /// alone, the client's second login in a turn waited for that whole round (twelve jobs'
+    /// time). Ordered by when a job is due to end, the client's jobs (due one turn after they
+    /// start) go ahead of the guessers' (due `1 + FAILURE_TURNS` after) for `FAILURE_TURNS`
+    /// turns of its own: at 3 its fourth login in a round waited, at 15 none does.
+    #[test]
+    fn a_client_that_succeeds_once_per_three_jobs_starts_within_a_job_s_time_among_24_guessers() {
+        const THREADS: usize = 2;
+        let legit = key(1);
+        let guessers: Vec<ClientKey> = (2..26).map(key).collect();
+        let mut state = State::new(64);
+        for guesser in &guessers {
+            state.admit(*guesser, "guess").unwrap();
+            state.admit(*guesser, "guess").unwrap();
+        }
+        let mut running = std::collections::VecDeque::new();
+        let (mut arrived, mut waits) = (None, Vec::new());
+        // The guessers run alone for a while first, as in the bench.
+        const ALONE: usize = 300;
+        for finished in 0..ALONE + 600 {
+            if finished >= ALONE && finished % 3 == 0 {
+                assert!(arrived.is_none(), "login {} waited three jobs: {waits:?}", waits.len());
+                state.admit(legit, "login").unwrap();
+                arrived = Some(finished);
+            }
+            while running.len() < THREADS {
+                let (client, _) = state.next_job().unwrap();
+                if client == legit {
+                    waits.push(finished - arrived.take().unwrap());
+                }
+                running.push_back(client);
+            }
+            let client = running.pop_front().unwrap();
+            if client == legit {
+                state.finished(client, 0);
+            } else {
+                state.finished(client, FAILURE_TURNS);
+                state.admit(client, "guess").unwrap();
+            }
+        }
+        // Every login started before the threads finished two more jobs: one job's time.
+        assert_eq!(waits.len(), 200);
+        assert!(waits.iter().all(|&wait| wait <= 2), "{waits:?}");
     }
 
     #[derive(Debug, Clone)]

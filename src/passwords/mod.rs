@@ -139,6 +139,11 @@ impl PasswordHasher {
         self.costs.cost
     }
 
+    /// How long one hash takes on this machine (measured at start).
+    pub fn one_job(&self) -> Duration {
+        self.pool.one_job()
+    }
+
     /// bcrypt rounds done so far (2^cost for each hash or verify).
     pub fn work_done(&self) -> u64 {
         self.costs.work.load(Ordering::Relaxed)

@@ -201,7 +201,7 @@ impl AdminService for AdminApi {
     ) -> Result<Response<SetPasswordResponse>, Status> {
         let caller = self.admin(&request, "set_password").await?;
         let requester = requester(&request, &self.proxies);
-        self.identity.shed_if_saturated(&requester)?;
+        self.identity.shed_if_saturated(&requester).await?;
         let request = request.into_inner();
         let id = user_id("user_id", &request.user_id)?;
         let user = self.identity.admin_user(id).await?;

@@ -73,7 +73,7 @@ impl AuthService for AuthApi {
     #[tracing::instrument(skip_all)]
     async fn signup(&self, request: Request<SignupRequest>) -> Result<Response<SignupResponse>, Status> {
         let requester = requester(&request, &self.proxies);
-        self.identity.shed_if_saturated(&requester)?;
+        self.identity.shed_if_saturated(&requester).await?;
         let input = parse_signup(&self.policy, request.get_ref()).map_err(AppError::from)?;
         let user = self.identity.signup(input, &requester).await?;
         Ok(Response::new(SignupResponse { user: Some(user_message(&user)) }))
@@ -82,7 +82,7 @@ impl AuthService for AuthApi {
     #[tracing::instrument(skip_all)]
     async fn login(&self, request: Request<LoginRequest>) -> Result<Response<LoginResponse>, Status> {
         let requester = requester(&request, &self.proxies);
-        self.identity.shed_if_saturated(&requester)?;
+        self.identity.shed_if_saturated(&requester).await?;
         let origin = session_origin(&request, &self.proxies);
         let (email, password) = parse_login(request.into_inner()).map_err(AppError::from)?;
         let response = match self.identity.login(&email, &password, &requester, &origin).await? {
@@ -147,7 +147,7 @@ impl AuthService for AuthApi {
         request: Request<ResetPasswordRequest>,
     ) -> Result<Response<ResetPasswordResponse>, Status> {
         let requester = requester(&request, &self.proxies);
-        self.identity.shed_if_saturated(&requester)?;
+        self.identity.shed_if_saturated(&requester).await?;
         let (token, password) = parse_reset(&self.policy, request.into_inner()).map_err(AppError::from)?;
         self.identity.reset_password(&token, &password, &requester).await?;
         Ok(Response::new(ResetPasswordResponse {}))

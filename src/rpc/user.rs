@@ -59,13 +59,13 @@ impl UserApi {
 
     /// The caller of a call that checks the current password (and so hashes): authenticated,
     /// and shed before any other work when the hash pool is full.
-    fn password_checking_caller<T>(
+    async fn password_checking_caller<T: Sync>(
         &self,
         request: &Request<T>,
     ) -> Result<(Arc<VerifiedToken>, Requester), AppError> {
         let caller = self.authenticate(request.metadata())?;
         let requester = requester(request, &self.proxies);
-        self.identity.shed_if_saturated(&requester)?;
+        self.identity.shed_if_saturated(&requester).await?;
         Ok((caller, requester))
     }
 }
@@ -172,7 +172,7 @@ impl UserService for UserApi {
         &self,
         request: Request<ChangePasswordRequest>,
     ) -> Result<Response<ChangePasswordResponse>, Status> {
-        let (caller, requester) = self.password_checking_caller(&request)?;
+        let (caller, requester) = self.password_checking_caller(&request).await?;
         let request = request.into_inner();
         let mut violations = Violations::default();
         let current = violations.check(current_password(request.current_password));
@@ -199,7 +199,7 @@ impl UserService for UserApi {
         &self,
         request: Request<ChangeEmailRequest>,
     ) -> Result<Response<ChangeEmailResponse>, Status> {
-        let (caller, requester) = self.password_checking_caller(&request)?;
+        let (caller, requester) = self.password_checking_caller(&request).await?;
         let request = request.into_inner();
         let mut violations = Violations::default();
         let current = violations.check(current_password(request.current_password));
@@ -240,7 +240,7 @@ impl UserService for UserApi {
         &self,
         request: Request<DeleteAccountRequest>,
     ) -> Result<Response<DeleteAccountResponse>, Status> {
-        let (caller, requester) = self.password_checking_caller(&request)?;
+        let (caller, requester) = self.password_checking_caller(&request).await?;
         let mut violations = Violations::default();
         let current = violations.check(current_password(request.into_inner().current_password));
         let current = violations.finish(current).map_err(AppError::from)?;

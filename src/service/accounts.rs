@@ -211,6 +211,7 @@ impl Identity {
         if !verified {
             tracing::info!(target: "audit", event = failed_event, %user_id,
                 reason = "wrong current password", failures = ticket.pair_failures, client = %requester.client);
+            self.attempt_failed(&ticket).await?;
             if ticket.pair_failures >= PASSWORD_CHANGE_FAILURES_END_SESSION {
                 return Err(self
                     .end_guessing_session(

@@ -13,6 +13,7 @@ mod mail;
 mod mfa;
 mod recovery;
 mod sessions;
+mod settled;
 mod throttle;
 mod transfer;
 mod verification;
@@ -47,6 +48,8 @@ use crate::{
 pub struct Identity {
     lockout: LockoutPolicy,
     schedule: crate::store::DelaySchedule,
+    /// Wakes logins parked behind checks of the same (email, client) when one ends.
+    settled: settled::Settled,
     signup_reveals_accounts: bool,
     store: Store,
     hasher: PasswordHasher,
@@ -93,6 +96,7 @@ impl Identity {
         Self {
             lockout: parts.lockout,
             schedule: parts.lockout.schedule(),
+            settled: settled::Settled::new(),
             signup_reveals_accounts: parts.signup_reveals_accounts,
             store: parts.store,
             hasher: parts.hasher,
@@ -125,10 +129,12 @@ impl Identity {
     }
 
     /// Sheds a request that would hash when the hash pool is full, before it costs anything
-    /// else: validation (zxcvbn), the lockout counter, database round trips.
-    pub fn shed_if_saturated(&self, requester: &Requester) -> Result<(), AppError> {
+    /// else: validation (zxcvbn), the lockout counter, database round trips. The refusal is
+    /// held for one hash job's time (see `throttle`), so a client resending at once cannot spin.
+    pub async fn shed_if_saturated(&self, requester: &Requester) -> Result<(), AppError> {
         if self.hasher.would_shed(requester) {
             metrics::counter!(crate::metrics::HASH_POOL_REJECTED).increment(1);
+            self.hold_refusal(requester).await;
             return Err(AppError::Overloaded);
         }
         Ok(())

@@ -14,10 +14,19 @@
 //! parallel guesses cannot slip past a limit; an attempt that checked no password (shed by the
 //! hash pool, refused by the email's lock) is taken back.
 //!
+//! An attempt refused only because the pair's free failures are taken up by checks still in
+//! flight is not refused: it is parked (no CPU) until one of them ends, within its caller's
+//! deadline, and asks again. A success among them clears the pair, so a client that logs in
+//! with the right password from many requests at once is never refused for it; failures among
+//! them leave the pair waiting and the parked attempt is refused then, so it checks nothing
+//! more than it would have. Every other refusal is held for one hash job's time before it is
+//! answered, so a client that resends at once makes no more requests than one whose password
+//! is checked, and cheap refusals cannot take the cores from the hashing threads.
+//!
 //! ChangePassword uses the per-(account, client) counter with subject `user:<id>`, and ends the
 //! caller's session at [`PASSWORD_CHANGE_FAILURES_END_SESSION`] failures.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 
@@ -41,6 +50,22 @@ pub const PASSWORD_CHANGE_FAILURES_END_SESSION: i32 = 5;
 
 /// Wait before retrying when the threshold is taken up by checks still in flight.
 const IN_FLIGHT_RETRY: Duration = Duration::from_secs(1);
+
+/// How long a pair's checks count as in flight after its latest attempt: far longer than any
+/// check takes (the hash pool's wait, one hash, a few queries), so a count left behind by a
+/// replica that stopped mid-check, or by a caller that went away, stops parking anyone.
+const IN_FLIGHT_LIFETIME: TimeDelta = TimeDelta::seconds(30);
+
+/// The longest an attempt without a deadline stays parked behind checks of its pair.
+const LONGEST_PARK: Duration = Duration::from_secs(10);
+
+/// How often a parked attempt looks again on its own: checks on other replicas end without
+/// waking this one.
+const PARK_POLL: Duration = Duration::from_millis(100);
+
+/// How long before its caller's deadline a held refusal is answered, so that the caller gets
+/// RESOURCE_EXHAUSTED with its RetryInfo rather than DEADLINE_EXCEEDED.
+const ANSWER_MARGIN: Duration = Duration::from_millis(20);
 
 #[derive(Debug, Clone, Copy)]
 pub struct LockoutPolicy {
@@ -111,6 +136,8 @@ impl Identity {
                 self.store
                     .uncount_attempt(&ticket.subject, &ticket.client, millis(now), self.schedule)
                     .await?;
+                self.settled.ended(&ticket.subject, &ticket.client);
+                self.hold_refusal(requester).await;
                 let retry_after =
                     if locked_until_ms == 0 { IN_FLIGHT_RETRY } else { wait_until(now, locked_until_ms) };
                 metrics::counter!(crate::metrics::LOGINS, "outcome" => "locked_out").increment(1);
@@ -137,28 +164,70 @@ impl Identity {
         rpc: &'static str,
     ) -> Result<Ticket, AppError> {
         let client = requester.client.to_string();
-        let now = self.clock.now();
-        match self.store.admit_attempt(&subject, &client, millis(now), self.schedule).await? {
-            Admission::Admitted { failures } => {
-                Ok(Ticket { subject, client, pair_failures: failures, account_failures: None })
-            }
-            Admission::Throttled { retry_at_ms } => {
-                let retry_after = wait_until(now, retry_at_ms);
-                metrics::counter!(LOGIN_THROTTLED, "rpc" => rpc).increment(1);
-                if rpc == "login" {
-                    metrics::counter!(crate::metrics::LOGINS, "outcome" => "throttled").increment(1);
+        // Parked no later than leaves time for a hash before the caller's deadline.
+        let park_until = {
+            let longest = Instant::now() + LONGEST_PARK;
+            requester.deadline.map_or(longest, |deadline| {
+                longest.min(deadline.checked_sub(self.hasher.one_job()).unwrap_or_else(Instant::now))
+            })
+        };
+        loop {
+            let next_end = self.settled.next_end(&subject, &client);
+            let now = self.clock.now();
+            let stale_before = millis(now - IN_FLIGHT_LIFETIME);
+            let admission =
+                self.store.admit_attempt(&subject, &client, millis(now), self.schedule, stale_before).await?;
+            let (retry_at_ms, in_flight) = match admission {
+                Admission::Admitted { failures } => {
+                    return Ok(Ticket { subject, client, pair_failures: failures, account_failures: None });
                 }
-                tracing::info!(target: "audit", event = "attempt_throttled", rpc, client = %requester.client,
-                    retry_after_ms = u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX));
-                Err(AppError::LockedOut { retry_after })
+                Admission::Throttled { retry_at_ms, in_flight } => (retry_at_ms, in_flight > 0),
+            };
+            let parked_at = Instant::now();
+            if parked_at < park_until {
+                // The wait ended between the two queries (a success cleared the pair, or an
+                // unchecked attempt was taken back): ask again at once.
+                if retry_at_ms <= millis(now) {
+                    continue;
+                }
+                if in_flight {
+                    let wake_at = park_until.min(parked_at + PARK_POLL);
+                    let _ = tokio::time::timeout_at(wake_at.into(), next_end).await;
+                    continue;
+                }
             }
+            metrics::counter!(LOGIN_THROTTLED, "rpc" => rpc).increment(1);
+            if rpc == "login" {
+                metrics::counter!(crate::metrics::LOGINS, "outcome" => "throttled").increment(1);
+            }
+            // Parked until its time ran out: it has waited already.
+            let retry_after = if in_flight {
+                IN_FLIGHT_RETRY
+            } else {
+                self.hold_refusal(requester).await;
+                wait_until(now, retry_at_ms)
+            };
+            tracing::info!(target: "audit", event = "attempt_throttled", rpc, client = %requester.client,
+                retry_after_ms = u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX));
+            return Err(AppError::LockedOut { retry_after });
         }
+    }
+
+    /// Holds a refusal that cost no hash for one hash job's time, never past its caller's
+    /// deadline (less a margin to answer): see the module.
+    pub(super) async fn hold_refusal(&self, requester: &Requester) {
+        let until = Instant::now() + self.hasher.one_job();
+        let until = requester.deadline.map_or(until, |deadline| {
+            until.min(deadline.checked_sub(ANSWER_MARGIN).unwrap_or_else(Instant::now))
+        });
+        tokio::time::sleep_until(until.into()).await;
     }
 
     /// The attempt checked no password (the hash pool shed it): take it back everywhere.
     pub(super) async fn attempt_unchecked(&self, ticket: &Ticket) -> Result<(), AppError> {
         let now = millis(self.clock.now());
         self.store.uncount_attempt(&ticket.subject, &ticket.client, now, self.schedule).await?;
+        self.settled.ended(&ticket.subject, &ticket.client);
         if ticket.account_failures.is_some() {
             self.store.uncount_account_failure(&ticket.subject).await?;
         }
@@ -168,15 +237,24 @@ impl Identity {
     /// The password was right: this client's delay and the email's run of failures end.
     pub(super) async fn attempt_succeeded(&self, ticket: &Ticket) -> Result<(), AppError> {
         self.store.clear_attempts(&ticket.subject, &ticket.client).await?;
+        self.settled.ended(&ticket.subject, &ticket.client);
         if ticket.account_failures.is_some() {
             self.store.clear_account_failures(&ticket.subject).await?;
         }
         Ok(())
     }
 
-    /// The password was wrong (it stays counted). The failure that reaches the threshold locks
-    /// the email: the moment worth an alert.
+    /// The password was wrong: the attempt stays counted, and is no longer in flight.
+    pub(super) async fn attempt_failed(&self, ticket: &Ticket) -> Result<(), AppError> {
+        self.store.settle_failed_attempt(&ticket.subject, &ticket.client).await?;
+        self.settled.ended(&ticket.subject, &ticket.client);
+        Ok(())
+    }
+
+    /// A login's password was wrong (see [`Self::attempt_failed`]). The failure that reaches
+    /// the threshold locks the email: the moment worth an alert.
     pub(super) async fn login_failed(&self, ticket: &Ticket) -> Result<(), AppError> {
+        self.attempt_failed(ticket).await?;
         let (Some(failures), Some(threshold)) = (ticket.account_failures, self.lockout.lock_threshold())
         else {
             return Ok(());

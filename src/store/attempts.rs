@@ -18,10 +18,13 @@ pub struct DelaySchedule {
 /// What counting one attempt for a (subject, client) pair decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
-    /// Counted as a failure in advance (a success clears it); `failures` includes this one.
+    /// Counted as a failure in advance (a success clears it), and as a check in flight until
+    /// it is settled; `failures` includes this one.
     Admitted { failures: i32 },
-    /// The pair must wait until `retry_at_ms`; nothing was counted.
-    Throttled { retry_at_ms: i64 },
+    /// The pair must wait until `retry_at_ms`; nothing was counted. `in_flight`: checks of the
+    /// pair counted in advance that have not ended, so the wait may end sooner (a success
+    /// among them clears it).
+    Throttled { retry_at_ms: i64, in_flight: i32 },
 }
 
 /// What counting one failure against an email's consecutive total decided.
@@ -37,21 +40,26 @@ pub enum AccountCount {
 impl Store {
     /// Counts an attempt of `client` on `subject` before its password is checked, unless the
     /// pair is still waiting out its delay. The delay after the `n`th failure is 0 while `n` is
-    /// below the free failures, then `first_delay_ms`, doubling up to `max_delay_ms`.
+    /// below the free failures, then `first_delay_ms`, doubling up to `max_delay_ms`. Checks in
+    /// flight are counted too; those of a pair with no attempt since `stale_before_ms` are taken
+    /// to have been lost (a replica stopped, or a caller went away, mid-check).
     pub async fn admit_attempt(
         &self,
         subject: &str,
         client: &str,
         now_ms: i64,
         schedule: DelaySchedule,
+        stale_before_ms: i64,
     ) -> Result<Admission, StoreError> {
         // $4 free failures, $5 first delay, $6 max delay. In an upsert's SET every column
         // reference is the old row, on both databases.
         const SQL: &str = "INSERT INTO login_throttle
-                 (subject, client, failures, delay_ms, next_attempt_ms, last_failure_ms)
+                 (subject, client, failures, delay_ms, next_attempt_ms, last_failure_ms, checking)
              VALUES ($1, $2, 1, CASE WHEN 1 < $4 THEN 0 ELSE $5 END,
-                     $3 + CASE WHEN 1 < $4 THEN 0 ELSE $5 END, $3)
+                     $3 + CASE WHEN 1 < $4 THEN 0 ELSE $5 END, $3, 1)
              ON CONFLICT (subject, client) DO UPDATE SET
+                 checking = CASE WHEN login_throttle.last_failure_ms < $7 THEN 1
+                                 ELSE login_throttle.checking + 1 END,
                  failures = login_throttle.failures + 1,
                  delay_ms = CASE WHEN login_throttle.failures + 1 < $4 THEN 0
                                  WHEN login_throttle.delay_ms = 0 THEN $5
@@ -64,7 +72,9 @@ impl Store {
                  last_failure_ms = $3
              WHERE login_throttle.next_attempt_ms <= $3
              RETURNING failures";
-        const WAITING: &str = "SELECT next_attempt_ms FROM login_throttle WHERE subject = $1 AND client = $2";
+        const WAITING: &str = "SELECT next_attempt_ms,
+                 CASE WHEN last_failure_ms < $3 THEN 0 ELSE checking END
+             FROM login_throttle WHERE subject = $1 AND client = $2";
         let admitted: Option<i32> = with_pool!(self, pool => sqlx::query_scalar(SQL)
             .bind(subject)
             .bind(client)
@@ -72,18 +82,31 @@ impl Store {
             .bind(schedule.free_failures)
             .bind(schedule.first_delay_ms)
             .bind(schedule.max_delay_ms)
+            .bind(stale_before_ms)
             .fetch_optional(pool)
             .await)?;
         if let Some(failures) = admitted {
             return Ok(Admission::Admitted { failures });
         }
-        let retry_at_ms: Option<i64> = with_pool!(self, pool => sqlx::query_scalar(WAITING)
+        let waiting: Option<(i64, i32)> = with_pool!(self, pool => sqlx::query_as(WAITING)
             .bind(subject)
             .bind(client)
+            .bind(stale_before_ms)
             .fetch_optional(pool)
             .await)?;
         // The row can only have vanished through a success or a purge in between: retry at once.
-        Ok(Admission::Throttled { retry_at_ms: retry_at_ms.unwrap_or(now_ms) })
+        let (retry_at_ms, in_flight) = waiting.unwrap_or((now_ms, 0));
+        Ok(Admission::Throttled { retry_at_ms, in_flight })
+    }
+
+    /// A check of the pair ended with a wrong password: it stays counted as a failure, and is
+    /// no longer in flight.
+    pub async fn settle_failed_attempt(&self, subject: &str, client: &str) -> Result<(), StoreError> {
+        const SQL: &str = "UPDATE login_throttle
+             SET checking = CASE WHEN checking > 0 THEN checking - 1 ELSE 0 END
+             WHERE subject = $1 AND client = $2";
+        with_pool!(self, pool => sqlx::query(SQL).bind(subject).bind(client).execute(pool).await.map(drop))?;
+        Ok(())
     }
 
     /// Takes back an attempt whose password was never checked (shed, or refused by the
@@ -99,7 +122,8 @@ impl Store {
         const LATER: &str = "UPDATE login_throttle SET
                  failures = failures - 1,
                  delay_ms = CASE WHEN failures - 1 < $4 THEN 0 ELSE delay_ms / 2 END,
-                 next_attempt_ms = $3
+                 next_attempt_ms = $3,
+                 checking = CASE WHEN checking > 0 THEN checking - 1 ELSE 0 END
              WHERE subject = $1 AND client = $2 AND failures > 1";
         with_pool!(self, pool => sqlx::query(FIRST).bind(subject).bind(client).execute(pool).await.map(drop))?;
         with_pool!(self, pool => sqlx::query(LATER)

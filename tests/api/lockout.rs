@@ -23,6 +23,7 @@ on_both_backends!(
     unknown_emails_are_throttled_exactly_like_registered_ones,
     the_email_locks_after_the_threshold_of_consecutive_failures_from_all_clients,
     concurrent_wrong_logins_from_one_client_get_at_most_the_free_failures_checked,
+    concurrent_logins_with_the_right_password_from_one_client_all_succeed,
     an_over_long_password_is_refused_before_anything_is_counted,
     a_password_bcrypt_cannot_hold_costs_a_full_check_like_any_wrong_one,
     twenty_attackers_for_a_minute_get_no_more_than_the_budget_and_the_owner_still_logs_in,
@@ -154,6 +155,23 @@ async fn concurrent_wrong_logins_from_one_client_get_at_most_the_free_failures_c
     );
     let email = user.email.to_lowercase();
     assert_eq!(app.store.throttled_failures(&email).await.unwrap(), checked as i64);
+}
+
+/// The retry storm's cause: every attempt counts as a failure until its check ends, so the
+/// fourth in flight on one (email, client) used to be refused at once. It now waits for the
+/// checks ahead of it; their successes clear the pair, and every login gets in.
+async fn concurrent_logins_with_the_right_password_from_one_client_all_succeed(app: TestApp) {
+    let (user, _) = app.signed_in_user().await;
+    let channel = app.channel_from(source(2)).await;
+    let attempts = (0..4 * FREE_FAILURES).map(|_| {
+        let mut auth = AuthServiceClient::new(channel.clone());
+        let request = LoginRequest { email: user.email.clone(), password: PASSWORD.into() };
+        async move { auth.login(request).await.map(drop) }
+    });
+    let results = futures_join_all(attempts).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let email = user.email.to_lowercase();
+    assert_eq!(app.store.throttled_failures(&email).await.unwrap(), 0, "nothing is left counted");
 }
 
 async fn an_over_long_password_is_refused_before_anything_is_counted(app: TestApp) {

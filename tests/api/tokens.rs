@@ -120,6 +120,12 @@ async fn forged_and_foreign_tokens_are_inactive(app: TestApp) {
     already_expired["exp"] = json!(chrono::Utc::now().timestamp() - 1);
     let mut not_yet_valid = claims.clone();
     not_yet_valid["nbf"] = json!(chrono::Utc::now().timestamp() + 600);
+    // Issue 15: a token stamped in the future, or living longer than the access-token TTL, is
+    // not one the server issued, however it is signed.
+    let mut issued_in_the_future = claims.clone();
+    issued_in_the_future["iat"] = json!(chrono::Utc::now().timestamp() + 600);
+    let mut longer_than_the_ttl = claims.clone();
+    longer_than_the_ttl["exp"] = json!(claims["iat"].as_i64().unwrap() + 30 * 24 * 3600);
     let mut without_exp = claims.clone();
     without_exp.as_object_mut().unwrap().remove("exp");
     let id_token_type = Header { typ: Some("JWT".into()), ..eddsa_header.clone() };
@@ -135,6 +141,8 @@ async fn forged_and_foreign_tokens_are_inactive(app: TestApp) {
         ("expired", sign_with_our_key(&eddsa_header, &already_expired)),
         ("not yet valid", sign_with_our_key(&eddsa_header, &not_yet_valid)),
         ("no exp", sign_with_our_key(&eddsa_header, &without_exp)),
+        ("issued in the future", sign_with_our_key(&eddsa_header, &issued_in_the_future)),
+        ("a lifetime longer than the TTL", sign_with_our_key(&eddsa_header, &longer_than_the_ttl)),
         ("typ JWT", sign_with_our_key(&id_token_type, &claims)),
         ("empty", String::new()),
         ("garbage", "not.a.token".into()),
