@@ -121,7 +121,7 @@ impl UserService for UserApi {
         &self,
         request: Request<RegenerateRecoveryCodesRequest>,
     ) -> Result<Response<RegenerateRecoveryCodesResponse>, Status> {
-        let (caller, requester) = self.password_checking_caller(&request)?;
+        let (caller, requester) = self.password_checking_caller(&request).await?;
         let request = request.into_inner();
         let (current, factor) = password_and_factor(request.current_password, request.second_factor)?;
         let codes = self.identity.regenerate_recovery_codes(&caller, &current, &factor, &requester).await?;
@@ -133,7 +133,7 @@ impl UserService for UserApi {
         &self,
         request: Request<DisableTotpRequest>,
     ) -> Result<Response<DisableTotpResponse>, Status> {
-        let (caller, requester) = self.password_checking_caller(&request)?;
+        let (caller, requester) = self.password_checking_caller(&request).await?;
         let request = request.into_inner();
         let (current, factor) = password_and_factor(request.current_password, request.second_factor)?;
         self.identity.disable_totp(&caller, &current, &factor, &requester).await?;
