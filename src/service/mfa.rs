@@ -169,6 +169,8 @@ impl Identity {
             None => false,
         };
         if !confirmed {
+            // Stays counted; no longer in flight (see `throttle`).
+            self.attempt_failed(&ticket).await?;
             return Err(self.wrong_code(caller, user, ticket.pair_failures, requester).await);
         }
         self.attempt_succeeded(&ticket).await?;
@@ -238,6 +240,7 @@ impl Identity {
     ) -> Result<(), AppError> {
         let ticket = self.admit_password_check(user, requester).await?;
         if !self.check_second_factor(user, factor).await? {
+            self.attempt_failed(&ticket).await?;
             return Err(self.wrong_code(caller, user, ticket.pair_failures, requester).await);
         }
         self.attempt_succeeded(&ticket).await?;
