@@ -27,6 +27,10 @@ use envoy_types::pb::envoy::service::auth::v3::{
 mod accounts;
 #[path = "load/otlp.rs"]
 mod otlp;
+#[path = "load/events.rs"]
+mod events;
+#[path = "load/list_users.rs"]
+mod list_users;
 #[allow(dead_code)]
 #[path = "../tests/api/smtp.rs"]
 mod smtp;
@@ -52,7 +56,7 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use tonic_types::StatusExt;
 
 const PASSWORD: &str = "bench-orbit-tundra-42-vessel";
-const ALL: &str = "inprocess,echo,validate-repeated,ext-authz,validate-new,jwks,refresh,reset,delivery,signup,login,health-under-login,purge,retry-storm,fair-flood,cost-upgrade,import,otlp";
+const ALL: &str = "inprocess,echo,validate-repeated,ext-authz,validate-new,jwks,refresh,reset,delivery,signup,login,health-under-login,purge,retry-storm,fair-flood,cost-upgrade,import,otlp,list-users,events";
 
 #[derive(Parser)]
 #[command(about = "Load scenarios against an in-process identity server")]
@@ -60,7 +64,9 @@ struct Args {
     /// Comma-separated scenarios: inprocess, echo, validate-repeated, ext-authz (Envoy's Check
     /// with a repeated token, in the same rounds as echo), validate-new, jwks,
     /// refresh, reset, delivery, signup, login, health-under-login, purge, retry-storm,
-    /// fair-flood, cost-upgrade, import, otlp (traces exported or not). `reset` runs RequestPasswordReset for existing and for unknown
+    /// fair-flood, cost-upgrade, import, otlp (traces exported or not), list-users (Postgres only: ListUsers over a million
+    /// seeded users, p50/p99 per filter and the plans), events (Postgres only: two replicas
+    /// writing while WatchUserEvents subscribers read). `reset` runs RequestPasswordReset for existing and for unknown
     /// emails in alternating rounds, at --concurrency and from one client, and prints the
     /// medians of both; `delivery` times --mail-messages through the outbox to an SMTP server
     /// in this process.
@@ -103,6 +109,21 @@ struct Args {
     /// Messages queued and delivered in the delivery scenario.
     #[arg(long, default_value_t = 2000)]
     mail_messages: usize,
+    /// Users list-users seeds (once per database) on Postgres.
+    #[arg(long, default_value_t = 1_000_000)]
+    list_users: u32,
+    /// Pages of 100 list-users times per filter, from the start and deep in the listing.
+    #[arg(long, default_value_t = 200)]
+    list_pages: usize,
+    /// Users list-users skips (in pages of 1000) before its deep pages.
+    #[arg(long, default_value_t = 500_000)]
+    list_deep: u32,
+    /// Clients making admin writes in the events scenario, split between its two replicas.
+    #[arg(long, default_value_t = 16)]
+    event_writers: usize,
+    /// WatchUserEvents streams in the events scenario, split between its two replicas.
+    #[arg(long, default_value_t = 100)]
+    event_subscribers: usize,
     /// Users `identity import` reads from JSON Lines in the import scenario.
     #[arg(long, default_value_t = 100_000)]
     import_users: usize,
@@ -618,6 +639,12 @@ async fn main() {
     }
     if wants("otlp") {
         otlp::otlp(&args).await;
+    }
+    if wants("list-users") {
+        list_users::list_users(&args).await;
+    }
+    if wants("events") {
+        events::events(&args).await;
     }
 
     println!();

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use super::{MailKind, SessionId, UserId};
+use super::{Caller, MailKind, SessionId, UserId};
 
 /// One change to an account.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -116,7 +116,36 @@ pub enum RevocationReason {
     RolesChanged,
 }
 
-/// An event as read back from the stream: its cursor, whose account, and when.
+/// Who made a change someone other than the account's owner made: an admin caller, named as
+/// its audit event names it (`service_key:billing`, `mtls:spiffe://...`, `user:<id>` for a
+/// person with the admin role), or `cli` for an operator's command. A change the owner made (or
+/// the service made for them: signup, a link followed, a refresh token reused) has none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor(String);
+
+impl Actor {
+    /// An operator's `identity` command.
+    pub const CLI: &'static str = "cli";
+
+    pub fn caller(caller: &Caller) -> Self {
+        Self(format!("{}:{}", caller.kind.as_str(), caller.name))
+    }
+
+    pub fn operator() -> Self {
+        Self(Self::CLI.to_owned())
+    }
+
+    /// As stored in the `actor` column, where only these constructors' text is written.
+    pub(crate) fn from_stored(text: String) -> Self {
+        Self(text)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An event as read back from the stream: its cursor, whose account, when, and who made it.
 #[derive(Debug, Clone)]
 pub struct EventRecord {
     /// The position in commit order; resume after it.
@@ -124,6 +153,8 @@ pub struct EventRecord {
     pub user_id: UserId,
     pub occurred_at: DateTime<Utc>,
     pub event: UserEvent,
+    /// `None` when the account's owner made the change.
+    pub actor: Option<Actor>,
 }
 
 /// The link as plain text in the stored JSON (it must reach the subscriber), a secret elsewhere.

@@ -25,7 +25,7 @@ pub use caller::{
     ServiceKey, ServiceKeyDigest, ServiceKeyName,
 };
 pub use email::{ConfusableKey, Email, EmailPrefix, NormalizedEmail};
-pub use event::{EventRecord, RevocationReason, UserEvent};
+pub use event::{Actor, EventRecord, RevocationReason, UserEvent};
 pub use full_name::FullName;
 pub use identity_contract::{SessionId, TokenId, UserId};
 pub use imported_hash::argon2 as parse_argon2;

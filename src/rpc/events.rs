@@ -5,7 +5,7 @@
 use std::{sync::Arc, time::Duration};
 
 use secrecy::ExposeSecret;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -14,6 +14,7 @@ use super::{
         self, SessionRevokedReason, WatchUserEventsRequest, WatchUserEventsResponse,
         event_service_server::EventService, user_event::Kind,
     },
+    stream::{self, Feed, Sender, Watch, send_all},
     timestamp,
 };
 use crate::{
@@ -39,8 +40,6 @@ impl EventApi {
     }
 }
 
-type Sender = mpsc::Sender<Result<WatchUserEventsResponse, Status>>;
-
 #[tonic::async_trait]
 impl EventService for EventApi {
     type WatchUserEventsStream = ReceiverStream<Result<WatchUserEventsResponse, Status>>;
@@ -58,118 +57,91 @@ impl EventService for EventApi {
         let permit = self.identity.open_stream(&caller)?;
         let identity = Arc::clone(&self.identity);
         // Subscribe before reading the table, so nothing falls between the two.
-        let mut news = identity.events().subscribe();
-        let mut cursor = identity.event_start(request.into_inner().after_cursor).await?;
+        let news = identity.events().subscribe();
+        let cursor = identity.event_start(request.into_inner().after_cursor).await?;
         let (sender, receiver) = mpsc::channel(16);
-        let mut stopping = self.stopping.clone();
-        let every = self.heartbeat;
-        tokio::spawn(async move {
-            // Held for as long as the stream is open.
-            let _permit = permit;
-            if !catch_up(&identity, &sender, &mut cursor, true).await {
-                return;
-            }
-            let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-            // Not reset by traffic, unlike the heartbeat: a revoked key's stream ends within one
-            // interval either way.
-            let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-            loop {
-                enum Next {
-                    Live(Arc<[EventRecord]>),
-                    Lagged,
-                    Heartbeat,
-                    Recheck,
-                    End,
-                }
-                let next = tokio::select! {
-                    batch = news.recv() => match batch {
-                        Ok(batch) => Next::Live(batch),
-                        Err(broadcast::error::RecvError::Lagged(_)) => Next::Lagged,
-                        Err(broadcast::error::RecvError::Closed) => Next::End,
-                    },
-                    _ = heartbeat.tick() => Next::Heartbeat,
-                    _ = recheck.tick() => Next::Recheck,
-                    _ = stopping.wait_for(|stopping| *stopping) => Next::End,
-                    () = sender.closed() => Next::End,
-                };
-                let delivered = match next {
-                    Next::Live(batch) => {
-                        let fresh: Vec<&EventRecord> = batch.iter().filter(|e| e.cursor > cursor).collect();
-                        if fresh.is_empty() {
-                            continue;
-                        }
-                        heartbeat.reset();
-                        send_events(&sender, &fresh, &mut cursor, false).await
-                    }
-                    // Fell behind the feed: back to the table from the cursor, then live again.
-                    Next::Lagged => {
-                        news = news.resubscribe();
-                        catch_up(&identity, &sender, &mut cursor, false).await
-                    }
-                    Next::Heartbeat => send_events(&sender, &[], &mut cursor, false).await,
-                    Next::Recheck => {
-                        match identity.still_authorized(&caller, Permission::WatchEvents).await {
-                            Ok(()) => true,
-                            Err(error) => {
-                                let _ = sender.send(Err(Status::from(error))).await;
-                                false
-                            }
-                        }
-                    }
-                    Next::End => false,
-                };
-                if !delivered {
-                    return;
-                }
-            }
-        });
+        let feed = EventFeed { identity: Arc::clone(&identity), cursor };
+        let watch = Watch {
+            identity,
+            caller,
+            permission: Permission::WatchEvents,
+            permit,
+            stopping: self.stopping.clone(),
+            every: self.heartbeat,
+        };
+        tokio::spawn(stream::run(watch, feed, news, sender));
         Ok(Response::new(ReceiverStream::new(receiver)))
     }
 }
 
-/// Sends every event after `cursor` from the table, advancing it; the last message says
-/// `caught_up` when `announce` is set. `false` when the stream is over (the client left, or an
-/// error such as OUT_OF_RANGE was sent).
-async fn catch_up(identity: &Identity, sender: &Sender, cursor: &mut u64, announce: bool) -> bool {
-    loop {
-        let page = match identity.events_after(*cursor).await {
-            Ok(page) => page,
-            Err(error) => {
-                let _ = sender.send(Err(Status::from(error))).await;
+/// One subscriber's place in the user-event stream: live batches come from the replica's feed;
+/// the catch-up, and the way back after falling behind, read the table.
+struct EventFeed {
+    identity: Arc<Identity>,
+    cursor: u64,
+}
+
+impl Feed for EventFeed {
+    type Batch = Arc<[EventRecord]>;
+    type Message = WatchUserEventsResponse;
+
+    /// Every event after the cursor from the table, page by page; the last message says
+    /// `caught_up` on the first catch-up.
+    async fn catch_up(&mut self, sender: &Sender<Self::Message>, first: bool) -> bool {
+        loop {
+            let page = match self.identity.events_after(self.cursor).await {
+                Ok(page) => page,
+                Err(error) => {
+                    let _ = sender.send(Err(Status::from(error))).await;
+                    return false;
+                }
+            };
+            let last_page = page.len() < crate::service::EVENT_PAGE as usize;
+            let events: Vec<&EventRecord> = page.iter().collect();
+            if !send_all(sender, messages(&events, &mut self.cursor, first && last_page)).await {
                 return false;
             }
-        };
-        let last_page = page.len() < crate::service::EVENT_PAGE as usize;
-        let events: Vec<&EventRecord> = page.iter().collect();
-        if !send_events(sender, &events, cursor, announce && last_page).await {
-            return false;
+            if last_page {
+                return true;
+            }
         }
-        if last_page {
-            return true;
-        }
+    }
+
+    fn live(&mut self, batch: &Self::Batch) -> Vec<Self::Message> {
+        let fresh: Vec<&EventRecord> = batch.iter().filter(|e| e.cursor > self.cursor).collect();
+        if fresh.is_empty() { Vec::new() } else { messages(&fresh, &mut self.cursor, false) }
+    }
+
+    /// Back to the table from the cursor, then live again.
+    async fn lagged(&mut self, sender: &Sender<Self::Message>) -> bool {
+        self.catch_up(sender, false).await
+    }
+
+    fn heartbeat(&self) -> Self::Message {
+        WatchUserEventsResponse { events: Vec::new(), cursor: self.cursor, caught_up: false }
     }
 }
 
-/// Sends `events` in messages of up to [`CHUNK`] (one empty message when there are none, as a
-/// heartbeat or to end a catch-up); the last carries `caught_up`. `false` when the client left.
-async fn send_events(sender: &Sender, events: &[&EventRecord], cursor: &mut u64, caught_up: bool) -> bool {
+/// `events` in messages of up to [`CHUNK`] (one empty message when there are none, to end a
+/// catch-up), advancing `cursor`; the last carries `caught_up`.
+fn messages(events: &[&EventRecord], cursor: &mut u64, caught_up: bool) -> Vec<WatchUserEventsResponse> {
     let chunks: Vec<&[&EventRecord]> =
         if events.is_empty() { vec![&[]] } else { events.chunks(CHUNK).collect() };
     let last = chunks.len() - 1;
-    for (index, chunk) in chunks.into_iter().enumerate() {
-        if let Some(event) = chunk.last() {
-            *cursor = event.cursor;
-        }
-        let message = WatchUserEventsResponse {
-            events: chunk.iter().map(|event| event_message(event)).collect(),
-            cursor: *cursor,
-            caught_up: caught_up && index == last,
-        };
-        if sender.send(Ok(message)).await.is_err() {
-            return false;
-        }
-    }
-    true
+    chunks
+        .into_iter()
+        .enumerate()
+        .map(|(index, chunk)| {
+            if let Some(event) = chunk.last() {
+                *cursor = event.cursor;
+            }
+            WatchUserEventsResponse {
+                events: chunk.iter().map(|event| event_message(event)).collect(),
+                cursor: *cursor,
+                caught_up: caught_up && index == last,
+            }
+        })
+        .collect()
 }
 
 /// The proto mirror of one event.
@@ -210,6 +182,7 @@ fn event_message(record: &EventRecord) -> proto::UserEvent {
         user_id: record.user_id.to_string(),
         occurred_at: Some(timestamp(record.occurred_at)),
         kind: Some(kind),
+        actor: record.actor.as_ref().map(|actor| actor.as_str().to_owned()).unwrap_or_default(),
     }
 }
 

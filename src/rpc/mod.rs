@@ -11,6 +11,7 @@ mod logging;
 pub mod methods;
 mod mfa;
 mod requester;
+mod stream;
 mod strict_requests;
 mod token;
 mod user;

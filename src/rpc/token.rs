@@ -5,7 +5,7 @@
 use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -15,12 +15,13 @@ use super::{
         ValidateTokenResponse, WatchRevocationsRequest, WatchRevocationsResponse,
         token_service_server::TokenService,
     },
+    stream::{self, Feed, Sender, Watch, send_all},
     timestamp,
 };
 use crate::{
     domain::{Permission, SessionId},
     service::Identity,
-    tokens::AccessClaims,
+    tokens::{AccessClaims, RevocationBatch},
 };
 
 pub struct TokenApi {
@@ -56,6 +57,56 @@ fn revocations_message(
             .collect(),
         cursor,
         caught_up,
+    }
+}
+
+/// One watcher's place in the revocation stream: its catch-up is the revocation set's snapshot,
+/// taken when it subscribed.
+struct RevocationFeed {
+    since: u64,
+    backlog: Vec<(SessionId, DateTime<Utc>)>,
+    cursor: u64,
+}
+
+impl Feed for RevocationFeed {
+    type Batch = RevocationBatch;
+    type Message = WatchRevocationsResponse;
+
+    /// The snapshot in chunks; only the last carries the new cursor, so a client cut off
+    /// mid-way resumes from where it started.
+    async fn catch_up(&mut self, sender: &Sender<Self::Message>, _first: bool) -> bool {
+        let backlog = std::mem::take(&mut self.backlog);
+        let chunks: Vec<&[(SessionId, DateTime<Utc>)]> =
+            if backlog.is_empty() { vec![&[]] } else { backlog.chunks(CATCH_UP_CHUNK).collect() };
+        let last = chunks.len() - 1;
+        let messages = chunks
+            .into_iter()
+            .enumerate()
+            .map(|(index, chunk)| {
+                if index == last {
+                    revocations_message(chunk, self.cursor, true)
+                } else {
+                    revocations_message(chunk, self.since, false)
+                }
+            })
+            .collect();
+        send_all(sender, messages).await
+    }
+
+    fn live(&mut self, batch: &Self::Batch) -> Vec<Self::Message> {
+        self.cursor = self.cursor.max(batch.cursor);
+        vec![revocations_message(&batch.sessions, self.cursor, false)]
+    }
+
+    /// The set keeps no history to catch up from: the client resumes with its last cursor.
+    async fn lagged(&mut self, sender: &Sender<Self::Message>) -> bool {
+        let status = Status::unavailable("fell behind the revocation feed: resume with the last cursor");
+        let _ = sender.send(Err(status)).await;
+        false
+    }
+
+    fn heartbeat(&self) -> Self::Message {
+        revocations_message(&[], self.cursor, false)
     }
 }
 
@@ -95,70 +146,24 @@ impl TokenService for TokenApi {
         let caller =
             self.identity.authorize(credential, Permission::WatchRevocations, "watch_revocations").await?;
         let permit = self.identity.open_stream(&caller)?;
-        let identity = Arc::clone(&self.identity);
         let since = request.into_inner().since;
         let revocations = Arc::clone(self.identity.revocations());
         // Subscribe before the snapshot, so nothing falls between them.
-        let mut news = revocations.subscribe();
-        let (backlog, mut cursor) = revocations.catch_up(since, self.identity.now());
+        let news = revocations.subscribe();
+        let (backlog, cursor) = revocations.catch_up(since, self.identity.now());
         let (sender, receiver) = mpsc::channel(16);
-        let mut stopping = self.stopping.clone();
-        let every = self.heartbeat;
+        let feed = RevocationFeed { since, backlog, cursor };
+        let watch = Watch {
+            identity: Arc::clone(&self.identity),
+            caller,
+            permission: Permission::WatchRevocations,
+            permit,
+            stopping: self.stopping.clone(),
+            every: self.heartbeat,
+        };
         tokio::spawn(async move {
-            // Held for as long as the stream is open.
-            let _permit = permit;
             metrics::gauge!(crate::metrics::REVOCATION_WATCHERS).increment(1.0);
-            let chunks: Vec<&[(SessionId, DateTime<Utc>)]> =
-                if backlog.is_empty() { vec![&[]] } else { backlog.chunks(CATCH_UP_CHUNK).collect() };
-            let last = chunks.len() - 1;
-            for (index, chunk) in chunks.into_iter().enumerate() {
-                let message = if index == last {
-                    revocations_message(chunk, cursor, true)
-                } else {
-                    revocations_message(chunk, since, false)
-                };
-                if sender.send(Ok(message)).await.is_err() {
-                    metrics::gauge!(crate::metrics::REVOCATION_WATCHERS).decrement(1.0);
-                    return;
-                }
-            }
-            let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-            // Not reset by traffic, unlike the heartbeat: a busy stream is re-checked as often
-            // as an idle one, so a revoked key's stream ends within one interval either way.
-            let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-            loop {
-                let message = tokio::select! {
-                    batch = news.recv() => match batch {
-                        Ok(batch) => {
-                            cursor = cursor.max(batch.cursor);
-                            heartbeat.reset();
-                            Ok(revocations_message(&batch.sessions, cursor, false))
-                        }
-                        Err(broadcast::error::RecvError::Lagged(_)) => {
-                            Err(Some(Status::unavailable("fell behind the revocation feed: resume with the last cursor")))
-                        }
-                        Err(broadcast::error::RecvError::Closed) => break,
-                    },
-                    _ = heartbeat.tick() => Ok(revocations_message(&[], cursor, false)),
-                    _ = recheck.tick() => Err(None),
-                    _ = stopping.wait_for(|stopping| *stopping) => break,
-                    () = sender.closed() => break,
-                };
-                // Outside the select, whose borrowed outputs must not live across an await.
-                let message = match message {
-                    Ok(message) => Ok(message),
-                    Err(Some(status)) => Err(status),
-                    Err(None) => match identity.still_authorized(&caller, Permission::WatchRevocations).await
-                    {
-                        Ok(()) => continue,
-                        Err(error) => Err(Status::from(error)),
-                    },
-                };
-                let failed = message.is_err();
-                if sender.send(message).await.is_err() || failed {
-                    break;
-                }
-            }
+            stream::run(watch, feed, news, sender).await;
             metrics::gauge!(crate::metrics::REVOCATION_WATCHERS).decrement(1.0);
         });
         Ok(Response::new(ReceiverStream::new(receiver)))

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::record_revocation;
 use crate::{
     clock::Clock,
-    domain::{Email, Role, User, UserId},
+    domain::{Actor, Email, Role, User, UserId},
     error::AppError,
     store::{RoleChange, Store, UserKey, UserUpdate},
     tokens::RevocationSet,
@@ -82,19 +82,20 @@ impl AccountAdmin {
             record_revocation(revocations, revocation);
         }
         let sessions_revoked = revocation.map_or(0, |revocation| revocation.session_ids.len());
-        tracing::info!(target: "audit", event = action.event(), %user_id, sessions_revoked);
+        tracing::info!(target: "audit", event = action.event(), caller = Actor::CLI, %user_id, sessions_revoked);
         Ok(Some(AccountActionOutcome { user_id, sessions_revoked }))
     }
 
-    /// Applies a role change to the account `key` names, in one transaction: (added, removed,
-    /// sessions revoked, the user). Removing a role ends the user's sessions. `Ok(None)` when
-    /// there is no such account.
+    /// Applies `actor`'s role change to the account `key` names, in one transaction: (added,
+    /// removed, sessions revoked, the user). Removing a role ends the user's sessions. `Ok(None)`
+    /// when there is no such account.
     pub async fn change_roles(
         &self,
         key: UserKey<'_>,
         change: &RoleChange,
+        actor: &Actor,
     ) -> Result<Option<RolesOutcome>, AppError> {
-        let Some(changed) = self.store.change_roles(key, change, self.clock.now()).await? else {
+        let Some(changed) = self.store.change_roles(key, change, actor, self.clock.now()).await? else {
             return Ok(None);
         };
         if let (Some(revocations), Some(revocation)) = (&self.revocations, &changed.revocation) {
@@ -118,10 +119,10 @@ impl AccountAdmin {
     ) -> Result<Option<RolesOutcome>, AppError> {
         let normalized = email.normalized();
         let change = if grant { RoleChange::Grant(role.clone()) } else { RoleChange::Revoke(role.clone()) };
-        let outcome = self.change_roles(UserKey::Email(&normalized), &change).await?;
+        let outcome = self.change_roles(UserKey::Email(&normalized), &change, &Actor::operator()).await?;
         if let Some(outcome) = &outcome {
             let event = if grant { "role_granted" } else { "role_revoked" };
-            tracing::info!(target: "audit", event, caller = "cli", user_id = %outcome.user.id, %role,
+            tracing::info!(target: "audit", event, caller = Actor::CLI, user_id = %outcome.user.id, %role,
                 changed = !(outcome.added.is_empty() && outcome.removed.is_empty()),
                 sessions_revoked = outcome.sessions_revoked);
         }

@@ -12,7 +12,7 @@ use super::{Identity, throttle::account_subject};
 use crate::{
     clients::Requester,
     domain::{
-        Caller, Email, FieldViolation, FullName, InvalidRequest, Password, PresentedPassword,
+        Actor, Caller, Email, FieldViolation, FullName, InvalidRequest, Password, PresentedPassword,
         RevocationReason, Role, SessionId, SessionInfo, User, UserId,
     },
     error::AppError,
@@ -181,12 +181,14 @@ impl Identity {
         active: Option<bool>,
     ) -> Result<User, AppError> {
         let changes = UserChanges { full_name, email, active };
-        let (user, revocation) = match self.store.update_user_fields(id, changes, self.clock.now()).await {
-            Ok(Some(updated)) => updated,
-            Ok(None) => return Err(AppError::NotFound(NO_SUCH_USER)),
-            Err(StoreError::UniqueViolation) => return Err(AppError::EmailTaken),
-            Err(error) => return Err(error.into()),
-        };
+        let actor = Actor::caller(caller);
+        let (user, revocation) =
+            match self.store.update_user_fields(id, changes, &actor, self.clock.now()).await {
+                Ok(Some(updated)) => updated,
+                Ok(None) => return Err(AppError::NotFound(NO_SUCH_USER)),
+                Err(StoreError::UniqueViolation) => return Err(AppError::EmailTaken),
+                Err(error) => return Err(error.into()),
+            };
         let sessions_revoked = revocation.as_ref().map_or(0, |r| r.session_ids.len());
         if let Some(revocation) = &revocation {
             self.revoked_here(revocation);
@@ -215,7 +217,8 @@ impl Identity {
         requester: &Requester,
     ) -> Result<(), AppError> {
         let hash = self.hasher.hash(password, requester).await?;
-        let Some(revocation) = self.store.set_password(id, &hash, self.clock.now()).await? else {
+        let actor = Actor::caller(caller);
+        let Some(revocation) = self.store.set_password(id, &hash, &actor, self.clock.now()).await? else {
             return Err(AppError::NotFound(NO_SUCH_USER));
         };
         let sessions_revoked = revocation.as_ref().map_or(0, |r| r.session_ids.len());
@@ -229,7 +232,7 @@ impl Identity {
 
     /// Erases the user (see [`Identity::erase`]).
     pub async fn admin_delete_user(&self, caller: &Caller, id: UserId) -> Result<(), AppError> {
-        let sessions_revoked = self.erase(id).await?;
+        let sessions_revoked = self.erase(id, Some(&Actor::caller(caller))).await?;
         let (name, via) = audit_caller(caller);
         tracing::info!(target: "audit", event = "admin_user_deleted", caller = name, via, user_id = %id, sessions_revoked);
         Ok(())
@@ -255,7 +258,8 @@ impl Identity {
         user_id: UserId,
         session_id: SessionId,
     ) -> Result<(), AppError> {
-        self.end_session_of(user_id, session_id, RevocationReason::Admin).await?;
+        self.end_session_of(user_id, session_id, RevocationReason::Admin, Some(&Actor::caller(caller)))
+            .await?;
         let (name, via) = audit_caller(caller);
         tracing::info!(target: "audit", event = "admin_session_revoked", caller = name, via, %user_id, %session_id);
         Ok(())
@@ -270,7 +274,7 @@ impl Identity {
     ) -> Result<User, AppError> {
         let changed = self
             .admin()
-            .change_roles(UserKey::Id(id), &RoleChange::Set(roles))
+            .change_roles(UserKey::Id(id), &RoleChange::Set(roles), &Actor::caller(caller))
             .await?
             .ok_or(AppError::NotFound(NO_SUCH_USER))?;
         let (name, via) = audit_caller(caller);
@@ -282,9 +286,11 @@ impl Identity {
 
     /// Erases an account: see [`crate::store::Store::erase_user`]. Its tokens stop validating
     /// here at once and on every other replica and verifier through the revocation feed.
-    /// Returns how many sessions ended; NOT_FOUND for an unknown id.
-    async fn erase(&self, id: UserId) -> Result<usize, AppError> {
-        let Some(revocation) = self.store.erase_user(id, &account_subject(id), self.clock.now()).await?
+    /// `actor` deleted it (`None`: its owner). Returns how many sessions ended; NOT_FOUND for an
+    /// unknown id.
+    async fn erase(&self, id: UserId, actor: Option<&Actor>) -> Result<usize, AppError> {
+        let Some(revocation) =
+            self.store.erase_user(id, &account_subject(id), actor, self.clock.now()).await?
         else {
             return Err(AppError::NotFound(NO_SUCH_USER));
         };
@@ -299,9 +305,10 @@ impl Identity {
         user_id: UserId,
         session_id: SessionId,
         reason: RevocationReason,
+        actor: Option<&Actor>,
     ) -> Result<(), AppError> {
         let Some(revocation) =
-            self.store.revoke_session_of(user_id, session_id, reason, self.clock.now()).await?
+            self.store.revoke_session_of(user_id, session_id, reason, actor, self.clock.now()).await?
         else {
             return Err(AppError::NotFound(NO_SUCH_SESSION));
         };
@@ -322,7 +329,7 @@ impl Identity {
         session_id: SessionId,
     ) -> Result<(), AppError> {
         let user_id = caller.claims.sub;
-        self.end_session_of(user_id, session_id, RevocationReason::User).await?;
+        self.end_session_of(user_id, session_id, RevocationReason::User, None).await?;
         tracing::info!(target: "audit", event = "session_revoked", %user_id, %session_id, by = %caller.claims.sid);
         Ok(())
     }
@@ -338,7 +345,7 @@ impl Identity {
         let record =
             self.check_current_password(caller, current, requester, "account_deletion_failed").await?;
         let user_id = record.user.id;
-        let sessions_revoked = self.erase(user_id).await?;
+        let sessions_revoked = self.erase(user_id, None).await?;
         tracing::info!(target: "audit", event = "account_deleted", %user_id, sessions_revoked);
         Ok(())
     }

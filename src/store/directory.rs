@@ -1,7 +1,10 @@
-//! The admin side of the `users` family: listing users by keyset pages, changing an account's
-//! fields, password and roles, and erasing it. Each write is one transaction that first writes
-//! the user's row (locking it, and taking SQLite's write lock up front), so concurrent writers
-//! to one account queue behind each other and none works from a stale read.
+//! The admin side of the `users` family: changing an account's fields, password and roles, and
+//! erasing it. Each write is one transaction that first writes the user's row (locking it, and
+//! taking SQLite's write lock up front), so concurrent writers to one account queue behind each
+//! other and none works from a stale read. Then, in this order: revoke sessions (the commit
+//! sequence's lock is taken here, after the row lock: see [`super::sequence`]), change the rows,
+//! append the user events naming the [`Actor`] (the admin caller, the operator, or none for the
+//! owner).
 
 use chrono::{DateTime, Utc};
 use sqlx::Connection;
@@ -9,32 +12,14 @@ use uuid::Uuid;
 
 use super::{
     Store, StoreError,
+    events::AppendEvents,
     sessions::{Revocation, RevokeInTransaction, Target},
     users::{UserRecord, UserRow, user_columns},
     with_pool,
 };
 use crate::domain::{
-    Email, EmailPrefix, FullName, NormalizedEmail, PasswordHash, RevocationReason, Role, User, UserId,
+    Actor, Email, FullName, NormalizedEmail, PasswordHash, RevocationReason, Role, User, UserEvent, UserId,
 };
-
-/// Which users a listing returns; every filter given must hold.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct UserFilter {
-    pub email_prefix: Option<EmailPrefix>,
-    pub active: Option<bool>,
-    pub role: Option<Role>,
-    /// Created at or after.
-    pub created_from: Option<DateTime<Utc>>,
-    /// Created before.
-    pub created_before: Option<DateTime<Utc>>,
-}
-
-/// Where a page ends: the last user's creation time and id, in listing order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UserCursor {
-    pub created_at: DateTime<Utc>,
-    pub id: UserId,
-}
 
 /// How to find the account a write is for.
 #[derive(Debug, Clone, Copy)]
@@ -98,52 +83,15 @@ macro_rules! lock_user {
 }
 
 impl Store {
-    /// Up to `limit` users matching `filter` after `after`, in (created_at, id) order. The SQL
-    /// names only the filters given, so the planner picks the index that serves them.
-    pub async fn list_users(
-        &self,
-        filter: &UserFilter,
-        after: Option<UserCursor>,
-        limit: u32,
-    ) -> Result<Vec<User>, StoreError> {
-        let sql = list_sql(filter, after.is_some(), self.backend() == "postgres");
-        let upper = filter.email_prefix.as_ref().and_then(EmailPrefix::upper_bound);
-        let rows = with_pool!(self, pool => {
-            let mut query = sqlx::query_as::<_, UserRow>(&sql);
-            if let Some(prefix) = &filter.email_prefix {
-                query = query.bind(prefix.as_str());
-                if let Some(upper) = &upper {
-                    query = query.bind(upper.as_str());
-                }
-            }
-            if let Some(active) = filter.active {
-                query = query.bind(active);
-            }
-            if let Some(role) = &filter.role {
-                query = query.bind(role.as_str());
-            }
-            if let Some(from) = filter.created_from {
-                query = query.bind(from);
-            }
-            if let Some(before) = filter.created_before {
-                query = query.bind(before);
-            }
-            if let Some(after) = after {
-                query = query.bind(after.created_at).bind(after.id.into_uuid());
-            }
-            query.bind(i64::from(limit)).fetch_all(pool).await
-        })?;
-        Ok(rows.into_iter().map(|row| UserRecord::from(row).user).collect())
-    }
-
-    /// Sets the fields in `changes` on the account `id`, in one statement (so concurrent
-    /// updates of different fields both stand); a new address is unverified; deactivating also
-    /// ends every session. `None`
-    /// when there is no such account; `UniqueViolation` when the new email is taken.
+    /// Sets the fields in `changes` on the account `id`, in one transaction with their events
+    /// (`user_updated` naming the fields whose value changed, `user_activated` or
+    /// `user_deactivated`); a new address is unverified; deactivating also ends every session.
+    /// `None` when there is no such account; `UniqueViolation` when the new email is taken.
     pub async fn update_user_fields(
         &self,
         id: UserId,
         changes: UserChanges<'_>,
+        actor: &Actor,
         now: DateTime<Utc>,
     ) -> Result<Option<(User, Option<Revocation>)>, StoreError> {
         const SQL: &str = "UPDATE users SET
@@ -155,12 +103,23 @@ impl Store {
                  email_verified = CASE WHEN $3 IS NULL OR $3 = email_lower THEN email_verified ELSE FALSE END,
                  email_verified_at = CASE WHEN $3 IS NULL OR $3 = email_lower THEN email_verified_at ELSE NULL END,
                  updated_at = $6
-             WHERE id = $7 AND deleted_at IS NULL RETURNING id";
+             WHERE id = $7";
         let normalized = changes.email.map(Email::normalized);
         let key = normalized.as_ref().map(NormalizedEmail::confusable_key);
         let outcome = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let updated: Option<Uuid> = sqlx::query_scalar(SQL)
+            if lock_user!(tx, UserKey::Id(id), now)?.is_none() {
+                return Ok(None);
+            }
+            let before: UserRow = sqlx::query_as(USER_BY_ID).bind(id.into_uuid()).fetch_one(&mut *tx).await?;
+            let events = field_events(&UserRecord::from(before).user, changes);
+            let revocation = if changes.active == Some(false) {
+                let target = Target::User { user_id: id, except: None };
+                tx.revoke_by(target, RevocationReason::AccountDeactivated, Some(actor), now).await?
+            } else {
+                None
+            };
+            sqlx::query(SQL)
                 .bind(changes.full_name.map(FullName::as_str))
                 .bind(changes.email.map(Email::as_str))
                 .bind(normalized.as_ref().map(NormalizedEmail::as_str))
@@ -168,16 +127,10 @@ impl Store {
                 .bind(changes.active)
                 .bind(now)
                 .bind(id.into_uuid())
-                .fetch_optional(&mut *tx)
+                .execute(&mut *tx)
                 .await?;
-            if updated.is_none() {
-                return Ok(None);
-            }
-            let revocation = if changes.active == Some(false) {
-                tx.revoke(Target::User { user_id: id, except: None }, RevocationReason::AccountDeactivated, now).await?
-            } else {
-                None
-            };
+            let events: Vec<_> = events.into_iter().map(|event| (id, event)).collect();
+            tx.append_events_by(&events, Some(actor), now).await?;
             let user: UserRow = sqlx::query_as(USER_BY_ID).bind(id.into_uuid()).fetch_one(&mut *tx).await?;
             tx.commit().await?;
             Ok::<_, sqlx::Error>(Some((UserRecord::from(user).user, revocation)))
@@ -185,29 +138,34 @@ impl Store {
         Ok(outcome)
     }
 
-    /// Sets the password hash of the account `id` and ends every session, in one transaction;
-    /// `None` when there is no such account.
+    /// Sets the password hash of the account `id` and ends every session, in one transaction
+    /// with its `password_changed` event; `None` when there is no such account.
     pub async fn set_password(
         &self,
         id: UserId,
         hash: &PasswordHash,
+        actor: &Actor,
         now: DateTime<Utc>,
     ) -> Result<Option<Option<Revocation>>, StoreError> {
-        const SQL: &str = "UPDATE users SET password_hash = $1, password_normalized = $2, updated_at = $3
-             WHERE id = $4 AND deleted_at IS NULL RETURNING id";
+        const SQL: &str = "UPDATE users SET password_hash = $1, password_normalized = $2,
+                 password_scheme = $3, updated_at = $4
+             WHERE id = $5";
         let outcome = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let updated: Option<Uuid> = sqlx::query_scalar(SQL)
-                .bind(hash.expose())
-                .bind(hash.is_of_normalized_text())
-                .bind(now)
-                .bind(id.into_uuid())
-                .fetch_optional(&mut *tx)
-                .await?;
-            if updated.is_none() {
+            if lock_user!(tx, UserKey::Id(id), now)?.is_none() {
                 return Ok(None);
             }
-            let revocation = tx.revoke(Target::User { user_id: id, except: None }, RevocationReason::Admin, now).await?;
+            let target = Target::User { user_id: id, except: None };
+            let revocation = tx.revoke_by(target, RevocationReason::Admin, Some(actor), now).await?;
+            sqlx::query(SQL)
+                .bind(hash.expose())
+                .bind(hash.is_of_normalized_text())
+                .bind(hash.scheme_name())
+                .bind(now)
+                .bind(id.into_uuid())
+                .execute(&mut *tx)
+                .await?;
+            tx.append_events_by(&[(id, UserEvent::PasswordChanged)], Some(actor), now).await?;
             tx.commit().await?;
             Ok::<_, sqlx::Error>(Some(revocation))
         })?;
@@ -219,12 +177,14 @@ impl Store {
     /// login attempts, and rewrites its row to hold nothing personal (email and name gone, the
     /// email free for a new signup, no password hash). The bare row, marked deleted, keeps the
     /// revoked sessions' cursors readable until [`Store::purge_deleted_users`] removes both.
-    /// `throttle_subject` is the account's key in the ChangePassword throttle. `None` when there
-    /// is no such account.
+    /// `throttle_subject` is the account's key in the ChangePassword throttle; `actor` made the
+    /// deletion (`None`: the owner), and its `user_deleted` event is the last of the account's.
+    /// `None` when there is no such account.
     pub async fn erase_user(
         &self,
         id: UserId,
         throttle_subject: &str,
+        actor: Option<&Actor>,
         now: DateTime<Utc>,
     ) -> Result<Option<Option<Revocation>>, StoreError> {
         const ERASE: &str = "UPDATE users SET email = '', full_name = '', password_hash = '',
@@ -243,7 +203,8 @@ impl Store {
         let outcome = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let Some((uuid, email_lower)) = lock_user!(tx, UserKey::Id(id), now)? else { return Ok(None) };
-            let revocation = tx.revoke(Target::User { user_id: id, except: None }, RevocationReason::AccountDeleted, now).await?;
+            let target = Target::User { user_id: id, except: None };
+            let revocation = tx.revoke_by(target, RevocationReason::AccountDeleted, actor, now).await?;
             sqlx::query(ERASE).bind(tombstone(uuid)).bind(now).bind(uuid).execute(&mut *tx).await?;
             sqlx::query(ROLES).bind(uuid).execute(&mut *tx).await?;
             sqlx::query(LINKS).bind(uuid).execute(&mut *tx).await?;
@@ -256,6 +217,7 @@ impl Store {
                 .bind(throttle_subject)
                 .execute(&mut *tx)
                 .await?;
+            tx.append_events_by(&[(id, UserEvent::UserDeleted)], actor, now).await?;
             tx.commit().await?;
             Ok::<_, sqlx::Error>(Some(revocation))
         })?;
@@ -270,13 +232,15 @@ impl Store {
         self.delete_in_batches(SQL, before).await
     }
 
-    /// Applies `change` to the roles of the account `key` names, in one transaction; if a role
-    /// was removed, ends every session of the user, so that no token names a role the user no
-    /// longer holds. `None` when there is no such account.
+    /// Applies `change` to the roles of the account `key` names, in one transaction with a
+    /// `roles_changed` event (the whole new set) when the set changed; if a role was removed,
+    /// first ends every session of the user (reason `roles_changed`), so that no token names a
+    /// role the user no longer holds. `None` when there is no such account.
     pub async fn change_roles(
         &self,
         key: UserKey<'_>,
         change: &RoleChange,
+        actor: &Actor,
         now: DateTime<Utc>,
     ) -> Result<Option<RolesChanged>, StoreError> {
         const HELD: &str = "SELECT role FROM user_roles WHERE user_id = $1";
@@ -297,18 +261,26 @@ impl Store {
             let mut added_sorted = added.clone();
             added_sorted.sort();
             added_sorted.dedup();
+            let user_id = UserId::from_uuid(uuid);
+            let revocation = if removed.is_empty() {
+                None
+            } else {
+                let target = Target::User { user_id, except: None };
+                tx.revoke_by(target, RevocationReason::RolesChanged, Some(actor), now).await?
+            };
             for role in &added_sorted {
                 sqlx::query(ADD).bind(uuid).bind(role.as_str()).bind(now).execute(&mut *tx).await?;
             }
             for role in &removed {
                 sqlx::query(REMOVE).bind(uuid).bind(role.as_str()).execute(&mut *tx).await?;
             }
-            let user_id = UserId::from_uuid(uuid);
-            let revocation = if removed.is_empty() {
-                None
-            } else {
-                tx.revoke(Target::User { user_id, except: None }, RevocationReason::Admin, now).await?
-            };
+            if !(added_sorted.is_empty() && removed.is_empty()) {
+                let mut roles: Vec<String> =
+                    held.iter().filter(|r| !removed.contains(r)).chain(&added_sorted).map(|r| r.as_str().to_owned()).collect();
+                roles.sort();
+                let event = UserEvent::RolesChanged { roles };
+                tx.append_events_by(&[(user_id, event)], Some(actor), now).await?;
+            }
             let user: UserRow = sqlx::query_as(USER_BY_ID).bind(uuid).fetch_one(&mut *tx).await?;
             tx.commit().await?;
             Ok::<_, sqlx::Error>(Some(RolesChanged {
@@ -322,74 +294,21 @@ impl Store {
     }
 }
 
-/// The listing statement for the filters present, its placeholders numbered in the order
-/// [`Store::list_users`] binds them. Postgres compares the email prefix bytewise (`COLLATE
-/// "C"`, as its index does); SQLite always does.
-fn list_sql(filter: &UserFilter, paged: bool, postgres: bool) -> String {
-    let mut sql = concat!("SELECT ", user_columns!(), " FROM users WHERE deleted_at IS NULL").to_owned();
-    let mut n = 0;
-    let mut next = || {
-        n += 1;
-        format!("${n}")
-    };
-    if let Some(prefix) = &filter.email_prefix {
-        let column = if postgres { "email_lower COLLATE \"C\"" } else { "email_lower" };
-        sql.push_str(&format!(" AND {column} >= {}", next()));
-        if prefix.upper_bound().is_some() {
-            sql.push_str(&format!(" AND {column} < {}", next()));
-        }
+/// The events an update of `before` with `changes` makes: `user_updated` with the fields whose
+/// value differs, and `user_activated` or `user_deactivated` when that changes. None for an
+/// update that changes nothing.
+fn field_events(before: &User, changes: UserChanges<'_>) -> Vec<UserEvent> {
+    let full_name =
+        changes.full_name.map(FullName::as_str).filter(|name| *name != before.full_name).map(str::to_owned);
+    let email = changes.email.map(Email::as_str).filter(|email| *email != before.email).map(str::to_owned);
+    let mut events = Vec::new();
+    if full_name.is_some() || email.is_some() {
+        events.push(UserEvent::UserUpdated { email, full_name });
     }
-    if filter.active.is_some() {
-        sql.push_str(&format!(" AND is_active = {}", next()));
+    match changes.active {
+        Some(true) if !before.is_active => events.push(UserEvent::UserActivated),
+        Some(false) if before.is_active => events.push(UserEvent::UserDeactivated),
+        _ => {}
     }
-    if filter.role.is_some() {
-        sql.push_str(&format!(
-            " AND EXISTS (SELECT 1 FROM user_roles r WHERE r.user_id = users.id AND r.role = {})",
-            next()
-        ));
-    }
-    if filter.created_from.is_some() {
-        sql.push_str(&format!(" AND created_at >= {}", next()));
-    }
-    if filter.created_before.is_some() {
-        sql.push_str(&format!(" AND created_at < {}", next()));
-    }
-    if paged {
-        let (at, id) = (next(), next());
-        sql.push_str(&format!(" AND (created_at, id) > ({at}, {id})"));
-    }
-    sql.push_str(&format!(" ORDER BY created_at, id LIMIT {}", next()));
-    sql
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_listing_names_only_the_filters_given_in_binding_order() {
-        let none = list_sql(&UserFilter::default(), false, true);
-        assert!(none.ends_with("WHERE deleted_at IS NULL ORDER BY created_at, id LIMIT $1"), "{none}");
-        let all = UserFilter {
-            email_prefix: Some(EmailPrefix::parse("email_prefix", "ada").unwrap()),
-            active: Some(true),
-            role: Some(Role::parse("role", "billing.read").unwrap()),
-            created_from: Some(Utc::now()),
-            created_before: Some(Utc::now()),
-        };
-        let sql = list_sql(&all, true, true);
-        for part in [
-            "email_lower COLLATE \"C\" >= $1",
-            "email_lower COLLATE \"C\" < $2",
-            "is_active = $3",
-            "r.role = $4",
-            "created_at >= $5",
-            "created_at < $6",
-            "(created_at, id) > ($7, $8)",
-            "LIMIT $9",
-        ] {
-            assert!(sql.contains(part), "{part} in {sql}");
-        }
-        assert!(!list_sql(&all, true, false).contains("COLLATE"));
-    }
+    events
 }

@@ -10,23 +10,33 @@ use sqlx::{PgConnection, QueryBuilder, SqliteConnection};
 use uuid::Uuid;
 
 use super::{Cutoff, Store, StoreError, outbox::Work, sequence::CommitSequence, with_pool};
-use crate::domain::{EventRecord, UserEvent, UserId};
+use crate::domain::{Actor, EventRecord, UserEvent, UserId};
 
 /// The Postgres channel new events are announced on. A notification is only a hint: its
 /// payload is empty and never read.
 pub const EVENTS_CHANNEL: &str = "identity_user_events";
-/// Rows per INSERT: 5 parameters each, well under SQLite's 32766.
+/// Rows per INSERT: 6 parameters each, well under SQLite's 32766.
 const INSERT_CHUNK: usize = 1000;
 
 /// Appending events inside a caller's transaction. Call it after the transaction's own row
 /// writes (see the lock order in [`super::sequence`]).
 pub(super) trait AppendEvents {
-    /// Records `events`, in order, at `now`.
+    /// Records `events`, in order, at `now`, as made by `actor` (`None`: the account's owner).
+    async fn append_events_by(
+        &mut self,
+        events: &[(UserId, UserEvent)],
+        actor: Option<&Actor>,
+        now: DateTime<Utc>,
+    ) -> Result<(), sqlx::Error>;
+
+    /// Records `events`, in order, at `now`, as the accounts' owners' own changes.
     async fn append_events(
         &mut self,
         events: &[(UserId, UserEvent)],
         now: DateTime<Utc>,
-    ) -> Result<(), sqlx::Error>;
+    ) -> Result<(), sqlx::Error> {
+        self.append_events_by(events, None, now).await
+    }
 
     /// Records `event` only when `wanted`, after the same statements and inserts either way
     /// (for paths whose work must not tell whether an account exists): when not wanted, a
@@ -53,9 +63,10 @@ fn json(event: &UserEvent) -> Result<String, sqlx::Error> {
 macro_rules! append_events {
     ($connection:ty, $db:ty, $announces:literal, $announce:expr) => {
         impl AppendEvents for $connection {
-            async fn append_events(
+            async fn append_events_by(
                 &mut self,
                 events: &[(UserId, UserEvent)],
+                actor: Option<&Actor>,
                 now: DateTime<Utc>,
             ) -> Result<(), sqlx::Error> {
                 if events.is_empty() {
@@ -73,10 +84,11 @@ macro_rules! append_events {
                         })
                         .collect::<Result<Vec<_>, sqlx::Error>>()?;
                     let mut insert = QueryBuilder::<$db>::new(
-                        "INSERT INTO user_events (seq, user_id, kind, payload, occurred_at) ",
+                        "INSERT INTO user_events (seq, user_id, kind, payload, occurred_at, actor) ",
                     );
                     insert.push_values(rows, |mut row, (seq, user, kind, payload)| {
                         row.push_bind(seq).push_bind(user).push_bind(kind).push_bind(payload).push_bind(now);
+                        row.push_bind(actor.map(Actor::as_str));
                     });
                     insert.build().execute(&mut *self).await?;
                 }
@@ -133,6 +145,7 @@ struct EventRow {
     user_id: Uuid,
     payload: String,
     occurred_at: DateTime<Utc>,
+    actor: Option<String>,
 }
 
 /// The part of the stream a reader can still have: events after `purged_through`, up to `head`.
@@ -157,7 +170,7 @@ impl Store {
     /// read (a kind added by a newer release, during a rolling upgrade) is skipped with a
     /// warning; its position is passed all the same.
     pub async fn events_after(&self, after: u64, limit: u32) -> Result<Vec<EventRecord>, StoreError> {
-        const SQL: &str = "SELECT seq, user_id, payload, occurred_at FROM user_events
+        const SQL: &str = "SELECT seq, user_id, payload, occurred_at, actor FROM user_events
              WHERE seq > $1 ORDER BY seq LIMIT $2";
         let rows: Vec<EventRow> = with_pool!(self, pool => sqlx::query_as(SQL)
             .bind(bind_position(after))
@@ -172,6 +185,7 @@ impl Store {
                     user_id: UserId::from_uuid(row.user_id),
                     occurred_at: row.occurred_at,
                     event,
+                    actor: row.actor.map(Actor::from_stored),
                 }),
                 Err(error) => {
                     tracing::warn!(cursor = row.seq, %error, "skipping a user event this version cannot read");

@@ -3,7 +3,7 @@
 //! (both databases take `$N` placeholders, `RETURNING` and `ON CONFLICT`, and every timestamp is
 //! bound by the service from its clock rather than taken from the database's `now()`) and
 //! type-checked per backend by [`with_pool!`]. One file per table family: `users`, `sessions`,
-//! `attempts`, the admin `directory`, `service_keys`, the mail `outbox` and the `email_tokens` its links carry, `imports` (and exports), the revocation `listener`, and a test-only API in `testing`. No business rules
+//! `attempts`, the admin `directory` and its `listing`, `service_keys`, the mail `outbox` and the `email_tokens` its links carry, `imports` (and exports), the revocation `listener`, and a test-only API in `testing`. No business rules
 //! live here.
 
 mod attempts;
@@ -14,6 +14,7 @@ mod events;
 mod guard;
 mod imports;
 mod listener;
+mod listing;
 mod mfa;
 mod outbox;
 mod sequence;
@@ -36,12 +37,13 @@ use sqlx::{
 use tokio::sync::Notify;
 
 pub use attempts::{AccountCount, Admission, DelaySchedule};
-pub use directory::{RoleChange, RolesChanged, UserChanges, UserCursor, UserFilter, UserKey};
+pub use directory::{RoleChange, RolesChanged, UserChanges, UserKey};
 pub use email_tokens::{EmailVerified, LinkRequested, LinkToken, ResetRequestWork, ResetRequested};
 pub use error::StoreError;
 pub use events::{EVENTS_CHANNEL, EventBounds};
 pub use imports::{CollisionKind, ImportMode, ImportOutcome, ImportedUser, PageCursor, SchemeCount};
 pub use listener::{EVENT_LISTENER_APPLICATION_NAME, Hints, LISTENER_APPLICATION_NAME};
+pub use listing::{UserCursor, UserFilter};
 pub use mfa::{TotpCredential, TotpEnrollment};
 pub use outbox::{FailedAttempt, MailClaim};
 pub use service_keys::ServiceKeyRecord;

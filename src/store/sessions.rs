@@ -11,7 +11,8 @@ use super::{
     Store, StoreError, UserRecord, events::AppendEvents, sequence::CommitSequence, users::UserRow, with_pool,
 };
 use crate::domain::{
-    RefreshTokenDigest, RevocationReason, SessionId, SessionInfo, SessionOrigin, User, UserEvent, UserId,
+    Actor, RefreshTokenDigest, RevocationReason, SessionId, SessionInfo, SessionOrigin, User, UserEvent,
+    UserId,
 };
 
 pub struct NewSession<'a> {
@@ -187,22 +188,34 @@ const REVOKE_USER: &str = "UPDATE sessions SET revoked_at = $1, revocation_seq =
 /// sessions, record a `session_revoked` user event for each, and tell the other processes (a
 /// NOTIFY on Postgres, delivered at commit; nothing on SQLite, whose servers poll).
 pub(super) trait RevokeInTransaction {
+    /// Revokes `target` for `reason`; its events name `actor` (`None`: the account's owner).
+    async fn revoke_by(
+        &mut self,
+        target: Target<'_>,
+        reason: RevocationReason,
+        actor: Option<&Actor>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Revocation>, sqlx::Error>;
+
     async fn revoke(
         &mut self,
         target: Target<'_>,
         reason: RevocationReason,
         now: DateTime<Utc>,
-    ) -> Result<Option<Revocation>, sqlx::Error>;
+    ) -> Result<Option<Revocation>, sqlx::Error> {
+        self.revoke_by(target, reason, None, now).await
+    }
 }
 
 /// One body for both connection types; only the announcement differs.
 macro_rules! revoke_in_transaction {
     ($connection:ty, $announce:expr) => {
         impl RevokeInTransaction for $connection {
-            async fn revoke(
+            async fn revoke_by(
                 &mut self,
                 target: Target<'_>,
                 reason: RevocationReason,
+                actor: Option<&Actor>,
                 now: DateTime<Utc>,
             ) -> Result<Option<Revocation>, sqlx::Error> {
                 let cursor = *self.take_positions(1).await?.end();
@@ -236,7 +249,7 @@ macro_rules! revoke_in_transaction {
                         (UserId::from_uuid(*user), UserEvent::SessionRevoked { session_id, reason })
                     })
                     .collect();
-                self.append_events(&events, now).await?;
+                self.append_events_by(&events, actor, now).await?;
                 let session_ids =
                     revoked.into_iter().map(|(session, _)| SessionId::from_uuid(session)).collect();
                 let revocation =
@@ -370,14 +383,16 @@ impl Store {
 
     /// Revokes the session `session_id` if it is a live session of `user_id`; `None` when it is
     /// not (unknown, someone else's, expired or already revoked).
+    /// `actor` is who ended it (`None`: its owner).
     pub async fn revoke_session_of(
         &self,
         user_id: UserId,
         session_id: SessionId,
         reason: RevocationReason,
+        actor: Option<&Actor>,
         now: DateTime<Utc>,
     ) -> Result<Option<Revocation>, StoreError> {
-        self.revoke(Target::SessionOf { session_id, user_id }, reason, now).await
+        self.revoke_by(Target::SessionOf { session_id, user_id }, reason, actor, now).await
     }
 
     /// The live sessions of a user (neither revoked nor expired), most recently used first, at
@@ -407,9 +422,19 @@ impl Store {
         reason: RevocationReason,
         now: DateTime<Utc>,
     ) -> Result<Option<Revocation>, StoreError> {
+        self.revoke_by(target, reason, None, now).await
+    }
+
+    async fn revoke_by(
+        &self,
+        target: Target<'_>,
+        reason: RevocationReason,
+        actor: Option<&Actor>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Revocation>, StoreError> {
         let revocation = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let revocation = tx.revoke(target, reason, now).await?;
+            let revocation = tx.revoke_by(target, reason, actor, now).await?;
             tx.commit().await?;
             Ok::<_, sqlx::Error>(revocation)
         })?;

@@ -17,8 +17,8 @@ use super::{
     with_pool,
 };
 use crate::domain::{
-    Email, FullName, NormalizedEmail, PasswordHash, RevocationReason, Role, SessionId, User, UserEvent,
-    UserId,
+    Actor, Email, FullName, NormalizedEmail, PasswordHash, RevocationReason, Role, SessionId, User,
+    UserEvent, UserId,
 };
 
 /// Rows read per round trip by [`Store::backfill_email_keys`].
@@ -199,8 +199,8 @@ impl Store {
         Ok(row.map(UserRecord::from))
     }
 
-    /// Applies `update` to the account with this email in one transaction; `None` when there is
-    /// no such account. The first statement writes (even when only sessions are revoked), so
+    /// Applies an operator's `update` to the account with this email in one transaction, its
+    /// events naming the operator (`cli`); `None` when there is no such account. The first statement writes (even when only sessions are revoked), so
     /// SQLite takes its write lock up front and waits in its busy handler rather than failing a
     /// read-to-write upgrade.
     pub async fn update_user(
@@ -226,12 +226,14 @@ impl Store {
                 Some(false) => (Some(UserEvent::UserDeactivated), RevocationReason::AccountDeactivated),
                 None => (None, RevocationReason::Operator),
             };
-            tx.append_events(&event.map(|event| (id, event)).into_iter().collect::<Vec<_>>(), now).await?;
+            let operator = Actor::operator();
             let revocation = if update.revoke_sessions {
-                tx.revoke(Target::User { user_id: id, except: None }, reason, now).await?
+                tx.revoke_by(Target::User { user_id: id, except: None }, reason, Some(&operator), now).await?
             } else {
                 None
             };
+            let events: Vec<_> = event.map(|event| (id, event)).into_iter().collect();
+            tx.append_events_by(&events, Some(&operator), now).await?;
             tx.commit().await?;
             Ok::<_, sqlx::Error>(Some((id, revocation)))
         })?;

@@ -11,4 +11,4 @@ pub use cache::{VerifiedToken, VerifiedTokenCache};
 pub use jwt::{AccessClaims, AccessTokenSubject, IssuedAccessToken, TokenIssuer, TokenRejected};
 pub use keys::{KeyError, KeyRing, SigningKey, generate_key_pem, generated_key_file};
 pub use refresh::{RefreshToken, RefreshTokenDigest};
-pub use revocation::RevocationSet;
+pub use revocation::{RevocationBatch, RevocationSet};

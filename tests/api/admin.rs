@@ -316,7 +316,8 @@ async fn concurrent_admin_writes_lose_no_update(app: TestApp) {
         writers.spawn(async move {
             let role = Role::parse("role", &format!("role.{i:02}")).unwrap();
             let change = identity::store::RoleChange::Grant(role);
-            roles.change_roles(identity::store::UserKey::Id(id), &change).await.unwrap().unwrap();
+            let operator = identity::domain::Actor::operator();
+            roles.change_roles(identity::store::UserKey::Id(id), &change, &operator).await.unwrap().unwrap();
         });
     }
     while let Some(done) = writers.join_next().await {

@@ -47,7 +47,7 @@ pub async fn catch_up(
 }
 
 /// The next `n` live events (heartbeats skipped).
-async fn next_events(
+pub(crate) async fn next_events(
     stream: &mut Streaming<WatchUserEventsResponse>,
     n: usize,
 ) -> Vec<identity::proto::UserEvent> {
@@ -124,15 +124,16 @@ async fn a_subscriber_catches_up_then_hears_each_change_live(app: TestApp) {
     let admin = app.identity().admin();
     admin.apply(identity::service::AccountAction::Deactivate, &email).await.unwrap().unwrap();
     let live = next_events(&mut resumed, 2).await;
-    assert_eq!(kinds_of(&live, &user.id), ["user_deactivated", "session_revoked"]);
-    let Some(Kind::SessionRevoked(revoked)) = &live[1].kind else { panic!("{live:?}") };
+    assert_eq!(kinds_of(&live, &user.id), ["session_revoked", "user_deactivated"]);
+    assert!(live.iter().all(|event| event.actor == "cli"), "{live:?}");
+    let Some(Kind::SessionRevoked(revoked)) = &live[0].kind else { panic!("{live:?}") };
     assert_eq!(revoked.session_id, session_of(&third.access_token));
     assert_eq!(revoked.reason(), identity::proto::SessionRevokedReason::AccountDeactivated);
     admin.apply(identity::service::AccountAction::Activate, &email).await.unwrap().unwrap();
     assert_eq!(kinds_of(&next_events(&mut resumed, 1).await, &user.id), ["user_activated"]);
 }
 
-fn session_of(access_token: &str) -> String {
+pub(crate) fn session_of(access_token: &str) -> String {
     jsonwebtoken::dangerous::insecure_decode::<serde_json::Value>(access_token).unwrap().claims["sid"]
         .as_str()
         .unwrap()

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod admin;
+mod admin_events;
 mod algorithms;
 mod audit;
 mod callers;
