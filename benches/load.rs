@@ -25,12 +25,12 @@ use envoy_types::pb::envoy::service::auth::v3::{
 };
 #[path = "load/accounts.rs"]
 mod accounts;
-#[path = "load/otlp.rs"]
-mod otlp;
 #[path = "load/events.rs"]
 mod events;
 #[path = "load/list_users.rs"]
 mod list_users;
+#[path = "load/otlp.rs"]
+mod otlp;
 #[allow(dead_code)]
 #[path = "../tests/api/smtp.rs"]
 mod smtp;
