@@ -17,7 +17,7 @@ use super::{
 use crate::{
     clients::Requester,
     domain::{
-        Caller, NormalizedEmail, PresentedPassword, RECOVERY_CODES, RecoveryCode, SecondFactor,
+        Actor, Caller, NormalizedEmail, PresentedPassword, RECOVERY_CODES, RecoveryCode, SecondFactor,
         SessionOrigin, TotpCode, User, UserId,
     },
     error::AppError,
@@ -207,7 +207,7 @@ impl Identity {
     ) -> Result<(), AppError> {
         let user =
             self.check_password_and_factor(caller, password, factor, requester, "disable_mfa_failed").await?;
-        self.store.remove_mfa(user, self.clock.now()).await?;
+        self.store.remove_mfa(user, None, self.clock.now()).await?;
         tracing::info!(target: "audit", event = "mfa_disabled", user_id = %user, by = "user");
         Ok(())
     }
@@ -367,7 +367,7 @@ impl Identity {
     /// recovery codes); NOT_FOUND for an unknown user. Returns whether there was one.
     pub async fn admin_reset_mfa(&self, caller: &Caller, user: UserId) -> Result<bool, AppError> {
         self.admin_user(user).await?;
-        let removed = self.store.remove_mfa(user, self.clock.now()).await?;
+        let removed = self.store.remove_mfa(user, Some(&Actor::caller(caller)), self.clock.now()).await?;
         tracing::info!(target: "audit", event = "admin_mfa_reset", caller = %caller.name, via = caller.kind.as_str(),
             user_id = %user, removed);
         Ok(removed)

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::{NewSession, Store, StoreError, events::AppendEvents, sessions::insert_session_query, with_pool};
 use crate::{
-    domain::{UserEvent, UserId},
+    domain::{Actor, UserEvent, UserId},
     sealing::Sealed,
 };
 
@@ -194,8 +194,13 @@ impl Store {
 
     /// Removes the user's second factor (credential, recovery codes, open challenges) and, if
     /// it was enabled, records `mfa_disabled`, in one transaction. Returns whether a confirmed
-    /// credential was removed.
-    pub async fn remove_mfa(&self, user: UserId, now: DateTime<Utc>) -> Result<bool, StoreError> {
+    /// credential was removed. `actor` is the operator who removed it (`None`: the owner).
+    pub async fn remove_mfa(
+        &self,
+        user: UserId,
+        actor: Option<&Actor>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
         const CREDENTIAL: &str = "DELETE FROM totp_credentials WHERE user_id = $1 RETURNING confirmed_at";
         const CHALLENGES: &str = "DELETE FROM mfa_challenges WHERE user_id = $1";
         let uuid = user.into_uuid();
@@ -207,7 +212,7 @@ impl Store {
             sqlx::query(CHALLENGES).bind(uuid).execute(&mut *tx).await?;
             let was_enabled = confirmed.flatten().is_some();
             if was_enabled {
-                tx.append_events(&[(user, UserEvent::MfaDisabled)], now).await?;
+                tx.append_events_by(&[(user, UserEvent::MfaDisabled)], actor, now).await?;
             }
             tx.commit().await?;
             Ok::<_, sqlx::Error>(was_enabled)

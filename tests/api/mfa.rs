@@ -368,12 +368,8 @@ async fn regenerating_codes_and_disabling_need_the_password_and_a_second_factor(
 
 async fn an_admin_sees_and_resets_a_second_factor_and_the_events_say_so(app: TestApp) {
     let user = enrolled_user(&app).await;
-    let key = app
-        .service_key(
-            &format!("admin-{}", uuid::Uuid::new_v4().simple()),
-            &[identity::domain::Permission::Admin],
-        )
-        .await;
+    let key_name = format!("admin-{}", uuid::Uuid::new_v4().simple());
+    let key = app.service_key(&key_name, &[identity::domain::Permission::Admin]).await;
     let mut admin = AdminServiceClient::new(app.channel.clone());
     let get =
         || bearer(GetUserRequest { user: Some(get_user_request::User::UserId(user.user_id.clone())) }, &key);
@@ -397,14 +393,21 @@ async fn an_admin_sees_and_resets_a_second_factor_and_the_events_say_so(app: Tes
                 .events
                 .into_iter()
                 .filter(|e| e.user_id == user.user_id)
-                .filter_map(|e| e.kind)
-                .filter(|k| matches!(k, Kind::MfaEnabled(_) | Kind::MfaDisabled(_))),
+                .filter_map(|e| e.kind.map(|kind| (kind, e.actor)))
+                .filter(|(k, _)| matches!(k, Kind::MfaEnabled(_) | Kind::MfaDisabled(_))),
         );
         if message.caught_up {
             break;
         }
     }
-    assert!(matches!(kinds.as_slice(), [Kind::MfaEnabled(_), Kind::MfaDisabled(_)]), "{kinds:?}");
+    // Enabled by the owner (no actor), removed by the operator's service key, named as such.
+    let service_key_actor = format!("service_key:{key_name}");
+    assert!(
+        matches!(kinds.as_slice(),
+            [(Kind::MfaEnabled(_), owner), (Kind::MfaDisabled(_), operator)]
+                if owner.is_empty() && *operator == service_key_actor),
+        "{kinds:?}"
+    );
 }
 
 async fn malformed_codes_are_invalid_arguments_naming_the_field(app: TestApp) {
