@@ -2,8 +2,10 @@
 //! stores a single-use token (256 random bits, kept only as its SHA-256 digest) and queues a
 //! message with a link to it, in one transaction; a reset consumes the token, sets the new
 //! password, marks the email verified, clears the email's lock and ends every session. A
-//! request answers the same, after the same statements and as many written rows, whether or
-//! not the email has an account, so it reveals nothing; the hourly allowance per address
+//! request answers the same, after the same statements inserting the same rows (an unknown
+//! email's are stand-ins deleted before commit), whether or not the email has an account; the
+//! delivery that follows an existing email's request still loads the database (see
+//! docs/benchmarks.md, "Reset requests and mail delivery"). The hourly allowance per address
 //! (`IDENTITY_MAIL_MAX_PER_HOUR`) keeps it from being used to flood an inbox.
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
