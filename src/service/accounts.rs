@@ -12,7 +12,7 @@ use crate::{
     },
     error::AppError,
     passwords::HashError,
-    store::{NewUser, PasswordChange, StoreError, UserRecord},
+    store::{LoginAccount, NewUser, PasswordChange, StoreError, UserRecord},
     tokens::{AccessClaims, VerifiedToken},
 };
 
@@ -73,7 +73,10 @@ impl Identity {
     ) -> Result<super::LoginOutcome, AppError> {
         let email_lower = email.normalized();
         let ticket = self.admit_login(&email_lower, requester).await?;
-        let user = self.store.find_user_by_email(&email_lower).await?;
+        let (user, second_factor) = match self.store.find_login_account(&email_lower).await? {
+            Some(LoginAccount { record, second_factor }) => (Some(record), second_factor),
+            None => (None, false),
+        };
         let verified =
             match self.hasher.verify(password, user.as_ref().map(|u| &u.password_hash), requester).await {
                 Ok(verified) => verified,
@@ -106,9 +109,9 @@ impl Identity {
                 return Err(AppError::InvalidCredentials);
             }
         };
-        // Asked only once the password is proven, so neither the answers nor the work before
-        // that point depend on whether the account has a second factor.
-        let second_factor = self.store.has_mfa(user.user.id).await?;
+        // Read with the account, acted on only now that the password is proven: neither the
+        // answers nor the work before this point depend on whether the account has a second
+        // factor.
         if !second_factor {
             self.attempt_succeeded(&ticket).await?;
         }

@@ -8,11 +8,32 @@ use chrono::{DateTime, Utc};
 use sqlx::Connection;
 use uuid::Uuid;
 
-use super::{NewSession, Store, StoreError, events::AppendEvents, sessions::insert_session_query, with_pool};
+use super::{
+    NewSession, Store, StoreError, UserRecord,
+    events::AppendEvents,
+    sessions::insert_session_query,
+    users::{UserRow, user_columns},
+    with_pool,
+};
 use crate::{
-    domain::{Actor, UserEvent, UserId},
+    domain::{Actor, NormalizedEmail, UserEvent, UserId},
     sealing::Sealed,
 };
+
+/// An account as a login reads it: the user with their password hash, and whether they have a
+/// confirmed second factor.
+#[derive(Debug, Clone)]
+pub struct LoginAccount {
+    pub record: UserRecord,
+    pub second_factor: bool,
+}
+
+#[derive(sqlx::FromRow)]
+struct LoginRow {
+    #[sqlx(flatten)]
+    user: UserRow,
+    second_factor: bool,
+}
 
 /// A user's TOTP credential as stored.
 #[derive(Debug, Clone)]
@@ -90,6 +111,29 @@ impl Store {
             confirmed: row.confirmed_at.is_some(),
             last_step: row.last_step,
         }))
+    }
+
+    /// The account a login names, with whether it has a confirmed second factor, in one
+    /// statement: a second factor costs a login no extra round trip. Every login with a known
+    /// email makes the same index probe whether or not the account has one, and the answer is
+    /// only acted on once the password is proven.
+    pub async fn find_login_account(
+        &self,
+        email: &NormalizedEmail,
+    ) -> Result<Option<LoginAccount>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            user_columns!(),
+            ", EXISTS (SELECT 1 FROM totp_credentials
+                 WHERE totp_credentials.user_id = users.id AND confirmed_at IS NOT NULL) AS second_factor
+             FROM users WHERE email_lower = $1 AND deleted_at IS NULL"
+        );
+        let row = with_pool!(self, pool => sqlx::query_as::<_, LoginRow>(SQL)
+            .bind(email.as_str())
+            .fetch_optional(pool)
+            .await)?;
+        Ok(row
+            .map(|row| LoginAccount { record: UserRecord::from(row.user), second_factor: row.second_factor }))
     }
 
     /// Whether the user has a confirmed second factor.
