@@ -7,8 +7,11 @@
 
 Signs up a fresh user, logs in, checks the access token both remotely (ValidateToken) and locally
 (PyJWT against GetJwks, and with an HTTP URL also PyJWKClient against the discovery document's
-jwks_uri), refreshes, logs out and checks the session is gone. Prints one line per step; exits
-non-zero with a FAIL line on the first mismatch.
+jwks_uri), refreshes, logs out and checks the session is gone. Then the second factor, with
+codes computed by pyotp from the otpauth:// URI alone (authenticator.py: an authenticator app
+independent of the server's own TOTP code): enrols TOTP, logs in through the challenge
+(CompleteLogin), sees a replayed code refused and a recovery code accepted once, and steps up.
+Prints one line per step; exits non-zero with a FAIL line on the first mismatch.
 """
 
 import importlib.resources
@@ -50,12 +53,14 @@ generate()
 
 import grpc  # noqa: E402
 import jwt  # noqa: E402  (PyJWT)
+from authenticator import Authenticator  # noqa: E402  (pyotp, beside this file)
 from google.protobuf import text_format  # noqa: E402
 from google.protobuf.json_format import MessageToDict  # noqa: E402
 from identity.v1 import auth_service_pb2 as auth_pb  # noqa: E402
 from identity.v1 import auth_service_pb2_grpc as auth_grpc  # noqa: E402
 from identity.v1 import token_service_pb2 as token_pb  # noqa: E402
 from identity.v1 import token_service_pb2_grpc as token_grpc  # noqa: E402
+from identity.v1 import types_pb2 as types_pb  # noqa: E402
 from identity.v1 import user_service_pb2 as user_pb  # noqa: E402
 from identity.v1 import user_service_pb2_grpc as user_grpc  # noqa: E402
 
@@ -83,6 +88,16 @@ def rpc(name, method, request, **kwargs):
         return method(request, timeout=TIMEOUT, **kwargs)
     except grpc.RpcError as err:
         fail(f"{name}: {err.code().name}: {err.details()}")
+
+
+def refused(name, method, request, code, **kwargs):
+    """Calls one RPC that must fail with `code`; returns the error's message."""
+    try:
+        method(request, timeout=TIMEOUT, **kwargs)
+    except grpc.RpcError as err:
+        expect(err.code() == code, f"{name}: {err.code().name} ({err.details()}), want {code.name}")
+        return err.details()
+    fail(f"{name}: succeeded, want {code.name}")
 
 
 def verify_locally(token, jwks):
@@ -215,7 +230,84 @@ def main():
                 token_pb.ValidateTokenRequest(access_token=new.access_token))
     expect(not after.active, "ValidateToken still says active after logout")
     ok("after logout", "refreshed access token is no longer active")
+
+    second_factor(auth, tokens_api, users, jwks, email)
     print(f"python client: all steps passed against {addr}")
+
+
+def second_factor(auth, tokens_api, users, jwks, email):
+    """TOTP enrolment, a login through the challenge, a replayed code, a recovery code, step-up."""
+    tokens = rpc("Login", auth.Login, auth_pb.LoginRequest(email=email, password=PASSWORD)).tokens
+    bearer = [("authorization", f"Bearer {tokens.access_token}")]
+    started = rpc("BeginTotpEnrollment", users.BeginTotpEnrollment,
+                  user_pb.BeginTotpEnrollmentRequest(), metadata=bearer)
+    uri = started.otpauth_uri
+    expect(uri.startswith("otpauth://totp/"), "BeginTotpEnrollment returned no otpauth://totp/ URI")
+    expect(started.qr_code_png.startswith(b"\x89PNG\r\n\x1a\n"), "qr_code_png is not a PNG image")
+    try:
+        app = Authenticator(uri)
+    except ValueError as err:
+        fail(f"BeginTotpEnrollment: {err}")
+    expect(app.totp.secret == started.secret, "the URI's secret differs from the base32 secret")
+    expect(app.totp.name == email and app.totp.issuer == ISSUER,
+           f"URI names {app.totp.name!r} of {app.totp.issuer!r}, want {email!r} of {ISSUER!r}")
+    ok("totp begin", f"otpauth URI for {app.totp.name}, {len(started.qr_code_png)}-byte QR code")
+
+    confirmed = rpc("ConfirmTotpEnrollment", users.ConfirmTotpEnrollment,
+                    user_pb.ConfirmTotpEnrollmentRequest(totp_code=app.fresh_code()), metadata=bearer)
+    recovery = list(confirmed.recovery_codes)
+    expect(len(recovery) == 10 and len(set(recovery)) == 10, f"{len(recovery)} recovery codes, want 10")
+    ok("totp confirm", "pyotp's code accepted, 10 recovery codes")
+
+    def challenge():
+        login = rpc("Login", auth.Login, auth_pb.LoginRequest(email=email, password=PASSWORD))
+        expect(not login.HasField("tokens") and not login.HasField("user"),
+               "Login with a second factor returned tokens")
+        expect(login.HasField("mfa_challenge") and login.mfa_challenge.challenge, "Login gave no challenge")
+        allowed = set(login.mfa_challenge.allowed_factors)
+        expect(allowed == {auth_pb.MFA_FACTOR_TOTP, auth_pb.MFA_FACTOR_RECOVERY_CODE},
+               f"allowed factors {sorted(allowed)}")
+        return login.mfa_challenge.challenge
+
+    def complete(handle, **factor):
+        request = auth_pb.CompleteLoginRequest(challenge=handle, second_factor=types_pb.SecondFactor(**factor))
+        return auth.CompleteLogin, request
+
+    handle = challenge()
+    ok("login", "mfa_challenge, no tokens")
+    code = app.fresh_code()
+    done = rpc("CompleteLogin", *complete(handle, totp_code=code))
+    local = verify_locally(done.tokens.access_token, jwks)
+    expect({"pwd", "otp"} <= set(local.get("amr", [])), f"amr is {local.get('amr')}, want pwd and otp")
+    remote = rpc("ValidateToken", tokens_api.ValidateToken,
+                 token_pb.ValidateTokenRequest(access_token=done.tokens.access_token)).claims
+    expect(list(remote.amr) == ["pwd", "otp"] and remote.auth_time.seconds == local["auth_time"],
+           f"ValidateToken: amr {list(remote.amr)}, auth_time {remote.auth_time.seconds}")
+    ok("complete login", f"tokens, amr {local['amr']}, auth_time {local['auth_time']}")
+
+    # The same code again, on a new challenge: refused (each time step is accepted once).
+    handle = challenge()
+    refused("CompleteLogin (replayed code)", *complete(handle, totp_code=code),
+            code=grpc.StatusCode.UNAUTHENTICATED)
+    ok("replayed code", "UNAUTHENTICATED")
+    # The challenge survives a wrong code: a recovery code completes it, once.
+    done = rpc("CompleteLogin", *complete(handle, recovery_code=recovery[0]))
+    expect("otp" in verify_locally(done.tokens.access_token, jwks).get("amr", []), "no otp in amr")
+    refused("CompleteLogin (used recovery code)", *complete(challenge(), recovery_code=recovery[0]),
+            code=grpc.StatusCode.UNAUTHENTICATED)
+    ok("recovery code", "accepted once, then UNAUTHENTICATED")
+
+    # Step-up: the session that enrolled was authenticated with the password alone.
+    before = verify_locally(tokens.access_token, jwks)
+    expect(before.get("amr") == ["pwd"], f"the enrolling session's amr is {before.get('amr')}")
+    stepped = rpc("StepUp", users.StepUp,
+                  user_pb.StepUpRequest(second_factor=types_pb.SecondFactor(totp_code=app.fresh_code())),
+                  metadata=bearer)
+    after = verify_locally(stepped.access_token, jwks)
+    expect(after["sid"] == before["sid"], "StepUp returned a token of another session")
+    expect(after.get("amr") == ["pwd", "otp"] and after["auth_time"] >= before["auth_time"],
+           f"after StepUp: amr {after.get('amr')}, auth_time {after['auth_time']} (was {before['auth_time']})")
+    ok("step up", f"same session, amr {after['amr']}, auth_time {after['auth_time']}")
 
 
 if __name__ == "__main__":
