@@ -67,8 +67,8 @@ struct Args {
     /// fair-flood, cost-upgrade, import, otlp (traces exported or not), list-users (Postgres only: ListUsers over a million
     /// seeded users, p50/p99 per filter and the plans), events (Postgres only: two replicas
     /// writing while WatchUserEvents subscribers read). `reset` runs RequestPasswordReset for existing and for unknown
-    /// emails in alternating rounds, at --concurrency and from one client, and prints the
-    /// medians of both; `delivery` times --mail-messages through the outbox to an SMTP server
+    /// emails in alternating rounds (each round's backlog answered and delivered before the
+    /// next), at --concurrency and from one client, and prints the medians of both; `delivery` times --mail-messages through the outbox to an SMTP server
     /// in this process.
     #[arg(long, default_value = ALL)]
     scenarios: String,
@@ -679,24 +679,29 @@ async fn main() {
 }
 
 /// RequestPasswordReset for existing and for unknown emails, alternating rounds so that neither
-/// gets a warmer cache, on a server of its own whose hourly allowance never runs out: every
-/// request for an existing email takes the path an enumerating caller sees (a token stored, a
-/// message queued, the worker delivering it as an .eml file meanwhile), every unknown one its
-/// stand-ins. The existing emails are --reset-accounts accounts asked for in turn, as the
-/// unknown ones are each new: a handful of accounts asked for by every client at once would
-/// measure their rows' locks (and their growing history of messages), which no enumerating
-/// caller meets. Run at --concurrency and from a single client; prints the median p50 of each.
+/// gets a warmer cache, on a server of its own whose hourly allowance never runs out. The
+/// request path is the same single insert for both; the mail worker answers each request
+/// meanwhile (for an existing email a token and a message, delivered as an .eml file; for an
+/// unknown one only the request's removal), and after each round the scenario waits until it
+/// has answered and delivered everything, so that no round starts behind another's backlog.
+/// The existing emails are --reset-accounts accounts asked for in turn, as the unknown ones
+/// are each new: a handful of accounts asked for by every client at once would mostly find a
+/// request pending already. Run at --concurrency and from a single client; prints the median
+/// p50 of each, and how long each round's backlog took to drain.
 async fn reset_timing(args: &Args) {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let server = Server::start_in(args, 4, &data_dir, &[("IDENTITY_MAIL_MAX_PER_HOUR", "10000")]).await;
     let users = Arc::new(accounts::seed(&server.config, args.reset_accounts.max(1)).await);
     let channels = Arc::new(channels(server.addr, args.connections).await);
+    let store = server.store(Duration::from_secs(60)).await;
     for concurrency in [args.concurrency, 1] {
         let mut medians: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
         for _ in 0..args.rounds.max(1) {
             for (index, existing) in [true, false].into_iter().enumerate() {
                 let (channels, users) = (Arc::clone(&channels), Arc::clone(&users));
                 let next = Arc::new(AtomicUsize::new(0));
+                // Unknown emails are new in every round, as existing ones are asked for again.
+                let round = uuid::Uuid::new_v4().simple().to_string();
                 let name = if existing { "ResetRequest existing" } else { "ResetRequest unknown" };
                 let report = run(name, concurrency, args.duration, move |task, _| {
                     let mut client = AuthServiceClient::new(channels[task % channels.len()].clone());
@@ -704,7 +709,7 @@ async fn reset_timing(args: &Args) {
                     let email = if existing {
                         users[n % users.len()].clone()
                     } else {
-                        format!("nobody-{n}@example.com")
+                        format!("nobody-{n}-{round}@example.com")
                     };
                     async move {
                         client.request_password_reset(RequestPasswordResetRequest { email }).await.map(drop)
@@ -713,6 +718,8 @@ async fn reset_timing(args: &Args) {
                 .await;
                 report.print();
                 medians[index].push(report.latency.value_at_quantile(0.5) as f64 / 1000.0);
+                let drained = drain_reset_backlog(&store).await;
+                println!("  backlog of {name} answered and delivered {drained:.2?} after the round");
             }
         }
         let [mut existing, mut unknown] = medians;
@@ -724,30 +731,43 @@ async fn reset_timing(args: &Args) {
             );
         }
     }
+    store.close().await;
+}
+
+/// Waits until no reset request is pending and no message waits for delivery; returns how long
+/// that took.
+async fn drain_reset_backlog(store: &Store) -> Duration {
+    let started = Instant::now();
+    loop {
+        let requests = store.pending_reset_requests().await.expect("count reset requests");
+        let (messages, _) = store.mail_queue_depth().await.expect("count queued mail");
+        if requests == 0 && messages == 0 {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < Duration::from_secs(600), "the reset backlog drains within 10 minutes");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Messages per second through the outbox to an SMTP server on loopback (the tests' server):
 /// --mail-messages are queued while the worker sleeps, then it is woken and timed until the
-/// server has accepted every one.
+/// server has accepted every one. The messages carry this run's tag, so that anything else
+/// delivered meanwhile (on a shared Postgres database, messages an earlier run left queued) is
+/// not counted.
 async fn delivery(args: &Args) {
     let smtp = smtp::SmtpServer::start().await;
     let data_dir = tempfile::tempdir().expect("temp dir");
     let url = smtp.url();
     let env = [("IDENTITY_SMTP_URL", url.as_str()), ("IDENTITY_MAIL_POLL_INTERVAL", "1h")];
     let server = Server::start_in(args, 4, &data_dir, &env).await;
-    let limits = Limits {
-        max_connections: 2,
-        acquire_timeout: Duration::from_secs(60),
-        statement_timeout: Duration::from_secs(60),
-    };
-    let store =
-        Store::open(server.config.database_url.expose_secret(), limits).await.expect("bench store connects");
+    let store = server.store(Duration::from_secs(60)).await;
     let now = server.identity.now();
+    let run = uuid::Uuid::new_v4().simple().to_string();
     let queueing = Instant::now();
     for n in 0..args.mail_messages {
         let mail = NewMail {
             kind: MailKind::VerifyEmail,
-            recipient: format!("user{n}@example.com"),
+            recipient: format!("delivery-{n}-{run}@example.com"),
             content: MailContent {
                 name: "Bench User".into(),
                 link: Some(format!("https://app.example.com/verify?token=bench-{n}").into()),
@@ -759,7 +779,10 @@ async fn delivery(args: &Args) {
     let queued = queueing.elapsed();
     let started = Instant::now();
     server.identity.mail_queue().wake();
-    let received = smtp.wait_for(args.mail_messages, Duration::from_secs(600)).await.len();
+    let ours = |message: &smtp::Received| {
+        message.recipients.iter().any(|to| to.ends_with(&format!("-{run}@example.com")))
+    };
+    let received = smtp.wait_for_matching(args.mail_messages, Duration::from_secs(600), ours).await.len();
     let elapsed = started.elapsed();
     println!(
         "delivery: {received} of {} messages through the outbox to SMTP on loopback in {elapsed:.2?}: {:.0} messages/s (queued one transaction each in {queued:.2?}: {:.0}/s)",
@@ -785,13 +808,7 @@ async fn purge_scenario(args: &Args, server: &Server, channels: Arc<Vec<Channel>
     baseline.print();
 
     // Seeding a million rows is one long statement: well past the service's statement bound.
-    let limits = Limits {
-        max_connections: 2,
-        acquire_timeout: Duration::from_secs(60),
-        statement_timeout: Duration::from_secs(600),
-    };
-    let store =
-        Store::open(server.config.database_url.expose_secret(), limits).await.expect("bench store connects");
+    let store = server.store(Duration::from_secs(600)).await;
     let email = identity::domain::Email::parse("email", &users[0]).expect("bench email").normalized();
     let owner = store.find_user_by_email(&email).await.expect("lookup").expect("bench user exists").user.id;
     let seeding = Instant::now();
@@ -845,7 +862,11 @@ struct Server {
 impl Server {
     async fn start(args: &Args, cost: u32) -> Self {
         let data_dir = tempfile::tempdir().expect("temp dir");
-        let mut server = Self::start_in(args, cost, &data_dir, &[]).await;
+        // With --database-url every server of the run shares one database, as replicas do: this
+        // one's mail worker wakes only for its own messages, never to claim the ones the
+        // delivery scenario's server is timed delivering.
+        let mut server =
+            Self::start_in(args, cost, &data_dir, &[("IDENTITY_MAIL_POLL_INTERVAL", "1h")]).await;
         server._data_dir = Some(data_dir);
         server
     }
@@ -871,6 +892,14 @@ impl Server {
     async fn unthrottled(args: &Args, data_dir: &tempfile::TempDir) -> Self {
         let env = [("IDENTITY_LOGIN_FREE_FAILURES", "1000000"), ("IDENTITY_LOCKOUT_THRESHOLD", "0")];
         Self::start_in(args, args.cost, data_dir, &env).await
+    }
+
+    /// A store of the bench's own on this server's database, for what the scenario sets up or
+    /// watches behind the server's back; its statements may take `statement_timeout`.
+    async fn store(&self, statement_timeout: Duration) -> Store {
+        let limits =
+            Limits { max_connections: 2, acquire_timeout: Duration::from_secs(60), statement_timeout };
+        Store::open(self.config.database_url.expose_secret(), limits).await.expect("bench store connects")
     }
 
     /// Signs up `count` users at this server's cost and returns their emails.

@@ -60,6 +60,7 @@ pub const MAIL_SENT: &str = "identity_mail_sent_total";
 pub const MAIL_RETRIED: &str = "identity_mail_retried_total";
 pub const MAIL_FAILED: &str = "identity_mail_failed_total";
 pub const MAIL_QUEUE_DEPTH: &str = "identity_mail_queue_depth";
+pub const RESET_REQUESTS_PENDING: &str = "identity_reset_requests_pending";
 
 /// Latency buckets from 100 µs (a cached ValidateToken) to 10 s (a login stuck in a queue).
 const SECONDS_BUCKETS: &[f64] =

@@ -18,7 +18,7 @@ use crate::{
     connections::{ConnectionLimits, Handshake},
     domain::PasswordPolicy,
     health,
-    mail::{Deliverer, MailQueue, Outbox, OutboxSettings, OutboxWorker, Templates},
+    mail::{Deliverer, MailQueue, Outbox, OutboxSettings, OutboxWorker, ResetLinks, Templates},
     passwords::{HashError, PasswordHasher},
     rpc::{
         AdminApi, AuthApi, EventApi, ExtAuthzApi, StrictRequests, TokenApi, UserApi,
@@ -213,9 +213,6 @@ impl App {
             },
             mail,
             recovery: RecoverySettings {
-                reset_token_ttl: chrono::TimeDelta::from_std(config.reset_token_ttl)
-                    .unwrap_or(chrono::TimeDelta::minutes(30)),
-                reset_url: config.reset_url.clone(),
                 verify_token_ttl: chrono::TimeDelta::from_std(config.verify_token_ttl)
                     .unwrap_or(chrono::TimeDelta::hours(24)),
                 verify_url: config.verify_url.clone(),
@@ -489,6 +486,12 @@ fn build_outbox(
         max_attempts: config.mail_max_attempts,
         poll_interval: config.mail_poll_interval,
         delivery_timeout: config.smtp_timeout,
+        reset: ResetLinks {
+            url: config.reset_url.clone(),
+            ttl: chrono::TimeDelta::from_std(config.reset_token_ttl)
+                .unwrap_or(chrono::TimeDelta::minutes(30)),
+            max_per_hour: config.mail_max_per_hour,
+        },
     };
     Ok(Outbox::new(store.clone(), clock.clone(), deliverer, templates, settings, queue))
 }

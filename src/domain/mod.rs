@@ -11,6 +11,7 @@ mod email;
 mod event;
 mod full_name;
 mod imported_hash;
+mod link_token;
 mod mail;
 mod mfa;
 mod password;
@@ -29,6 +30,7 @@ pub use event::{Actor, EventRecord, RevocationReason, UserEvent};
 pub use full_name::FullName;
 pub use identity_contract::{SessionId, TokenId, UserId};
 pub use imported_hash::argon2 as parse_argon2;
+pub use link_token::OneTimeToken;
 pub use mail::{FailedMail, LinkPurpose, MailContent, MailId, MailKind, NewMail, OutboxMessage};
 pub use mfa::{RECOVERY_CODES, RecoveryCode, SecondFactor, TotpCode};
 pub use password::{

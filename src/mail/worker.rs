@@ -1,9 +1,11 @@
 //! The outbox worker: claims due messages under a lease, renders and delivers them a batch at
 //! a time, and records each outcome (sent, retried later with exponential backoff and jitter,
-//! or given up after `IDENTITY_MAIL_MAX_ATTEMPTS`). It wakes when this process queues a message
-//! and otherwise every `IDENTITY_MAIL_POLL_INTERVAL`, which also picks up other replicas'
-//! messages and retries that came due. Several replicas can run it: a claim never hands one
-//! message to two workers.
+//! or given up after `IDENTITY_MAIL_MAX_ATTEMPTS`). Beside delivery it answers recorded
+//! password-reset requests (see `requests`), queueing the messages it then delivers. Each of
+//! the two wakes when this process records work for it and otherwise every
+//! `IDENTITY_MAIL_POLL_INTERVAL`, which also picks up other replicas' work and retries that
+//! came due. Several replicas can run it: a claim never hands one message (or request) to two
+//! workers.
 
 use std::{sync::Arc, time::Duration};
 
@@ -18,7 +20,7 @@ use tokio::{
     task::JoinSet,
 };
 
-use super::{Deliverer, Templates};
+use super::{Deliverer, ResetLinks, Templates};
 use crate::{
     clock::Clock,
     domain::{MailId, MailKind, OutboxMessage},
@@ -54,13 +56,22 @@ struct Delivered {
     attempts: u32,
 }
 
-/// Wakes the worker of this process after a message is queued, so delivery starts at once.
+/// Wakes the worker of this process when there is work for it, so that it starts at once.
 #[derive(Debug, Clone, Default)]
-pub struct MailQueue(Arc<Notify>);
+pub struct MailQueue {
+    mail: Arc<Notify>,
+    requests: Arc<Notify>,
+}
 
 impl MailQueue {
+    /// A message was queued: deliver it.
     pub fn wake(&self) {
-        self.0.notify_one();
+        self.mail.notify_one();
+    }
+
+    /// A reset request was recorded: answer it.
+    pub fn requested(&self) {
+        self.requests.notify_one();
     }
 }
 
@@ -71,16 +82,18 @@ pub struct OutboxSettings {
     pub poll_interval: Duration,
     /// The SMTP timeout, which sizes the lease.
     pub delivery_timeout: Duration,
+    /// The links reset requests are answered with.
+    pub reset: ResetLinks,
 }
 
 #[derive(Debug)]
 pub struct Outbox {
-    store: Store,
-    clock: Clock,
+    pub(super) store: Store,
+    pub(super) clock: Clock,
     deliverer: Deliverer,
     templates: Templates,
-    settings: OutboxSettings,
-    queue: MailQueue,
+    pub(super) settings: OutboxSettings,
+    pub(super) queue: MailQueue,
 }
 
 impl Outbox {
@@ -99,25 +112,45 @@ impl Outbox {
         &self.deliverer
     }
 
-    /// Delivers until a stop is requested.
-    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+    /// Answers reset requests and delivers until a stop is requested.
+    pub async fn run(self: Arc<Self>, stop: watch::Receiver<bool>) {
         tracing::info!(deliverer = self.deliverer.name(), "mail outbox worker started");
+        let answering =
+            self.repeat(&self.queue.requests, "cannot answer reset requests", stop.clone(), || async {
+                self.answer_pending().await?;
+                self.record_pending().await;
+                Ok(())
+            });
+        let delivering = self.repeat(&self.queue.mail, "cannot claim queued mail", stop, || async {
+            self.deliver_due().await?;
+            self.record_depth().await;
+            Ok(())
+        });
+        tokio::join!(answering, delivering);
+    }
+
+    /// Runs `round` until a stop is requested: again as soon as `woken`, and otherwise after the
+    /// poll interval, or after a growing wait while the database fails (saying `failing`).
+    async fn repeat<F, Fut>(&self, woken: &Notify, failing: &str, mut stop: watch::Receiver<bool>, round: F)
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<(), StoreError>>,
+    {
         let mut database_retries = DATABASE_BACKOFF.build();
         loop {
-            let wait = match self.deliver_due().await {
-                Ok(_) => {
+            let wait = match round().await {
+                Ok(()) => {
                     database_retries = DATABASE_BACKOFF.build();
-                    self.record_depth().await;
                     self.settings.poll_interval
                 }
                 Err(error) => {
-                    tracing::warn!(%error, "cannot claim queued mail");
+                    tracing::warn!(%error, "{failing}");
                     database_retries.next().unwrap_or(Duration::from_secs(5))
                 }
             };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                _ = self.queue.0.notified() => {}
+                _ = woken.notified() => {}
                 _ = stop.changed() => return,
             }
         }

@@ -2,10 +2,8 @@
 //! the account's address, verification of a new address), each stored only as its digest and
 //! queued with its message in one transaction; a newer token of one user and purpose deletes
 //! the older. Consuming one is a single conditional UPDATE, so of two concurrent calls with one
-//! token exactly one gets it. A reset request runs the same statements, and inserts the same
-//! rows into the same tables (stand-ins, deleted again, where there is nothing to store),
-//! whether or not the email has an account (and whether or not it is over its hourly
-//! allowance), so neither its answer nor its work tells the two apart.
+//! token exactly one gets it. Reset tokens are issued by the mail worker answering a recorded
+//! request (`reset_requests`), never on the request's own path.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::{Connection, PgConnection, SqliteConnection};
@@ -14,7 +12,7 @@ use uuid::Uuid;
 use super::{
     Store, StoreError,
     events::AppendEvents,
-    outbox::{MailRoute, QueueMail, Work},
+    outbox::{MailRoute, QueueMail},
     sessions::{Revocation, RevokeInTransaction, Target},
     users::{InsertUser, NewUser, UserRecord},
     with_pool,
@@ -34,30 +32,6 @@ pub struct LinkToken<'a> {
     pub expires_at: DateTime<Utc>,
     /// Messages of this kind one address may get per hour.
     pub max_per_hour: u32,
-}
-
-/// What a reset request did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ResetRequested {
-    /// A token was stored and its message queued.
-    Queued { user_id: UserId },
-    /// The account's hourly allowance of messages is used up: nothing stored.
-    Throttled { user_id: UserId },
-    /// No active account has this email: nothing stored.
-    NoAccount,
-}
-
-/// The outcome, and the work that led to it: the statements run and the rows they inserted
-/// are the same on every path (tests compare them); a path with nothing to store writes
-/// stand-ins and deletes them again.
-#[derive(Debug, Clone)]
-pub struct ResetRequestWork {
-    pub outcome: ResetRequested,
-    pub statements: u32,
-    /// Rows inserted, stand-ins included.
-    pub rows_inserted: u64,
-    /// Stand-ins discarded, and older tokens superseded.
-    pub rows_deleted: u64,
 }
 
 /// What a request for a verification message (or a notice) did.
@@ -82,15 +56,15 @@ pub enum EmailVerified {
 }
 
 #[derive(sqlx::FromRow)]
-struct Account {
-    id: Uuid,
-    email: String,
-    full_name: String,
+pub(super) struct Account {
+    pub(super) id: Uuid,
+    pub(super) email: String,
+    pub(super) full_name: String,
 }
 
 /// The statements every token flow shares, written once for both connection types: the hourly
 /// allowance of an address, and storing a token with its message.
-trait LinkStatements {
+pub(super) trait LinkStatements {
     /// Messages of `kind` queued to `recipient` in the hour before `now`, counted up to
     /// `limit` (the allowance): the work is bounded by the allowance, not by the history of
     /// an address that is asked for again and again.
@@ -174,74 +148,6 @@ const CONSUME: &str = "UPDATE email_tokens SET used_at = $1
      RETURNING purpose, user_id, email";
 
 impl Store {
-    /// The reset request of `email`: for an active account within its allowance, a token and its
-    /// message; otherwise stand-ins of both (and, with `IDENTITY_MAIL=none`, of its event)
-    /// written and deleted again, so that every path runs the same statements and inserts the
-    /// same rows into the same tables.
-    pub async fn request_password_reset(
-        &self,
-        email: &NormalizedEmail,
-        token: LinkToken<'_>,
-    ) -> Result<ResetRequestWork, StoreError> {
-        const ACCOUNT: &str = "SELECT id, email, full_name FROM users WHERE email_lower = $1 AND is_active";
-        // The account's token, or (user NULL) the stand-in.
-        const STORE: &str =
-            "INSERT INTO email_tokens (token_digest, purpose, user_id, created_at, expires_at)
-             VALUES ($1, 'password_reset', $2, $3, $4)";
-        // The account's older tokens, or the stand-in just written.
-        const SUPERSEDE_OR_DISCARD: &str = "DELETE FROM email_tokens
-             WHERE (user_id = $1 AND purpose = 'password_reset' AND token_digest <> $2)
-                OR (token_digest = $2 AND user_id IS NULL)";
-        let work = with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let account: Option<Account> =
-                sqlx::query_as(ACCOUNT).bind(email.as_str()).fetch_optional(&mut *tx).await?;
-            // The hour's messages to the address the account has now (none for an address
-            // nobody has, which is still counted, over nothing).
-            let recipient = account.as_ref().map_or_else(|| email.as_str().to_owned(), |a| a.email.clone());
-            let recent = tx.mail_this_hour(&recipient, MailKind::PasswordReset, token.now, token.max_per_hour).await?;
-            let allowed = recent < i64::from(token.max_per_hour);
-            let user_id = account.as_ref().map(|a| a.id);
-            let proceed = allowed && user_id.is_some();
-            let owner = user_id.filter(|_| proceed);
-            let stored = sqlx::query(STORE)
-                .bind(&token.digest[..])
-                .bind(owner)
-                .bind(token.now)
-                .bind(token.expires_at)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            let deleted = sqlx::query(SUPERSEDE_OR_DISCARD)
-                .bind(owner)
-                .bind(&token.digest[..])
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            let mut content = token.content.clone();
-            if let Some(account) = &account {
-                content.name = account.full_name.clone();
-            }
-            let mail = NewMail { kind: MailKind::PasswordReset, recipient, content };
-            let owner = owner.map(UserId::from_uuid);
-            let work = Work { statements: 4, rows_inserted: stored, rows_deleted: deleted }
-                + tx.queue_mail_if(self.mail_route(), proceed, owner, &mail, token.now).await?;
-            tx.commit().await?;
-            let outcome = match (user_id, allowed) {
-                (Some(id), true) => ResetRequested::Queued { user_id: UserId::from_uuid(id) },
-                (Some(id), false) => ResetRequested::Throttled { user_id: UserId::from_uuid(id) },
-                (None, _) => ResetRequested::NoAccount,
-            };
-            Ok::<_, sqlx::Error>(ResetRequestWork {
-                outcome,
-                statements: work.statements,
-                rows_inserted: work.rows_inserted,
-                rows_deleted: work.rows_deleted,
-            })
-        })?;
-        Ok(work)
-    }
-
     /// Inserts a new account and, in the same transaction, its verification token and message
     /// (to the address it signed up with). `StoreError::UniqueViolation` as for `insert_user`.
     pub async fn insert_user_to_verify(

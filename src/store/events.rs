@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, QueryBuilder, SqliteConnection};
 use uuid::Uuid;
 
-use super::{Cutoff, Store, StoreError, outbox::Work, sequence::CommitSequence, with_pool};
+use super::{Cutoff, Store, StoreError, sequence::CommitSequence, with_pool};
 use crate::domain::{Actor, EventRecord, UserEvent, UserId};
 
 /// The Postgres channel new events are announced on. A notification is only a hint: its
@@ -37,23 +37,8 @@ pub(super) trait AppendEvents {
     ) -> Result<(), sqlx::Error> {
         self.append_events_by(events, None, now).await
     }
-
-    /// Records `event` only when `wanted`, after the same statements and inserts either way
-    /// (for paths whose work must not tell whether an account exists): when not wanted, a
-    /// stand-in row (of the nil user) is written and deleted before the transaction ends, so no
-    /// reader ever sees it.
-    async fn append_event_if(
-        &mut self,
-        wanted: bool,
-        user_id: Option<UserId>,
-        event: &UserEvent,
-        now: DateTime<Utc>,
-    ) -> Result<Work, sqlx::Error>;
 }
 
-const INSERT_ONE: &str = "INSERT INTO user_events (seq, user_id, kind, payload, occurred_at)
-     VALUES ($1, $2, $3, $4, $5)";
-const DISCARD_STAND_IN: &str = "DELETE FROM user_events WHERE seq = $1 AND NOT $2";
 const ANNOUNCE: &str = "SELECT pg_notify($1, '')";
 
 fn json(event: &UserEvent) -> Result<String, sqlx::Error> {
@@ -61,7 +46,7 @@ fn json(event: &UserEvent) -> Result<String, sqlx::Error> {
 }
 
 macro_rules! append_events {
-    ($connection:ty, $db:ty, $announces:literal, $announce:expr) => {
+    ($connection:ty, $db:ty, $announce:expr) => {
         impl AppendEvents for $connection {
             async fn append_events_by(
                 &mut self,
@@ -95,49 +80,14 @@ macro_rules! append_events {
                 let announce = $announce;
                 announce(self).await
             }
-
-            async fn append_event_if(
-                &mut self,
-                wanted: bool,
-                user_id: Option<UserId>,
-                event: &UserEvent,
-                now: DateTime<Utc>,
-            ) -> Result<Work, sqlx::Error> {
-                let seq = *self.take_positions(1).await?.end();
-                let owner = user_id.filter(|_| wanted).map_or(Uuid::nil(), UserId::into_uuid);
-                let inserted = sqlx::query(INSERT_ONE)
-                    .bind(seq)
-                    .bind(owner)
-                    .bind(event.kind())
-                    .bind(json(event)?)
-                    .bind(now)
-                    .execute(&mut *self)
-                    .await?
-                    .rows_affected();
-                let discarded = sqlx::query(DISCARD_STAND_IN)
-                    .bind(seq)
-                    .bind(wanted)
-                    .execute(&mut *self)
-                    .await?
-                    .rows_affected();
-                let announce = $announce;
-                announce(self).await?;
-                Ok(Work {
-                    statements: if $announces { 4 } else { 3 },
-                    rows_inserted: inserted,
-                    rows_deleted: discarded,
-                })
-            }
         }
     };
 }
-append_events!(PgConnection, sqlx::Postgres, true, async |connection: &mut PgConnection| {
+append_events!(PgConnection, sqlx::Postgres, async |connection: &mut PgConnection| {
     sqlx::query(ANNOUNCE).bind(EVENTS_CHANNEL).execute(&mut *connection).await.map(drop)
 });
 // SQLite's readers are woken by the connection's update hook (see `Store::open`).
-append_events!(SqliteConnection, sqlx::Sqlite, false, async |_: &mut SqliteConnection| Ok::<_, sqlx::Error>(
-    ()
-));
+append_events!(SqliteConnection, sqlx::Sqlite, async |_: &mut SqliteConnection| Ok::<_, sqlx::Error>(()));
 
 #[derive(sqlx::FromRow)]
 struct EventRow {

@@ -3,7 +3,7 @@
 //! (both databases take `$N` placeholders, `RETURNING` and `ON CONFLICT`, and every timestamp is
 //! bound by the service from its clock rather than taken from the database's `now()`) and
 //! type-checked per backend by [`with_pool!`]. One file per table family: `users`, `sessions`,
-//! `attempts`, the admin `directory` and its `listing`, `service_keys`, the mail `outbox` and the `email_tokens` its links carry, `imports` (and exports), the revocation `listener`, and a test-only API in `testing`. No business rules
+//! `attempts`, the admin `directory` and its `listing`, `service_keys`, the mail `outbox`, the `email_tokens` its links carry and the `reset_requests` that ask for them, `imports` (and exports), the revocation `listener`, and a test-only API in `testing`. No business rules
 //! live here.
 
 mod attempts;
@@ -17,6 +17,7 @@ mod listener;
 mod listing;
 mod mfa;
 mod outbox;
+mod reset_requests;
 mod sequence;
 mod service_keys;
 mod sessions;
@@ -38,7 +39,7 @@ use tokio::sync::Notify;
 
 pub use attempts::{AccountCount, Admission, DelaySchedule};
 pub use directory::{RoleChange, RolesChanged, UserChanges, UserKey};
-pub use email_tokens::{EmailVerified, LinkRequested, LinkToken, ResetRequestWork, ResetRequested};
+pub use email_tokens::{EmailVerified, LinkRequested, LinkToken};
 pub use error::StoreError;
 pub use events::{EVENTS_CHANNEL, EventBounds};
 pub use imports::{CollisionKind, ImportMode, ImportOutcome, ImportedUser, PageCursor, SchemeCount};
@@ -46,6 +47,7 @@ pub use listener::{EVENT_LISTENER_APPLICATION_NAME, Hints, LISTENER_APPLICATION_
 pub use listing::{UserCursor, UserFilter};
 pub use mfa::{LoginAccount, TotpCredential, TotpEnrollment};
 pub use outbox::{FailedAttempt, MailClaim};
+pub use reset_requests::{ResetAnswered, ResetRequested};
 pub use service_keys::ServiceKeyRecord;
 pub use sessions::{
     NewSession, REVOCATION_CHANNEL, Revocation, RevocationPosition, RevokedSession, Rotation, SessionAuth,

@@ -41,9 +41,6 @@ const INSERT: &str =
 const HANDED_ON: &str = "INSERT INTO mail_outbox
          (id, kind, recipient, payload, status, attempts, next_attempt_at, created_at, sent_at)
      VALUES ($1, $2, $3, '{}', 'sent', 0, $4, $4, $4)";
-/// Deletes the row just written when it was a stand-in (`$2` false).
-const DISCARD_STAND_IN: &str = "DELETE FROM mail_outbox WHERE id = $1 AND NOT $2";
-
 /// Where a message goes: the outbox, for a deliverer; or, with `IDENTITY_MAIL=none`, the
 /// user-events stream, as a `message_requested` event for the team's own notification service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,33 +49,18 @@ pub(super) enum MailRoute {
     Events,
 }
 
-/// Statements run and rows written by a step whose work must not tell whether an account
-/// exists: a path with nothing to write writes a stand-in row wherever the other writes a row,
-/// and deletes it before its transaction ends, so both insert into the same tables (the same
-/// index maintenance) through the same statements.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Work {
-    pub statements: u32,
-    pub rows_inserted: u64,
-    /// Stand-ins discarded (and, for a reset, older tokens superseded).
-    pub rows_deleted: u64,
-}
-
-impl std::ops::Add for Work {
-    type Output = Self;
-
-    fn add(self, other: Self) -> Self {
-        Self {
-            statements: self.statements + other.statements,
-            rows_inserted: self.rows_inserted + other.rows_inserted,
-            rows_deleted: self.rows_deleted + other.rows_deleted,
-        }
-    }
-}
-
 /// Queues a message inside a caller's transaction, so it exists exactly when what it carries
 /// (a token) does: the one place every message kind goes through.
 pub(super) trait QueueMail {
+    /// Queues `mail` to `user` (none: an operator's message) by `route`.
+    async fn write_mail(
+        &mut self,
+        route: MailRoute,
+        user: Option<UserId>,
+        mail: &NewMail,
+        now: DateTime<Utc>,
+    ) -> Result<(), sqlx::Error>;
+
     /// Queues `mail` to `user` by `route`.
     async fn queue_mail(
         &mut self,
@@ -87,33 +69,8 @@ pub(super) trait QueueMail {
         mail: &NewMail,
         now: DateTime<Utc>,
     ) -> Result<(), sqlx::Error> {
-        self.write_mail(route, None, Some(user), mail, now).await.map(drop)
+        self.write_mail(route, Some(user), mail, now).await
     }
-
-    /// As [`QueueMail::queue_mail`] only when `wanted`; otherwise (a caller whose work must not
-    /// tell whether an account exists, with no user) the same rows are written as stand-ins
-    /// and deleted again, by the same statements.
-    async fn queue_mail_if(
-        &mut self,
-        route: MailRoute,
-        wanted: bool,
-        user: Option<UserId>,
-        mail: &NewMail,
-        now: DateTime<Utc>,
-    ) -> Result<Work, sqlx::Error> {
-        self.write_mail(route, Some(wanted), user, mail, now).await
-    }
-
-    /// `balanced`: `None` for a message always queued; `Some(wanted)` to write stand-ins
-    /// when not `wanted`, after the same statements either way.
-    async fn write_mail(
-        &mut self,
-        route: MailRoute,
-        balanced: Option<bool>,
-        user: Option<UserId>,
-        mail: &NewMail,
-        now: DateTime<Utc>,
-    ) -> Result<Work, sqlx::Error>;
 }
 
 macro_rules! queue_mail {
@@ -122,13 +79,12 @@ macro_rules! queue_mail {
             async fn write_mail(
                 &mut self,
                 route: MailRoute,
-                balanced: Option<bool>,
                 user: Option<UserId>,
                 mail: &NewMail,
                 now: DateTime<Utc>,
-            ) -> Result<Work, sqlx::Error> {
+            ) -> Result<(), sqlx::Error> {
                 let id = MailId::new().into_uuid();
-                let inserted = match route {
+                match route {
                     MailRoute::Outbox => sqlx::query(INSERT)
                         .bind(id)
                         .bind(mail.kind.as_str())
@@ -142,18 +98,8 @@ macro_rules! queue_mail {
                         .bind(now),
                 }
                 .execute(&mut *self)
-                .await?
-                .rows_affected();
-                let mut work = Work { statements: 1, rows_inserted: inserted, rows_deleted: 0 };
-                if let Some(wanted) = balanced {
-                    let discard =
-                        sqlx::query(DISCARD_STAND_IN).bind(id).bind(wanted).execute(&mut *self).await?;
-                    work = work
-                        + Work { statements: 1, rows_inserted: 0, rows_deleted: discard.rows_affected() };
-                }
-                if route == MailRoute::Outbox {
-                    return Ok(work);
-                }
+                .await?;
+                let (MailRoute::Events, Some(user)) = (route, user) else { return Ok(()) };
                 let event = UserEvent::MessageRequested {
                     message_kind: mail.kind,
                     recipient: mail.recipient.clone(),
@@ -161,15 +107,7 @@ macro_rules! queue_mail {
                     link: mail.content.link.clone(),
                     expires_at: mail.content.expires_at,
                 };
-                match (balanced, user) {
-                    (None, Some(user)) => {
-                        self.append_events(&[(user, event)], now).await?;
-                        Ok(work)
-                    }
-                    (wanted, user) => {
-                        Ok(work + self.append_event_if(wanted.unwrap_or(false), user, &event, now).await?)
-                    }
-                }
+                self.append_events(&[(user, event)], now).await
             }
         }
     };
@@ -261,7 +199,7 @@ impl Store {
     /// Queues one message to nobody's account (an operator's test message) on its own, in the
     /// outbox whatever the route (the transactional path is [`QueueMail`]).
     pub async fn queue_mail(&self, mail: &NewMail, now: DateTime<Utc>) -> Result<(), StoreError> {
-        with_pool!(self, pool => pool.write_mail(MailRoute::Outbox, None, None, mail, now).await)?;
+        with_pool!(self, pool => pool.write_mail(MailRoute::Outbox, None, mail, now).await)?;
         Ok(())
     }
 

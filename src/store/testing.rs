@@ -215,6 +215,36 @@ impl Store {
 }
 
 impl Store {
+    /// The rows of every table of the service (the migrations' bookkeeping aside), by table:
+    /// what a test compares before and after a call to see everything it wrote.
+    pub async fn row_counts(&self) -> Result<std::collections::BTreeMap<String, i64>, StoreError> {
+        const TABLES_POSTGRES: &str = "SELECT table_name::text FROM information_schema.tables
+             WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'
+               AND table_name <> '_sqlx_migrations'";
+        const TABLES_SQLITE: &str = "SELECT name FROM sqlite_master
+             WHERE type = 'table' AND substr(name, 1, 7) <> 'sqlite_' AND name <> '_sqlx_migrations'";
+        let sql = match &self.pool {
+            Pool::Postgres(_) => TABLES_POSTGRES,
+            Pool::Sqlite(_) => TABLES_SQLITE,
+        };
+        let tables: Vec<String> = with_pool!(self, pool => sqlx::query_scalar(sql).fetch_all(pool).await)?;
+        let mut counts = std::collections::BTreeMap::new();
+        for table in tables {
+            // The names come from the catalog, not from a caller.
+            let count_sql = format!("SELECT COUNT(*) FROM \"{table}\"");
+            let count: i64 = with_pool!(self, pool => sqlx::query_scalar(&count_sql).fetch_one(pool).await)?;
+            counts.insert(table, count);
+        }
+        Ok(counts)
+    }
+
+    /// The addresses of pending reset requests, oldest first.
+    pub async fn reset_request_rows(&self) -> Result<Vec<String>, StoreError> {
+        const SQL: &str = "SELECT email_lower FROM reset_requests ORDER BY requested_at, email_lower";
+        let rows = with_pool!(self, pool => sqlx::query_scalar(SQL).fetch_all(pool).await)?;
+        Ok(rows)
+    }
+
     /// Appends `event` for `user` inside a transaction that then rolls back, as a write path
     /// failing after its event would. Returns the position the event had taken (handed out
     /// again afterwards: the rollback undid the sequence too).

@@ -31,7 +31,7 @@ pub enum TaskName {
     Purge,
     /// Samples the database pool for the metrics (`metrics::PoolSampler`).
     PoolSampler,
-    /// Delivers queued mail (`mail::OutboxWorker`).
+    /// Answers reset requests and delivers queued mail (`mail::OutboxWorker`).
     MailOutbox,
     /// Publishes new user events to this replica's subscribers (`service::EventSync`).
     EventSync,

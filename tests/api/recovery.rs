@@ -1,18 +1,20 @@
 //! Password reset by email, end to end: the link arrives over SMTP, sets a new password and
-//! ends every session; an unknown email gets the same answer after the same work; a token
-//! works once, until it expires or a newer one replaces it; the hourly allowance holds.
+//! ends every session; a request for an unknown email gets the same answer after the same work
+//! (one recorded request, answered later by the mail worker); a recorded request survives a
+//! restart, and two replicas answer each once; a token works once, until it expires or a newer
+//! one replaces it; the hourly allowance holds.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use identity::{
-    domain::Email,
+    domain::UserEvent,
     proto::{GetCurrentUserRequest, RequestPasswordResetRequest, ResetPasswordRequest},
-    store::ResetRequested,
+    supervisor::{Fault, TaskName},
 };
 use tonic::Code;
 
 use crate::{
-    helpers::{Backend, PASSWORD, TestApp, assert_code, bad_fields, bearer},
+    helpers::{Backend, PASSWORD, TestApp, assert_code, bad_fields, bearer, eventually},
     mail::spawn_with_smtp,
     on_both_backends,
     smtp::SmtpServer,
@@ -20,8 +22,10 @@ use crate::{
 
 on_both_backends!(
     a_reset_link_sets_a_new_password_and_ends_every_session,
-    an_unknown_email_gets_the_same_answer_after_the_same_work,
-    with_mail_none_an_unknown_email_gets_the_same_work_too,
+    a_request_records_the_same_one_row_for_an_existing_and_an_unknown_email,
+    with_mail_none_a_request_records_the_same_one_row_too,
+    a_request_recorded_before_a_restart_is_answered_after_it,
+    two_replicas_answer_each_request_once,
     a_used_expired_or_superseded_token_gets_one_clear_error,
     of_two_concurrent_resets_with_one_token_exactly_one_succeeds,
     requests_beyond_the_hourly_allowance_answer_ok_and_send_nothing,
@@ -93,31 +97,59 @@ async fn a_reset_link_sets_a_new_password_and_ends_every_session(app: TestApp) {
     assert!(after.email_verified && after.email_verified_at.is_some(), "{after:?}");
 }
 
-/// The work of a reset request for `known` (an account's email) and for an unknown email,
-/// compared: the same statements, the same rows inserted, and the unknown path's stand-ins all
-/// deleted again.
-async fn compare_reset_work(app: &TestApp, known: &str) {
-    let identity = app.identity();
-    let known = identity.request_password_reset(&Email::parse("email", known).unwrap()).await.unwrap();
-    let unknown =
-        identity.request_password_reset(&Email::parse("email", "nobody@example.com").unwrap()).await.unwrap();
-    assert!(matches!(known.outcome, ResetRequested::Queued { .. }), "{known:?}");
-    assert_eq!(unknown.outcome, ResetRequested::NoAccount);
-    assert_eq!(known.statements, unknown.statements, "{known:?} {unknown:?}");
-    assert_eq!(known.rows_inserted, unknown.rows_inserted, "the same inserts too: {known:?} {unknown:?}");
-    assert_eq!(unknown.rows_deleted, unknown.rows_inserted, "no stand-in outlives its request: {unknown:?}");
+/// Waits until the mail worker has answered every recorded reset request (each answer is
+/// committed with the removal of its request).
+async fn answered(app: &TestApp) {
+    let none_pending = || async { app.store.pending_reset_requests().await.unwrap() == 0 };
+    assert!(eventually(WITHIN, none_pending).await.is_some(), "reset requests still pending");
 }
 
-async fn an_unknown_email_gets_the_same_answer_after_the_same_work(app: TestApp) {
+/// The tables whose row counts differ between `before` and `after`, with the difference.
+fn grown(before: &BTreeMap<String, i64>, after: &BTreeMap<String, i64>) -> BTreeMap<String, i64> {
+    after
+        .iter()
+        .map(|(table, rows)| (table.clone(), rows - before.get(table).copied().unwrap_or(0)))
+        .filter(|(_, difference)| *difference != 0)
+        .collect()
+}
+
+/// With the mail worker held down: a request for `known` (an account's email) and one for an
+/// unknown email each add one row to `reset_requests` and change nothing else, and asking again
+/// while they are pending adds nothing at all. Then lets the worker answer them.
+async fn requests_record_the_same_one_row(app: &TestApp, known: &str) {
+    app.faults().fail(TaskName::MailOutbox, Fault::Return).await;
+    let one_request = BTreeMap::from([("reset_requests".to_owned(), 1)]);
+    let start = app.store.row_counts().await.unwrap();
+    request_reset(app, &known.to_uppercase()).await;
+    let after_known = app.store.row_counts().await.unwrap();
+    assert_eq!(grown(&start, &after_known), one_request, "the existing email's request");
+    request_reset(app, "Nobody-Here@example.com").await;
+    let after_unknown = app.store.row_counts().await.unwrap();
+    assert_eq!(grown(&after_known, &after_unknown), one_request, "the unknown email's request");
+    // The same row: the normalized address (the time aside).
+    let mut rows = app.store.reset_request_rows().await.unwrap();
+    rows.sort();
+    assert_eq!(rows, ["nobody-here@example.com".to_owned(), known.to_lowercase()]);
+    // Asked again while pending: nothing more, for either.
+    request_reset(app, known).await;
+    request_reset(app, "nobody-here@example.com").await;
+    assert_eq!(app.store.row_counts().await.unwrap(), after_unknown);
+    app.faults().restart(TaskName::MailOutbox).await;
+    answered(app).await;
+}
+
+async fn a_request_records_the_same_one_row_for_an_existing_and_an_unknown_email(app: TestApp) {
+    let (app, smtp) = with_smtp(app, &[]).await;
     let (user, _) = app.signed_in_user().await;
-    // The same answer over the API.
-    request_reset(&app, "nobody-here@example.com").await;
-    // The same statements in the service, whichever path runs.
-    compare_reset_work(&app, &user.email).await;
+    requests_record_the_same_one_row(&app, &user.email).await;
+    // The worker answered both: only the account's message was queued, and it arrives.
+    let received = smtp.wait_for_subject(RESET, 1, WITHIN).await;
+    assert_eq!(received[0].recipients, std::slice::from_ref(&user.email));
     let rows: Vec<_> =
         app.store.mail_rows().await.unwrap().into_iter().filter(|row| row.kind == "password_reset").collect();
     assert_eq!(rows.len(), 1, "only the account's message is queued: {rows:?}");
     assert_eq!(rows[0].recipient, user.email);
+    reset(&app, &received[0].token().unwrap(), NEW_PASSWORD).await.expect("its link works");
     // A malformed email is the caller's mistake, said as such.
     let status = assert_code(
         app.auth().request_password_reset(RequestPasswordResetRequest { email: "not an email".into() }).await,
@@ -126,13 +158,12 @@ async fn an_unknown_email_gets_the_same_answer_after_the_same_work(app: TestApp)
     assert_eq!(bad_fields(&status), ["email"]);
 }
 
-/// With IDENTITY_MAIL=none the account's path also writes a `message_requested` event (and a
-/// record of the message for the allowance): the unknown path writes stand-ins of both, which
-/// no subscriber ever sees.
-async fn with_mail_none_an_unknown_email_gets_the_same_work_too(app: TestApp) {
+/// With IDENTITY_MAIL=none the worker's answer for the account is a `message_requested` event
+/// (and a record of the message for the allowance); the request itself is the same one row.
+async fn with_mail_none_a_request_records_the_same_one_row_too(app: TestApp) {
     let app = app.restart_with(&[("IDENTITY_MAIL", "none"), ("IDENTITY_RESET_URL", RESET_URL)]).await;
     let (user, _) = app.signed_in_user().await;
-    compare_reset_work(&app, &user.email).await;
+    requests_record_the_same_one_row(&app, &user.email).await;
     let rows: Vec<_> =
         app.store.mail_rows().await.unwrap().into_iter().filter(|row| row.kind == "password_reset").collect();
     assert_eq!(rows.len(), 1, "only the account's message is recorded: {rows:?}");
@@ -140,11 +171,63 @@ async fn with_mail_none_an_unknown_email_gets_the_same_work_too(app: TestApp) {
     let events = app.store.events_after(0, 1000).await.unwrap();
     let requested: Vec<_> = events
         .iter()
-        .filter(|e| matches!(e.event, identity::domain::UserEvent::MessageRequested { .. }))
+        .filter(|e| matches!(e.event, UserEvent::MessageRequested { .. }))
         .map(|e| e.user_id.to_string())
         .collect();
-    // Signup's verification message, then the reset: both the account's; no stand-in remains.
+    // Signup's verification message, then the reset: both the account's.
     assert_eq!(requested, [user.id.clone(), user.id.clone()], "{events:?}");
+}
+
+async fn a_request_recorded_before_a_restart_is_answered_after_it(app: TestApp) {
+    let (app, smtp) = with_smtp(app, &[]).await;
+    let (user, _) = app.signed_in_user().await;
+    app.faults().fail(TaskName::MailOutbox, Fault::Return).await;
+    request_reset(&app, &user.email).await;
+    assert_eq!(app.store.pending_reset_requests().await.unwrap(), 1, "recorded before answering OK");
+    let app = app.restart().await;
+    let received = smtp.wait_for_subject(RESET, 1, WITHIN).await;
+    assert_eq!(received.len(), 1, "the request made before the restart is answered after it");
+    assert_eq!(received[0].recipients, std::slice::from_ref(&user.email));
+    reset(&app, &received[0].token().unwrap(), NEW_PASSWORD).await.expect("its link works");
+}
+
+async fn two_replicas_answer_each_request_once(app: TestApp) {
+    let (first, smtp) = with_smtp(app, &[]).await;
+    let second = first.spawn_peer().await;
+    const ACCOUNTS: usize = 12;
+    let mut emails = Vec::new();
+    for n in 0..ACCOUNTS {
+        let email = format!("replica-reset-{n}@example.com");
+        first.signup(&email, PASSWORD, "Replica User").await.unwrap();
+        emails.push(email);
+    }
+    // Every request at once, spread over both replicas, unknown emails among them.
+    let requests = emails.iter().cloned().chain((0..ACCOUNTS).map(|n| format!("nobody-{n}@example.com")));
+    let mut calls = tokio::task::JoinSet::new();
+    for (n, email) in requests.enumerate() {
+        let mut client = if n % 2 == 0 { first.auth() } else { second.auth() };
+        calls
+            .spawn(async move { client.request_password_reset(RequestPasswordResetRequest { email }).await });
+    }
+    while let Some(answer) = calls.join_next().await {
+        answer.unwrap().expect("RequestPasswordReset answers OK");
+    }
+    smtp.wait_for_subject(RESET, ACCOUNTS, WITHIN).await;
+    answered(&first).await;
+    let delivered = || async {
+        let rows = first.store.mail_rows().await.unwrap();
+        rows.iter().filter(|row| row.kind == "password_reset").all(|row| row.status == "sent")
+    };
+    assert!(eventually(WITHIN, delivered).await.is_some());
+    let mut recipients: Vec<_> = smtp
+        .received()
+        .into_iter()
+        .filter(|m| m.header("Subject") == Some(RESET))
+        .flat_map(|m| m.recipients)
+        .collect();
+    recipients.sort();
+    emails.sort();
+    assert_eq!(recipients, emails, "each account's request answered once");
 }
 
 async fn a_used_expired_or_superseded_token_gets_one_clear_error(app: TestApp) {
@@ -206,8 +289,10 @@ async fn of_two_concurrent_resets_with_one_token_exactly_one_succeeds(app: TestA
 async fn requests_beyond_the_hourly_allowance_answer_ok_and_send_nothing(app: TestApp) {
     let (app, smtp) = with_smtp(app, &[("IDENTITY_MAIL_MAX_PER_HOUR", "3")]).await;
     let (user, _) = app.signed_in_user().await;
+    // Each request answered before the next (one pending for the address would absorb it).
     for _ in 0..5 {
         request_reset(&app, &user.email).await;
+        answered(&app).await;
     }
     let received = smtp.wait_for_subject(RESET, 3, WITHIN).await;
     assert_eq!(received.len(), 3);

@@ -1,0 +1,112 @@
+//! The `reset_requests` table: password-reset requests waiting for the mail worker. Recording
+//! one is a single insert of the normalized address and the time, the same for an address with
+//! an account and one without (a request while one is pending for the address inserts nothing,
+//! again whoever owns it), so the request's work tells nobody which it was. Answering one is a
+//! transaction of its own that takes the oldest row (deleting it; on Postgres skipping rows
+//! another replica holds), looks the account up, checks the hourly allowance and stores the
+//! token with its message; if anything fails the transaction rolls back and the request waits
+//! for the next try.
+
+use chrono::{DateTime, Utc};
+use sqlx::Connection;
+use uuid::Uuid;
+
+use super::{
+    Pool, Store, StoreError,
+    email_tokens::{Account, LinkStatements, LinkToken},
+    with_pool,
+};
+use crate::domain::{LinkPurpose, MailKind, NewMail, NormalizedEmail, UserId};
+
+/// What answering a reset request did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResetRequested {
+    /// A token was stored and its message queued.
+    Queued { user_id: UserId },
+    /// The account's hourly allowance of messages is used up: nothing stored.
+    Throttled { user_id: UserId },
+    /// No active account has this email: nothing stored.
+    NoAccount,
+}
+
+/// A reset request taken from the table and answered.
+#[derive(Debug, Clone)]
+pub struct ResetAnswered {
+    pub requested_at: DateTime<Utc>,
+    pub outcome: ResetRequested,
+}
+
+const RECORD: &str = "INSERT INTO reset_requests (email_lower, requested_at) VALUES ($1, $2)
+     ON CONFLICT (email_lower) DO NOTHING";
+/// Takes the oldest request; its row stays locked (deleted, uncommitted) until the answer is
+/// committed, so a concurrent claimer skips it and a new request for the address waits.
+const TAKE_POSTGRES: &str = "DELETE FROM reset_requests WHERE email_lower = (
+         SELECT email_lower FROM reset_requests ORDER BY requested_at LIMIT 1 FOR UPDATE SKIP LOCKED)
+     RETURNING email_lower, requested_at";
+/// SQLite: the delete takes the one write lock at once and holds it to the commit.
+const TAKE_SQLITE: &str = "DELETE FROM reset_requests WHERE email_lower = (
+         SELECT email_lower FROM reset_requests ORDER BY requested_at LIMIT 1)
+     RETURNING email_lower, requested_at";
+
+impl Store {
+    /// Records a reset request for `email` at `now`, unless one is pending for it already.
+    pub async fn request_password_reset(
+        &self,
+        email: &NormalizedEmail,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        with_pool!(self, pool => sqlx::query(RECORD).bind(email.as_str()).bind(now).execute(pool).await.map(drop))?;
+        Ok(())
+    }
+
+    /// Takes the oldest pending reset request and answers it, in one transaction: for an
+    /// active account within its hourly allowance, supersedes its older reset tokens, stores
+    /// `token` and queues its message (or, with `IDENTITY_MAIL=none`, records the
+    /// `message_requested` event). `None` when no request is pending (or every one is held
+    /// by another replica).
+    pub async fn answer_reset_request(
+        &self,
+        token: LinkToken<'_>,
+    ) -> Result<Option<ResetAnswered>, StoreError> {
+        const ACCOUNT: &str = "SELECT id, email, full_name FROM users WHERE email_lower = $1 AND is_active";
+        let take = match &self.pool {
+            Pool::Postgres(_) => TAKE_POSTGRES,
+            Pool::Sqlite(_) => TAKE_SQLITE,
+        };
+        let answered = with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let taken: Option<(String, DateTime<Utc>)> = sqlx::query_as(take).fetch_optional(&mut *tx).await?;
+            let Some((email, requested_at)) = taken else { return Ok(None) };
+            let account: Option<Account> = sqlx::query_as(ACCOUNT).bind(&email).fetch_optional(&mut *tx).await?;
+            let outcome = match account {
+                None => ResetRequested::NoAccount,
+                Some(account) => {
+                    let user_id = UserId::from_uuid(account.id);
+                    let recent = tx
+                        .mail_this_hour(&account.email, MailKind::PasswordReset, token.now, token.max_per_hour)
+                        .await?;
+                    if recent >= i64::from(token.max_per_hour) {
+                        ResetRequested::Throttled { user_id }
+                    } else {
+                        let mut content = token.content.clone();
+                        content.name = account.full_name;
+                        let mail = NewMail { kind: MailKind::PasswordReset, recipient: account.email, content };
+                        let id: Uuid = account.id;
+                        tx.issue_link(self.mail_route(), id, LinkPurpose::PasswordReset, None, &token, &mail).await?;
+                        ResetRequested::Queued { user_id }
+                    }
+                }
+            };
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(Some(ResetAnswered { requested_at, outcome }))
+        })?;
+        Ok(answered)
+    }
+
+    /// Reset requests waiting to be answered.
+    pub async fn pending_reset_requests(&self) -> Result<i64, StoreError> {
+        const SQL: &str = "SELECT COUNT(*) FROM reset_requests";
+        let count = with_pool!(self, pool => sqlx::query_scalar(SQL).fetch_one(pool).await)?;
+        Ok(count)
+    }
+}
