@@ -114,6 +114,9 @@ pub enum RevocationReason {
     AccountDeleted,
     /// A role was taken away: tokens carrying it must not outlive the change.
     RolesChanged,
+    /// A second factor was enabled: sessions opened with the password alone (perhaps by whoever
+    /// made the user enrol) end, except the one that enrolled.
+    MfaEnabled,
 }
 
 /// Who made a change someone other than the account's owner made: an admin caller, named as

@@ -200,5 +200,6 @@ fn reason_message(reason: RevocationReason) -> SessionRevokedReason {
         RevocationReason::User => R::User,
         RevocationReason::AccountDeleted => R::AccountDeleted,
         RevocationReason::RolesChanged => R::RolesChanged,
+        RevocationReason::MfaEnabled => R::MfaEnabled,
     }
 }

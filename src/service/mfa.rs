@@ -23,7 +23,7 @@ use crate::{
     error::AppError,
     metrics::LOGINS,
     sealing::Sealer,
-    store::{SessionAuth, TotpEnrollment},
+    store::{SessionAuth, TotpConfirmation, TotpEnrollment},
     tokens::{IssuedAccessToken, VerifiedToken},
 };
 
@@ -164,17 +164,23 @@ impl Identity {
         let secret = self.open_secret(user, &credential.sealed).await?;
         let now = self.clock.now();
         let (codes, digests) = new_recovery_codes();
-        let confirmed = match matching_step(&totp(secret, None)?, code, now) {
-            Some(step) => self.store.confirm_totp(user, step, &digests, now).await?,
-            None => false,
+        let confirmation = match matching_step(&totp(secret, None)?, code, now) {
+            Some(step) => self.store.confirm_totp(user, step, &digests, caller.claims.sid, now).await?,
+            None => TotpConfirmation::Refused,
         };
-        if !confirmed {
+        let TotpConfirmation::Enabled(revocation) = confirmation else {
             // Stays counted; no longer in flight (see `throttle`).
             self.attempt_failed(&ticket).await?;
             return Err(self.wrong_code(caller, user, ticket.pair_failures, requester).await);
-        }
+        };
         self.attempt_succeeded(&ticket).await?;
-        tracing::info!(target: "audit", event = "mfa_enabled", user_id = %user);
+        // Sessions opened with the password alone, perhaps by whoever prompted the enrolment,
+        // must not keep refreshing past it: only the enrolling one stays.
+        let sessions_revoked = revocation.as_ref().map_or(0, |r| r.session_ids.len());
+        if let Some(revocation) = &revocation {
+            self.revoked_here(revocation);
+        }
+        tracing::info!(target: "audit", event = "mfa_enabled", user_id = %user, sessions_revoked);
         Ok(codes)
     }
 

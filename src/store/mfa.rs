@@ -11,12 +11,12 @@ use uuid::Uuid;
 use super::{
     NewSession, Store, StoreError, UserRecord,
     events::AppendEvents,
-    sessions::insert_session_query,
+    sessions::{Revocation, RevokeInTransaction, Target, insert_session_query},
     users::{UserRow, user_columns},
     with_pool,
 };
 use crate::{
-    domain::{Actor, NormalizedEmail, UserEvent, UserId},
+    domain::{Actor, NormalizedEmail, RevocationReason, SessionId, UserEvent, UserId},
     sealing::Sealed,
 };
 
@@ -33,6 +33,16 @@ struct LoginRow {
     #[sqlx(flatten)]
     user: UserRow,
     second_factor: bool,
+}
+
+/// What confirming an enrolment did.
+#[derive(Debug)]
+pub enum TotpConfirmation {
+    /// The code was not right for a pending enrolment (or its step was used already).
+    Refused,
+    /// The second factor is on; the user's other sessions, opened with the password alone,
+    /// ended (`None`: there were none).
+    Enabled(Option<Revocation>),
 }
 
 /// A user's TOTP credential as stored.
@@ -182,23 +192,26 @@ impl Store {
         user: UserId,
         step: i64,
         code_digests: &[[u8; 32]],
+        enrolling_session: SessionId,
         now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<TotpConfirmation, StoreError> {
         const CONFIRM: &str = "UPDATE totp_credentials SET confirmed_at = $2, last_step = $3
              WHERE user_id = $1 AND confirmed_at IS NULL AND last_step < $3";
         let uuid = user.into_uuid();
-        let confirmed = with_pool!(self, pool => {
+        let confirmation = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let done = sqlx::query(CONFIRM).bind(uuid).bind(now).bind(step).execute(&mut *tx).await?;
             if done.rows_affected() == 0 {
-                return Ok(false);
+                return Ok(TotpConfirmation::Refused);
             }
             replace_codes!(tx, uuid, code_digests, now);
             tx.append_events(&[(user, UserEvent::MfaEnabled)], now).await?;
+            let others = Target::User { user_id: user, except: Some(enrolling_session) };
+            let revocation = tx.revoke(others, RevocationReason::MfaEnabled, now).await?;
             tx.commit().await?;
-            Ok::<_, sqlx::Error>(true)
+            Ok::<_, sqlx::Error>(TotpConfirmation::Enabled(revocation))
         })?;
-        Ok(confirmed)
+        Ok(confirmation)
     }
 
     /// Replaces the user's recovery codes (the old ones stop working), in one transaction.

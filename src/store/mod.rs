@@ -45,7 +45,7 @@ pub use events::{EVENTS_CHANNEL, EventBounds};
 pub use imports::{CollisionKind, ImportMode, ImportOutcome, ImportedUser, PageCursor, SchemeCount};
 pub use listener::{EVENT_LISTENER_APPLICATION_NAME, Hints, LISTENER_APPLICATION_NAME};
 pub use listing::{UserCursor, UserFilter};
-pub use mfa::{LoginAccount, TotpCredential, TotpEnrollment};
+pub use mfa::{LoginAccount, TotpConfirmation, TotpCredential, TotpEnrollment};
 pub use outbox::{FailedAttempt, MailClaim};
 pub use reset_requests::{ResetAnswered, ResetRequested};
 pub use service_keys::ServiceKeyRecord;

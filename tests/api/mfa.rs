@@ -33,6 +33,7 @@ on_both_backends!(
     regenerating_codes_and_disabling_need_the_password_and_a_second_factor,
     an_admin_sees_and_resets_a_second_factor_and_the_events_say_so,
     malformed_codes_are_invalid_arguments_naming_the_field,
+    enabling_a_second_factor_ends_the_other_password_only_sessions,
 );
 
 /// RFC 6238 TOTP (SHA-1, 6 digits, 30 s) at `unix_seconds`, from RFC 4226's HOTP.
@@ -423,4 +424,26 @@ async fn malformed_codes_are_invalid_arguments_naming_the_field(app: TestApp) {
     assert_eq!(bad_fields(&status), ["totp_code"]);
     // None of these cost the challenge anything: it still completes.
     complete(&app, &handle, totp_factor(&user.fresh_code(&app))).await.unwrap();
+}
+
+async fn enabling_a_second_factor_ends_the_other_password_only_sessions(app: TestApp) {
+    let (user, login) = app.signed_in_user().await;
+    let enrolling = login.tokens.unwrap();
+    // A session someone else may hold, opened with the password alone.
+    let other = app.login(&user.email, PASSWORD).await.unwrap().tokens.unwrap();
+    let started = begin(&app, &enrolling.access_token).await.unwrap();
+    let secret = secret_of(&started.otpauth_uri);
+    confirm(&app, &enrolling.access_token, &totp(&secret, app.clock.now().timestamp())).await.unwrap();
+
+    let validate = |access: &str| ValidateTokenRequest { access_token: access.into() };
+    let other_now = app.tokens().validate_token(validate(&other.access_token)).await.unwrap().into_inner();
+    assert!(!other_now.active, "the other session's access token is revoked");
+    let refresh = RefreshTokenRequest { refresh_token: other.refresh_token.clone() };
+    assert_code(app.auth().refresh_token(refresh).await, Code::Unauthenticated);
+
+    // The session that enrolled goes on, and still says it was opened with the password alone.
+    assert_eq!(claims(&app, &enrolling.access_token).await.amr, ["pwd"]);
+    let refresh = RefreshTokenRequest { refresh_token: enrolling.refresh_token.clone() };
+    let renewed = app.auth().refresh_token(refresh).await.unwrap().into_inner().tokens.unwrap();
+    assert_eq!(claims(&app, &renewed.access_token).await.amr, ["pwd"]);
 }
