@@ -408,11 +408,33 @@ fn single_core_verify_time(cost: u32) -> Duration {
     started.elapsed() / rounds
 }
 
+/// Makes sure the Postgres database `url` names exists, so that a scenario can seed it once and
+/// later runs reuse it (`--database-url postgres://.../identity_bench_1m`).
+async fn create_database_if_missing(url: &str) {
+    use sqlx::{ConnectOptions, postgres::PgConnectOptions};
+    let options: PgConnectOptions = url.parse().expect("a Postgres URL");
+    let Some(name) = options.get_database().map(str::to_owned) else { return };
+    let mut admin = options.clone().database("postgres").connect().await.expect("connect to postgres");
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(&name)
+        .fetch_one(&mut admin)
+        .await
+        .expect("look the database up");
+    if !exists {
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        sqlx::query(&format!("CREATE DATABASE {quoted}")).execute(&mut admin).await.expect("create database");
+        println!("created database {name}");
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
     let scenarios: Vec<&str> = args.scenarios.split(',').map(str::trim).collect();
     let wants = |name: &str| scenarios.contains(&name);
+    if let Some(url) = args.database_url.as_deref().filter(|url| url.starts_with("postgres")) {
+        create_database_if_missing(url).await;
+    }
     if let Some(sweep) = args.sweep.clone() {
         return sweep_main(&args, &sweep).await;
     }

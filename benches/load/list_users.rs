@@ -1,10 +1,12 @@
-//! `list-users`: AdminService.ListUsers over a million users in Postgres (`--database-url`).
-//! Seeds the users once (one `INSERT ... SELECT FROM generate_series`; a tenth get roles, in
-//! three sizes; the table is vacuumed and analyzed), then for each single filter times pages of
-//! 100 through the real server: the first `--list-pages` pages of the listing, and as many after
-//! skipping `--list-deep` users (keyset pages cost the same at any depth). Prints p50/p99 per
-//! filter against the 20 ms target, and each filter's plan (EXPLAIN ANALYZE of the statement the
-//! store runs, for a first and a deep page).
+//! `list-users`: AdminService.ListUsers over a million users in Postgres (`--database-url`,
+//! created when missing). Seeds the users up to `--list-users`, resumably (chunks of
+//! `INSERT ... SELECT FROM generate_series`, each user's data derived from its number, so a later
+//! run adds only what is missing; a tenth get roles, in three sizes; the tables are vacuumed and
+//! analyzed), then for each single filter times pages of 100 through the real server: the first
+//! `--list-pages` pages of the listing, and as many after skipping `--list-deep` users (keyset
+//! pages cost the same at any depth). Prints p50/p99 per filter against the 20 ms target, each
+//! filter's plan nodes (EXPLAIN ANALYZE of the statement the store runs, for a first and a deep
+//! page) with whether they are all index scans, and the full plans at the end.
 
 use std::time::{Duration, Instant};
 
@@ -21,7 +23,7 @@ use super::{Args, Server, channels, histogram};
 
 /// The target the issue sets for a page of 100 with any one filter.
 const TARGET_P99_MS: f64 = 20.0;
-/// Every seeded address ends so; the seed is skipped when the table already has this many.
+/// Every seeded address ends so.
 const SEED_DOMAIN: &str = "@seed.example";
 
 struct Case {
@@ -30,7 +32,7 @@ struct Case {
     filter: UserFilter,
 }
 
-fn cases(now: DateTime<Utc>) -> Vec<Case> {
+fn cases(created: (DateTime<Utc>, DateTime<Utc>)) -> Vec<Case> {
     let prefix = |p: &str| (EmailPrefix::parse("email_prefix", p).unwrap(), p.to_owned());
     let role = |r: &str| (Role::parse("role", r).unwrap(), r.to_owned());
     let mut cases =
@@ -60,7 +62,7 @@ fn cases(now: DateTime<Utc>) -> Vec<Case> {
             filter: UserFilter { role: Some(parsed), ..Default::default() },
         });
     }
-    let (from, before) = (now - TimeDelta::days(400), now - TimeDelta::days(370));
+    let (from, before) = created;
     cases.push(Case {
         name: "created in 30 days",
         request: ListUsersRequest {
@@ -103,7 +105,7 @@ pub(super) async fn list_users(args: &Args) {
         args.list_users, args.list_pages, args.list_pages, args.list_deep
     );
     let mut plans = Vec::new();
-    for case in cases(Utc::now()) {
+    for case in cases(created_window(args.list_users)) {
         let first = time_pages(&client, &key, &case.request, String::new(), args.list_pages).await;
         let (token, skipped, last) = skip(&client, &key, &case.request, args.list_deep).await;
         let deep = if token.is_empty() {
@@ -114,16 +116,20 @@ pub(super) async fn list_users(args: &Args) {
         let mut line = format!("list-users {:<22} first {}", case.name, summary(&first));
         match &deep {
             Some(deep) => line += &format!(" | after {skipped:>7} users {}", summary(deep)),
-            None => line += &format!(" | the listing ends after {skipped} users"),
+            None => line += &format!(" | the listing ends after {skipped} users: no deep pages"),
         }
         println!("{line}");
-        plans.push((case.name, "first page", store.explain_list_users(&case.filter, None, 101).await));
+        let mut explained = vec![("first page", store.explain_list_users(&case.filter, None, 101).await)];
         if let Some(after) = last.as_ref().and_then(cursor_of).filter(|_| deep.is_some()) {
-            plans.push((
-                case.name,
-                "deep page",
-                store.explain_list_users(&case.filter, Some(after), 101).await,
-            ));
+            explained.push(("deep page", store.explain_list_users(&case.filter, Some(after), 101).await));
+        }
+        for (which, plan) in explained {
+            if let Ok(lines) = &plan {
+                let (nodes, indexed, time) = plan_nodes(lines);
+                let verdict = if indexed { "index scans only" } else { "NOT ONLY INDEX SCANS" };
+                println!("    {which:<10} {verdict}, executed in {time}: {nodes}");
+            }
+            plans.push((case.name, which, plan));
         }
     }
     for (name, which, plan) in plans {
@@ -136,52 +142,130 @@ pub(super) async fn list_users(args: &Args) {
     store.close().await;
 }
 
-/// Seeds `count` users (less those already there) in one statement, gives a tenth of them
-/// roles (10%: billing.read, 1%: bench.some, 0.1%: bench.rare), then VACUUM ANALYZE, so index-only
-/// scans and the planner's estimates are what a settled production table has.
+/// Seeded users are numbered from 1; a user's id, address, creation time, activity and role
+/// follow from its number alone, so a seed stopped anywhere is finished by the next run, which
+/// adds only the chunks that are missing.
+const SEED_CHUNK: u32 = 50_000;
+/// Seeded user n was created `n` minutes after this instant (1,000,000 users span 694 days).
+const SEED_EPOCH: &str = "2024-01-01T00:00:00Z";
+
+fn seed_epoch() -> DateTime<Utc> {
+    SEED_EPOCH.parse().expect("a valid instant")
+}
+
+/// A 30-day window in the middle of `count` seeded users' creation times (about 43,000 users
+/// at one a minute).
+fn created_window(count: u32) -> (DateTime<Utc>, DateTime<Utc>) {
+    let middle = seed_epoch() + TimeDelta::minutes(i64::from(count / 2));
+    (middle - TimeDelta::days(15), middle + TimeDelta::days(15))
+}
+
+/// The seeded user `$1`'s id (a random-looking v4-shaped uuid, as the service's are).
+const SEED_ID: &str = "md5('seed-user-' || $1::bigint)::uuid";
+/// Seeds users `$1..=$2`: addresses start with 8 hex digits of md5(n), so a prefix of k hex
+/// digits matches about count / 16^k of them; creation times are a minute apart from `$3`; one
+/// in ten is deactivated. A row already there (by id or address) is left alone.
+const SEED_USERS: &str =
+    "INSERT INTO users (id, email, email_lower, email_skeleton, full_name, password_hash,
+         is_active, created_at, updated_at)
+     SELECT md5('seed-user-' || n)::uuid, e, e, e, 'Seeded User', '!', n % 10 <> 0, t, t
+     FROM (SELECT n, substr(md5(n::text), 1, 8) || '.' || n || $4 AS e,
+                  $3::timestamptz + n * interval '1 minute' AS t
+           FROM generate_series($1::bigint, $2::bigint) AS n) s
+     ON CONFLICT DO NOTHING";
+/// Gives about a tenth of users `$1..=$2` a role, by a hash of their number: 10% billing.read,
+/// 1% bench.some, 0.1% bench.rare (only users that exist: a leftover address may have kept an
+/// id out).
+const SEED_ROLES: &str = "INSERT INTO user_roles (user_id, role, granted_at)
+     SELECT u.id, CASE WHEN h < 1 THEN 'bench.rare' WHEN h < 11 THEN 'bench.some' ELSE 'billing.read' END,
+            u.created_at
+     FROM (SELECT n, ('x' || substr(md5('seed-role-' || n), 1, 8))::bit(32)::bigint % 1000 AS h
+           FROM generate_series($1::bigint, $2::bigint) AS n) s
+     JOIN users u ON u.id = md5('seed-user-' || s.n)::uuid
+     WHERE s.h < 111
+     ON CONFLICT DO NOTHING";
+
+/// Seeds users 1..=`count` in chunks of [`SEED_CHUNK`], one transaction each (a chunk's users
+/// and roles together), skipping the chunks already there (their last user exists), then
+/// VACUUM ANALYZE when anything was added or the tables have changed since their last vacuum,
+/// so index-only scans and the planner's estimates are what a settled production table has.
 async fn seed(url: &str, count: u32) {
     let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(url).await.expect("connect");
-    let pattern = format!("%{SEED_DOMAIN}");
-    let have: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE email_lower LIKE $1")
-        .bind(&pattern)
-        .fetch_one(&pool)
-        .await
-        .expect("count seeded users");
-    let have = u32::try_from(have).unwrap_or(u32::MAX);
-    if have >= count {
-        println!("list-users: {have} seeded users already there");
-        pool.close().await;
-        return;
-    }
     let started = Instant::now();
-    // Addresses start with 8 hex digits of md5(n), so a prefix of k hex digits matches about
-    // count / 16^k of them; creation times are a minute apart, the newest now; one in ten is
-    // deactivated.
-    const USERS: &str = "INSERT INTO users (id, email, email_lower, email_skeleton, full_name, password_hash,
-             is_active, created_at, updated_at)
-         SELECT gen_random_uuid(), e, e, e, 'Seeded User', '!', n % 10 <> 0, t, t
-         FROM (SELECT n, substr(md5(n::text), 1, 8) || '.' || n || $3 AS e,
-                      now() - ($2 - n) * interval '1 minute' AS t
-               FROM generate_series($1, $2) AS n) s";
-    sqlx::query(USERS)
-        .bind(i64::from(have) + 1)
-        .bind(i64::from(count))
-        .bind(SEED_DOMAIN)
-        .execute(&pool)
-        .await
-        .expect("seed users");
-    const ROLES: &str = "INSERT INTO user_roles (user_id, role, granted_at)
-         SELECT id, CASE WHEN r < 0.001 THEN 'bench.rare' WHEN r < 0.011 THEN 'bench.some' ELSE 'billing.read' END,
-                created_at
-         FROM (SELECT id, created_at, random() AS r FROM users WHERE email_lower LIKE $1) s
-         WHERE r < 0.111
-         ON CONFLICT DO NOTHING";
-    sqlx::query(ROLES).bind(&pattern).execute(&pool).await.expect("seed roles");
-    for table in ["users", "user_roles"] {
-        sqlx::query(&format!("VACUUM ANALYZE {table}")).execute(&pool).await.expect("vacuum");
+    let (mut added, mut present) = (0u64, 0u32);
+    let mut first = 1u32;
+    while first <= count {
+        let last = first.saturating_add(SEED_CHUNK - 1).min(count);
+        let done: bool =
+            sqlx::query_scalar(&format!("SELECT EXISTS (SELECT 1 FROM users WHERE id = {SEED_ID})"))
+                .bind(i64::from(last))
+                .fetch_one(&pool)
+                .await
+                .expect("look for the chunk's last user");
+        if done {
+            present += last - first + 1;
+        } else {
+            let mut tx = pool.begin().await.expect("begin");
+            // One commit per chunk: nothing here needs each statement flushed on its own.
+            sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await.expect("set");
+            let users = sqlx::query(SEED_USERS)
+                .bind(i64::from(first))
+                .bind(i64::from(last))
+                .bind(seed_epoch())
+                .bind(SEED_DOMAIN)
+                .execute(&mut *tx)
+                .await
+                .expect("seed users");
+            sqlx::query(SEED_ROLES)
+                .bind(i64::from(first))
+                .bind(i64::from(last))
+                .execute(&mut *tx)
+                .await
+                .expect("seed roles");
+            tx.commit().await.expect("commit a chunk");
+            added += users.rows_affected();
+            println!("list-users: seeded users {first}..={last} ({:.1?} so far)", started.elapsed());
+        }
+        first = last.saturating_add(1);
+        if last == u32::MAX {
+            break;
+        }
     }
-    println!("list-users: seeded {} users in {:.1?}", count - have, started.elapsed());
+    const UNSETTLED: &str =
+        "SELECT COALESCE(bool_or(n_ins_since_vacuum + n_dead_tup + n_mod_since_analyze > 1000), false)
+         FROM pg_stat_user_tables WHERE relname IN ('users', 'user_roles')";
+    let unsettled: bool = sqlx::query_scalar(UNSETTLED).fetch_one(&pool).await.expect("table statistics");
+    if added > 0 || unsettled {
+        for table in ["users", "user_roles"] {
+            sqlx::query(&format!("VACUUM ANALYZE {table}")).execute(&pool).await.expect("vacuum");
+        }
+    }
+    println!(
+        "list-users: {present} seeded users were there, {added} added, vacuumed: {} ({:.1?})",
+        added > 0 || unsettled,
+        started.elapsed()
+    );
     pool.close().await;
+}
+
+/// A plan's nodes, outermost first (`Sort > Nested Loop > ... > Index Only Scan using X on
+/// users > ...`), whether every table is read through an index (no `Seq Scan`, no `Bitmap Heap
+/// Scan` reading pages in bulk), and the execution time the database reported.
+fn plan_nodes(lines: &[String]) -> (String, bool, &str) {
+    let nodes: Vec<&str> = lines
+        .iter()
+        .enumerate()
+        .filter_map(|(n, line)| {
+            let line = line.trim_start();
+            let node = if n == 0 { line } else { line.strip_prefix("->")?.trim_start() };
+            let end = [" (actual", " (never"].iter().filter_map(|at| node.find(at)).min();
+            Some(&node[..end.unwrap_or(node.len())])
+        })
+        .collect();
+    let indexed =
+        !nodes.iter().any(|node| node.starts_with("Seq Scan") || node.starts_with("Bitmap Heap Scan"));
+    let time = lines.iter().find_map(|line| line.trim().strip_prefix("Execution Time: ")).unwrap_or("?");
+    (nodes.join(" > "), indexed, time)
 }
 
 /// Times `pages` consecutive pages of 100 from `token`, in microseconds.
@@ -206,26 +290,37 @@ async fn time_pages(
     latency
 }
 
-/// Pages of 1000 (a page token does not depend on the page size) until `users` are behind:
-/// the token to go on from (empty when the listing ended), how many were skipped, and the last.
+/// Pages of 1000 (a page token does not depend on the page size) until `users` are behind, or
+/// halfway through the listing when it holds fewer (so every filter matching more than a few
+/// pages gets deep pages): the token to go on from (empty when there is no such page), how many
+/// were skipped, and the last of them.
 async fn skip(
     client: &AdminServiceClient<Channel>,
     key: &str,
     template: &ListUsersRequest,
     users: u32,
 ) -> (String, u32, Option<User>) {
-    let (mut token, mut skipped, mut last) = (String::new(), 0, None);
+    // Where each page of 1000 ended: (token, users behind, last user).
+    let mut checkpoints: Vec<(String, u32, Option<User>)> = Vec::new();
+    let (mut token, mut skipped) = (String::new(), 0);
     while skipped < users {
         let request = ListUsersRequest { page_size: 1000, page_token: token, ..template.clone() };
         let page = client.clone().list_users(bearer(request, key)).await.expect("ListUsers").into_inner();
         skipped += page.users.len() as u32;
-        last = page.users.last().cloned().or(last);
         token = page.next_page_token;
+        checkpoints.push((token.clone(), skipped, page.users.last().cloned()));
         if token.is_empty() {
             break;
         }
     }
-    (token, skipped, last)
+    if token.is_empty() {
+        // The listing ended: go back to the checkpoint nearest its middle.
+        if let Some(middle) = checkpoints.iter().rev().find(|(_, behind, _)| *behind <= skipped / 2) {
+            return middle.clone();
+        }
+        return (String::new(), skipped, None);
+    }
+    checkpoints.pop().unwrap_or((token, skipped, None))
 }
 
 fn cursor_of(user: &User) -> Option<UserCursor> {
