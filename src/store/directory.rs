@@ -113,12 +113,6 @@ impl Store {
             }
             let before: UserRow = sqlx::query_as(USER_BY_ID).bind(id.into_uuid()).fetch_one(&mut *tx).await?;
             let events = field_events(&UserRecord::from(before).user, changes);
-            let revocation = if changes.active == Some(false) {
-                let target = Target::User { user_id: id, except: None };
-                tx.revoke_by(target, RevocationReason::AccountDeactivated, Some(actor), now).await?
-            } else {
-                None
-            };
             sqlx::query(SQL)
                 .bind(changes.full_name.map(FullName::as_str))
                 .bind(changes.email.map(Email::as_str))
@@ -129,9 +123,17 @@ impl Store {
                 .bind(id.into_uuid())
                 .execute(&mut *tx)
                 .await?;
+            let user: UserRow = sqlx::query_as(USER_BY_ID).bind(id.into_uuid()).fetch_one(&mut *tx).await?;
+            // The commit sequence last, and nothing but the commit after it: every other writer
+            // waits for its lock (see `sequence`).
+            let revocation = if changes.active == Some(false) {
+                let target = Target::User { user_id: id, except: None };
+                tx.revoke_by(target, RevocationReason::AccountDeactivated, Some(actor), now).await?
+            } else {
+                None
+            };
             let events: Vec<_> = events.into_iter().map(|event| (id, event)).collect();
             tx.append_events_by(&events, Some(actor), now).await?;
-            let user: UserRow = sqlx::query_as(USER_BY_ID).bind(id.into_uuid()).fetch_one(&mut *tx).await?;
             tx.commit().await?;
             Ok::<_, sqlx::Error>(Some((UserRecord::from(user).user, revocation)))
         })?;
@@ -262,18 +264,21 @@ impl Store {
             added_sorted.sort();
             added_sorted.dedup();
             let user_id = UserId::from_uuid(uuid);
-            let revocation = if removed.is_empty() {
-                None
-            } else {
-                let target = Target::User { user_id, except: None };
-                tx.revoke_by(target, RevocationReason::RolesChanged, Some(actor), now).await?
-            };
             for role in &added_sorted {
                 sqlx::query(ADD).bind(uuid).bind(role.as_str()).bind(now).execute(&mut *tx).await?;
             }
             for role in &removed {
                 sqlx::query(REMOVE).bind(uuid).bind(role.as_str()).execute(&mut *tx).await?;
             }
+            let user: UserRow = sqlx::query_as(USER_BY_ID).bind(uuid).fetch_one(&mut *tx).await?;
+            // The commit sequence last, and nothing but the commit after it: every other writer
+            // waits for its lock (see `sequence`).
+            let revocation = if removed.is_empty() {
+                None
+            } else {
+                let target = Target::User { user_id, except: None };
+                tx.revoke_by(target, RevocationReason::RolesChanged, Some(actor), now).await?
+            };
             if !(added_sorted.is_empty() && removed.is_empty()) {
                 let mut roles: Vec<String> =
                     held.iter().filter(|r| !removed.contains(r)).chain(&added_sorted).map(|r| r.as_str().to_owned()).collect();
@@ -281,7 +286,6 @@ impl Store {
                 let event = UserEvent::RolesChanged { roles };
                 tx.append_events_by(&[(user_id, event)], Some(actor), now).await?;
             }
-            let user: UserRow = sqlx::query_as(USER_BY_ID).bind(uuid).fetch_one(&mut *tx).await?;
             tx.commit().await?;
             Ok::<_, sqlx::Error>(Some(RolesChanged {
                 user: UserRecord::from(user).user,

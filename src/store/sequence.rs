@@ -7,7 +7,9 @@
 //!
 //! Lock order: a transaction takes the sequence after its own row writes (the revocation's
 //! session rows excepted, which it marks right after), so that two writers never wait for each
-//! other in opposite orders.
+//! other in opposite orders. Every statement sent while holding the lock is time every other
+//! writer waits, on every replica (docs/operations.md, "What limits events per second"): take it
+//! last, and send as little as possible after it.
 
 use sqlx::{PgConnection, SqliteConnection};
 

@@ -184,6 +184,16 @@ const REVOKE_BY_REFRESH_TOKEN: &str = "UPDATE sessions SET revoked_at = $1, revo
 const REVOKE_USER: &str = "UPDATE sessions SET revoked_at = $1, revocation_seq = $2
      WHERE user_id = $3 AND revoked_at IS NULL AND ($4 IS NULL OR id <> $4) RETURNING id, user_id";
 
+/// Postgres, before revoking every session of a user: whether there is one to revoke. When
+/// there is none, no position is taken, so a role removal or deactivation of a user without
+/// sessions never holds the commit sequence's lock (which every event writer waits for). It
+/// locks nothing: the sessions are locked after the sequence, as every revocation does, or a
+/// single-session revocation holding the sequence could wait for them in the opposite order. A
+/// session revoked meanwhile by another transaction makes the update below find nothing, as
+/// before. SQLite, one writer at a time, skips it.
+const USER_HAS_OPEN_SESSIONS: &str = "SELECT EXISTS (SELECT 1 FROM sessions
+     WHERE user_id = $1 AND revoked_at IS NULL AND ($2::uuid IS NULL OR id <> $2))";
+
 /// Revoking inside a transaction: take the next position of the commit sequence, mark the
 /// sessions, record a `session_revoked` user event for each, and tell the other processes (a
 /// NOTIFY on Postgres, delivered at commit; nothing on SQLite, whose servers poll).
@@ -209,7 +219,7 @@ pub(super) trait RevokeInTransaction {
 
 /// One body for both connection types; only the announcement differs.
 macro_rules! revoke_in_transaction {
-    ($connection:ty, $announce:expr) => {
+    ($connection:ty, $looks_first:literal, $announce:expr) => {
         impl RevokeInTransaction for $connection {
             async fn revoke_by(
                 &mut self,
@@ -218,6 +228,16 @@ macro_rules! revoke_in_transaction {
                 actor: Option<&Actor>,
                 now: DateTime<Utc>,
             ) -> Result<Option<Revocation>, sqlx::Error> {
+                if let (true, Target::User { user_id, except }) = ($looks_first, &target) {
+                    let open: bool = sqlx::query_scalar(USER_HAS_OPEN_SESSIONS)
+                        .bind(user_id.into_uuid())
+                        .bind(except.map(SessionId::into_uuid))
+                        .fetch_one(&mut *self)
+                        .await?;
+                    if !open {
+                        return Ok(None);
+                    }
+                }
                 let cursor = *self.take_positions(1).await?.end();
                 let query = match target {
                     Target::Session(id) => {
@@ -262,7 +282,7 @@ macro_rules! revoke_in_transaction {
     };
 }
 
-revoke_in_transaction!(PgConnection, async |connection: &mut PgConnection, revocation: &Revocation| {
+revoke_in_transaction!(PgConnection, true, async |connection: &mut PgConnection, revocation: &Revocation| {
     for payload in revocation.payloads() {
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(REVOCATION_CHANNEL)
@@ -272,10 +292,10 @@ revoke_in_transaction!(PgConnection, async |connection: &mut PgConnection, revoc
     }
     Ok::<_, sqlx::Error>(())
 });
-revoke_in_transaction!(
-    SqliteConnection,
-    async |_: &mut SqliteConnection, _: &Revocation| Ok::<_, sqlx::Error>(())
-);
+revoke_in_transaction!(SqliteConnection, false, async |_: &mut SqliteConnection, _: &Revocation| Ok::<
+    _,
+    sqlx::Error,
+>(()));
 
 impl Store {
     pub async fn insert_session(&self, session: &NewSession<'_>) -> Result<(), StoreError> {
