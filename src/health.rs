@@ -14,11 +14,9 @@ use tokio::sync::{Mutex, watch};
 use tonic::server::NamedService;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
-use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
-
 use crate::{
     rpc::{
-        AdminApi, AuthApi, EventApi, ExtAuthzApi, TokenApi, UserApi,
+        AdminApi, AuthApi, AuthorizationServer, EventApi, TokenApi, UserApi,
         proto::{
             admin_service_server::AdminServiceServer, auth_service_server::AuthServiceServer,
             event_service_server::EventServiceServer, token_service_server::TokenServiceServer,
@@ -36,7 +34,7 @@ pub const API_SERVICES: [&str; 6] = [
     <AuthServiceServer<AuthApi> as NamedService>::NAME,
     <TokenServiceServer<TokenApi> as NamedService>::NAME,
     <UserServiceServer<UserApi> as NamedService>::NAME,
-    <AuthorizationServer<ExtAuthzApi> as NamedService>::NAME,
+    <AuthorizationServer as NamedService>::NAME,
     <EventServiceServer<EventApi> as NamedService>::NAME,
     <AdminServiceServer<AdminApi> as NamedService>::NAME,
 ];

@@ -9,8 +9,6 @@ use secrecy::ExposeSecret;
 use tokio::{net::TcpListener, sync::watch, task::JoinSet};
 use tonic::transport::{Server, ServerTlsConfig};
 
-use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, authorization_server::AuthorizationServer};
-
 use crate::{
     clients::TrustedProxies,
     clock::Clock,
@@ -21,7 +19,7 @@ use crate::{
     mail::{Deliverer, MailQueue, Outbox, OutboxSettings, OutboxWorker, ResetLinks, Templates},
     passwords::{HashError, PasswordHasher},
     rpc::{
-        AdminApi, AuthApi, EventApi, ExtAuthzApi, StrictRequests, TokenApi, UserApi,
+        AdminApi, AuthApi, AuthorizationServer, EventApi, ExtAuthzApi, TokenApi, UserApi,
         proto::{
             admin_service_server::AdminServiceServer, auth_service_server::AuthServiceServer,
             event_service_server::EventServiceServer, token_service_server::TokenServiceServer,
@@ -386,13 +384,9 @@ impl App {
         ))
         .max_decoding_message_size(MAX_REQUEST_BYTES);
         // Envoy sends every header of the request it asks about (up to its 60 KiB default), and
-        // its body when configured to. Decoded by tonic-prost: held to our decoding rules here.
-        let ext_authz = StrictRequests::<_, CheckRequest>::with_limit(
-            AuthorizationServer::new(ExtAuthzApi::new(
-                Arc::clone(&self.identity),
-                self.ext_authz_required_role,
-            ))
-            .max_decoding_message_size(EXT_AUTHZ_MAX_REQUEST_BYTES),
+        // its body when configured to.
+        let ext_authz = AuthorizationServer::new(
+            ExtAuthzApi::new(Arc::clone(&self.identity), self.ext_authz_required_role),
             EXT_AUTHZ_MAX_REQUEST_BYTES,
         );
         let events = EventServiceServer::new(EventApi::new(

@@ -19,7 +19,9 @@ mod user;
 pub use admin::AdminApi;
 pub use auth::AuthApi;
 pub use events::EventApi;
-pub use ext_authz::{EMAIL_HEADER, EMAIL_VERIFIED_HEADER, ExtAuthzApi, SESSION_ID_HEADER, USER_ID_HEADER};
+pub use ext_authz::{
+    AuthorizationServer, EMAIL_HEADER, EMAIL_VERIFIED_HEADER, ExtAuthzApi, SESSION_ID_HEADER, USER_ID_HEADER,
+};
 pub use logging::RpcLogLayer;
 pub use strict_requests::StrictRequests;
 pub use token::{TokenApi, claims_message as token_claims_message};

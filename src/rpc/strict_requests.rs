@@ -1,9 +1,9 @@
-//! tonic's own services (grpc.health.v1, grpc.reflection) and envoy-types' ext_authz server
-//! decode with tonic-prost, which answers a request it cannot decode with INTERNAL and prost's
-//! text (health, Check), or ends the call as if all were well (reflection drops the stream). [`StrictRequests`] wraps such a service: it
+//! tonic's own services (grpc.health.v1, grpc.reflection) decode with tonic-prost, which
+//! answers a request it cannot decode with INTERNAL and prost's text (health), or ends the call
+//! as if all were well (reflection drops the stream). [`StrictRequests`] wraps such a service: it
 //! checks each request message as it arrives, before the service reads it, and a call with one
 //! that does not decode ends with INVALID_ARGUMENT [`MALFORMED`], as [`super::codec`] does for
-//! our own services.
+//! our own services (and Envoy's Check, served with that codec: [`super::AuthorizationServer`]).
 
 use std::{
     convert::Infallible,

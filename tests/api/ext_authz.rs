@@ -5,7 +5,7 @@
 use std::{collections::HashMap, time::Duration};
 
 use envoy_types::pb::envoy::{
-    config::core::v3::header_value_option::HeaderAppendAction,
+    config::core::v3::{HeaderMap, HeaderValue, header_value_option::HeaderAppendAction},
     service::auth::v3::{
         AttributeContext, CheckRequest, CheckResponse,
         attribute_context::{HttpRequest, Request},
@@ -30,6 +30,7 @@ on_both_backends!(
     an_expired_token_is_denied_with_401,
     a_revoked_session_is_denied_at_once,
     garbage_and_missing_credentials_are_denied_with_a_bearer_challenge,
+    raw_headers_are_read_and_a_value_that_is_not_text_is_denied,
     with_a_required_role_a_token_without_it_is_denied_with_403,
 );
 
@@ -159,6 +160,29 @@ async fn garbage_and_missing_credentials_are_denied_with_a_bearer_challenge(app:
     }
     // Not even an HTTP request: still an answer, never an error Envoy could fail open on.
     assert_eq!(denial(&check(&app, CheckRequest::default()).await), (401, bare));
+}
+
+/// Envoy with `encode_raw_headers` sends `header_map` (bytes, in `raw_value`) instead of `headers`.
+async fn raw_headers_are_read_and_a_value_that_is_not_text_is_denied(app: TestApp) {
+    let (user, login) = app.signed_in_user().await;
+    let authorization = format!("Bearer {}", login.tokens.unwrap().access_token);
+    let raw = |value: &[u8]| {
+        let mut request = check_request(&[]);
+        let http = request.attributes.as_mut().unwrap().request.as_mut().unwrap().http.as_mut().unwrap();
+        let header = |key: &str, value: &[u8]| HeaderValue {
+            key: key.into(),
+            raw_value: value.to_vec(),
+            ..HeaderValue::default()
+        };
+        http.header_map =
+            Some(HeaderMap { headers: vec![header("accept", b"*/*"), header("authorization", value)] });
+        request
+    };
+    let response = check(&app, raw(authorization.as_bytes())).await;
+    assert_eq!(upstream_headers(&[], &response)["x-identity-user-id"], user.id);
+    // A proto string it is not, but the service answers, so that Envoy never fails open on it.
+    let response = check(&app, raw(b"Bearer \xff\xfe")).await;
+    assert_eq!(denial(&response), (401, Some("Bearer error=\"invalid_token\"".into())));
 }
 
 async fn with_a_required_role_a_token_without_it_is_denied_with_403(app: TestApp) {

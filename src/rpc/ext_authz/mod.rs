@@ -9,20 +9,22 @@
 //! Every answer is a CheckResponse, never a gRPC error: Envoy treats an error as a failure of
 //! the authorization service, which `failure_mode_allow` turns into an *allowed* request.
 
-use std::sync::Arc;
+mod request;
+mod server;
+
+pub use request::CheckRequest;
+pub use server::AuthorizationServer;
 
 use envoy_types::pb::{
     envoy::{
         config::core::v3::{HeaderValue, HeaderValueOption, header_value_option::HeaderAppendAction},
         service::auth::v3::{
-            CheckRequest, CheckResponse, DeniedHttpResponse, OkHttpResponse,
-            authorization_server::Authorization, check_response::HttpResponse,
+            CheckResponse, DeniedHttpResponse, OkHttpResponse, check_response::HttpResponse,
         },
         r#type::v3::{HttpStatus, StatusCode as HttpStatusCode},
     },
     google::rpc,
 };
-use tonic::{Request, Response, Status};
 
 use crate::{domain::Role, service::Identity, tokens::VerifiedToken};
 
@@ -35,29 +37,27 @@ pub const EMAIL_HEADER: &str = "x-identity-email";
 pub const EMAIL_VERIFIED_HEADER: &str = "x-identity-email-verified";
 
 pub struct ExtAuthzApi {
-    identity: Arc<Identity>,
+    identity: std::sync::Arc<Identity>,
     /// The role a token must carry to be allowed (`IDENTITY_EXT_AUTHZ_REQUIRED_ROLE`).
     required_role: Option<Role>,
 }
 
 impl ExtAuthzApi {
-    pub fn new(identity: Arc<Identity>, required_role: Option<Role>) -> Self {
+    pub fn new(identity: std::sync::Arc<Identity>, required_role: Option<Role>) -> Self {
         Self { identity, required_role }
     }
-}
 
-#[tonic::async_trait]
-impl Authorization for ExtAuthzApi {
+    /// The answer to one Check: it waits on nothing (no database, no other task).
     #[tracing::instrument(skip_all)]
-    async fn check(&self, request: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
-        let Some(header) = authorization_header(request.get_ref()) else {
-            return Ok(Response::new(denied(Denial::NoToken)));
+    fn check(&self, request: &CheckRequest) -> CheckResponse {
+        let Some(header) = request.authorization() else {
+            return denied(Denial::NoToken);
         };
-        let Some(token) = super::bearer_token(header) else {
+        let Some(token) = std::str::from_utf8(header).ok().and_then(super::bearer_token) else {
             tracing::debug!("ext_authz: authorization is not a bearer token");
-            return Ok(Response::new(denied(Denial::InvalidToken)));
+            return denied(Denial::InvalidToken);
         };
-        Ok(Response::new(match self.identity.validate(token) {
+        match self.identity.validate(token) {
             Ok(verified) => match &self.required_role {
                 Some(role) if !verified.claims.has_role(role.as_str()) => {
                     tracing::debug!(user_id = %verified.claims.sub, "ext_authz: the token lacks the required role");
@@ -69,20 +69,8 @@ impl Authorization for ExtAuthzApi {
                 tracing::debug!(%reason, "ext_authz: inactive token");
                 denied(Denial::InvalidToken)
             }
-        }))
+        }
     }
-}
-
-/// The request's `authorization` header, from the header map Envoy sends (lower-case names;
-/// `header_map` instead when Envoy is configured with `encode_raw_headers`).
-fn authorization_header(request: &CheckRequest) -> Option<&str> {
-    let http = request.attributes.as_ref()?.request.as_ref()?.http.as_ref()?;
-    let is_authorization = |name: &str| name.eq_ignore_ascii_case("authorization");
-    if let Some((_, value)) = http.headers.iter().find(|(name, _)| is_authorization(name)) {
-        return Some(value);
-    }
-    let raw = http.header_map.as_ref()?.headers.iter().find(|header| is_authorization(&header.key))?;
-    if raw.raw_value.is_empty() { Some(raw.value.as_str()) } else { std::str::from_utf8(&raw.raw_value).ok() }
 }
 
 /// A header set on the request, replacing every copy already there: `append_action` says so to
