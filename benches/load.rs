@@ -106,6 +106,10 @@ struct Args {
     /// Accounts the reset scenario asks resets for, in turn (each unknown email is new too).
     #[arg(long, default_value_t = 10_000)]
     reset_accounts: usize,
+    /// Single requests the reset scenario times per path with nothing else running (the worker
+    /// has answered and delivered the one before): what one enumeration probe sees.
+    #[arg(long, default_value_t = 300)]
+    reset_probes: usize,
     /// Messages queued and delivered in the delivery scenario.
     #[arg(long, default_value_t = 2000)]
     mail_messages: usize,
@@ -768,7 +772,43 @@ async fn reset_timing(args: &Args) {
             );
         }
     }
+    reset_probes(args, &channels, &users, &store).await;
     store.close().await;
+}
+
+/// One request at a time, existing and unknown emails interleaved, each sent only once the
+/// worker has answered and delivered everything before it: the latency a single enumeration
+/// probe sees, without the load of the probes before it (the rounds above measure that).
+async fn reset_probes(args: &Args, channels: &[Channel], users: &[String], store: &Store) {
+    let mut client = AuthServiceClient::new(channels[0].clone());
+    let mut latency = [histogram(), histogram()];
+    for n in 0..args.reset_probes.max(1) * 2 {
+        let existing = n % 2 == 0;
+        let email = if existing {
+            users[(n / 2) % users.len()].clone()
+        } else {
+            format!("probe-{n}-{}@example.com", uuid::Uuid::new_v4().simple())
+        };
+        drain_reset_backlog(store).await;
+        let started = Instant::now();
+        client
+            .request_password_reset(RequestPasswordResetRequest { email })
+            .await
+            .expect("a reset request is answered");
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        latency[usize::from(!existing)].record(micros.max(1)).expect("latency within the histogram's bounds");
+    }
+    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let [existing, unknown] = &latency;
+    println!(
+        "reset request, one probe at a time ({} each, interleaved): existing p50 {:.3} ms p99 {:.3} ms, unknown p50 {:.3} ms p99 {:.3} ms, p50 ratio {:.2}",
+        existing.len(),
+        ms(existing, 0.5),
+        ms(existing, 0.99),
+        ms(unknown, 0.5),
+        ms(unknown, 0.99),
+        ms(existing, 0.5) / ms(unknown, 0.5)
+    );
 }
 
 /// Waits until no reset request is pending and no message waits for delivery; returns how long
