@@ -731,7 +731,8 @@ async fn main() {
 /// p50 of each, and how long each round's backlog took to drain.
 async fn reset_timing(args: &Args) {
     let data_dir = tempfile::tempdir().expect("temp dir");
-    let server = Server::start_in(args, 4, &data_dir, &[("IDENTITY_MAIL_MAX_PER_HOUR", "10000")]).await;
+    let env = [("IDENTITY_MAIL_MAX_PER_HOUR", "10000"), ("IDENTITY_RESET_REQUESTS_MAX_PENDING", "1000000")];
+    let server = Server::start_in(args, 4, &data_dir, &env).await;
     let users = Arc::new(accounts::seed(&server.config, args.reset_accounts.max(1)).await);
     let channels = Arc::new(channels(server.addr, args.connections).await);
     let store = server.store(Duration::from_secs(60)).await;

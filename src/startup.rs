@@ -216,6 +216,7 @@ impl App {
                 verify_url: config.verify_url.clone(),
                 require_verified_email: config.require_verified_email,
                 max_mail_per_hour: config.mail_max_per_hour,
+                max_pending_resets: config.reset_requests_max_pending,
             },
             events,
             event_retention: config.event_retention,

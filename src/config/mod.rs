@@ -327,6 +327,10 @@ variables! {
         "IDENTITY_REQUIRE_VERIFIED_EMAIL", "false", "`true`: Login of an account whose email is not verified answers FAILED_PRECONDITION",
             |c| c.require_verified_email.to_string();
     ]
+    reset_requests_max_pending: u32 = text(|s| in_range(s, 1, 1_000_000)), [
+        "IDENTITY_RESET_REQUESTS_MAX_PENDING", "10000", "password-reset requests waiting for the mail worker, at most; beyond it RequestPasswordReset answers RESOURCE_EXHAUSTED, whatever the address",
+            |c| c.reset_requests_max_pending.to_string();
+    ]
     mail_max_per_hour: u32 = text(|s| in_range(s, 1, 10_000)), [
         "IDENTITY_MAIL_MAX_PER_HOUR", "5", "messages of each kind per address per hour; beyond it requests answer OK and send nothing",
             |c| c.mail_max_per_hour.to_string();

@@ -14,6 +14,7 @@ pub(super) use crate::domain::OneTimeToken;
 use crate::{
     domain::{Email, FieldViolation, InvalidRequest, Password},
     error::AppError,
+    store::ResetRecorded,
 };
 
 /// What the flows that mail links from the RPC path (verification, change of email) are
@@ -27,6 +28,9 @@ pub struct RecoverySettings {
     pub require_verified_email: bool,
     /// Messages of one kind per address and hour.
     pub max_mail_per_hour: u32,
+    /// Reset requests waiting for the mail worker, at most: anonymous callers must not grow
+    /// the table, or delay everyone's resets behind a flood, without bound.
+    pub max_pending_resets: u32,
 }
 
 /// Said for every reset token that cannot be used: unknown, used, expired or superseded.
@@ -38,9 +42,20 @@ impl Identity {
     /// request for the address is still pending) whichever it is; always `Ok` for the caller
     /// unless the database fails.
     pub async fn request_password_reset(&self, email: &Email) -> Result<(), AppError> {
-        self.store.request_password_reset(&email.normalized(), self.clock.now()).await?;
-        self.mail.requested();
-        Ok(())
+        let max_pending = self.recovery.max_pending_resets;
+        match self.store.request_password_reset(&email.normalized(), self.clock.now(), max_pending).await? {
+            ResetRecorded::Recorded | ResetRecorded::AlreadyPending => {
+                self.mail.requested();
+                Ok(())
+            }
+            // Depends on the table, never on the address: it tells nobody whether it has an
+            // account.
+            ResetRecorded::QueueFull => {
+                tracing::warn!(target: "audit", event = "password_reset_refused", reason = "queue full",
+                    max_pending, "reset requests waiting for the mail worker are at IDENTITY_RESET_REQUESTS_MAX_PENDING");
+                Err(AppError::Overloaded)
+            }
+        }
     }
 
     /// Sets `new` as the password of the account `token` was issued for, consuming the token,

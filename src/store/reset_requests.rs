@@ -29,6 +29,17 @@ pub enum ResetRequested {
     NoAccount,
 }
 
+/// What recording a reset request did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetRecorded {
+    /// A row was added for the address.
+    Recorded,
+    /// A request for the address is waiting already: it stands for this one too.
+    AlreadyPending,
+    /// The table holds the most requests allowed: nothing recorded.
+    QueueFull,
+}
+
 /// A reset request taken from the table and answered.
 #[derive(Debug, Clone)]
 pub struct ResetAnswered {
@@ -36,8 +47,13 @@ pub struct ResetAnswered {
     pub outcome: ResetRequested,
 }
 
-const RECORD: &str = "INSERT INTO reset_requests (email_lower, requested_at) VALUES ($1, $2)
+/// Adds the request unless `$3` are waiting already (counting stops at `$3`, so a full table
+/// costs at most that many index entries; concurrent requests on Postgres may each see room,
+/// so the table can pass `$3` by as many as arrive at once) or one for the address is.
+const RECORD: &str = "INSERT INTO reset_requests (email_lower, requested_at)
+     SELECT $1, $2 WHERE (SELECT count(*) FROM (SELECT 1 FROM reset_requests LIMIT $3) AS waiting) < $3
      ON CONFLICT (email_lower) DO NOTHING";
+const PENDING_FOR: &str = "SELECT EXISTS (SELECT 1 FROM reset_requests WHERE email_lower = $1)";
 /// Takes the oldest request; its row stays locked (deleted, uncommitted) until the answer is
 /// committed, so a concurrent claimer skips it and a new request for the address waits.
 const TAKE_POSTGRES: &str = "DELETE FROM reset_requests WHERE email_lower = (
@@ -49,14 +65,30 @@ const TAKE_SQLITE: &str = "DELETE FROM reset_requests WHERE email_lower = (
      RETURNING email_lower, requested_at";
 
 impl Store {
-    /// Records a reset request for `email` at `now`, unless one is pending for it already.
+    /// Records a reset request for `email` at `now`, unless one is pending for it already or
+    /// `max_pending` are. One statement when it is recorded; a second only when it is not, to
+    /// tell which (a request answered in between reads as a full table: the caller retries).
     pub async fn request_password_reset(
         &self,
         email: &NormalizedEmail,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        with_pool!(self, pool => sqlx::query(RECORD).bind(email.as_str()).bind(now).execute(pool).await.map(drop))?;
-        Ok(())
+        max_pending: u32,
+    ) -> Result<ResetRecorded, StoreError> {
+        let recorded = with_pool!(self, pool => {
+            let inserted = sqlx::query(RECORD)
+                .bind(email.as_str())
+                .bind(now)
+                .bind(i64::from(max_pending))
+                .execute(&mut *pool)
+                .await?
+                .rows_affected();
+            if inserted > 0 {
+                return Ok(ResetRecorded::Recorded);
+            }
+            let pending: bool = sqlx::query_scalar(PENDING_FOR).bind(email.as_str()).fetch_one(&mut *pool).await?;
+            Ok::<_, sqlx::Error>(if pending { ResetRecorded::AlreadyPending } else { ResetRecorded::QueueFull })
+        })?;
+        Ok(recorded)
     }
 
     /// Takes the oldest pending reset request and answers it, in one transaction: for an

@@ -29,6 +29,7 @@ on_both_backends!(
     a_used_expired_or_superseded_token_gets_one_clear_error,
     of_two_concurrent_resets_with_one_token_exactly_one_succeeds,
     requests_beyond_the_hourly_allowance_answer_ok_and_send_nothing,
+    requests_beyond_the_pending_limit_are_refused_whatever_the_address,
 );
 
 const WITHIN: Duration = Duration::from_secs(20);
@@ -309,4 +310,30 @@ async fn requests_beyond_the_hourly_allowance_answer_ok_and_send_nothing(app: Te
     app.clock.advance(Duration::from_secs(3601));
     request_reset(&app, &user.email).await;
     assert_eq!(smtp.wait_for_subject(RESET, 4, WITHIN).await.len(), 4);
+}
+
+/// Anonymous callers cannot grow the requests table without bound: with
+/// IDENTITY_RESET_REQUESTS_MAX_PENDING waiting, a request for a new address is RESOURCE_EXHAUSTED,
+/// the same for an address with an account and one without; a request for an address already
+/// waiting is still OK, and once the worker has answered, requests are taken again.
+async fn requests_beyond_the_pending_limit_are_refused_whatever_the_address(app: TestApp) {
+    let app = app.restart_with(&[("IDENTITY_RESET_REQUESTS_MAX_PENDING", "2")]).await;
+    let (first, _) = app.signed_in_user().await;
+    let (second, _) = app.signed_in_user().await;
+    app.faults().fail(TaskName::MailOutbox, Fault::Return).await;
+    request_reset(&app, &first.email).await;
+    request_reset(&app, "first-stranger@example.com").await;
+    // Full, but this address is waiting already: its request stands for this one.
+    request_reset(&app, &first.email).await;
+    for email in ["second-stranger@example.com", second.email.as_str()] {
+        let request = RequestPasswordResetRequest { email: email.into() };
+        let status = assert_code(app.auth().request_password_reset(request).await, Code::ResourceExhausted);
+        assert_eq!(status.message(), "the server is busy, retry later", "{email}");
+    }
+    assert_eq!(app.store.pending_reset_requests().await.unwrap(), 2);
+
+    app.faults().restart(TaskName::MailOutbox).await;
+    answered(&app).await;
+    request_reset(&app, "second-stranger@example.com").await;
+    request_reset(&app, &second.email).await;
 }
