@@ -1,8 +1,9 @@
 //! Answering password-reset requests. RequestPasswordReset only records the request (see
 //! `store::reset_requests`), so that its work is the same for every address; everything that
 //! depends on whether the address has an account happens here, in the worker, one transaction
-//! per request: the account lookup, the hourly allowance, the token (made here, stored as its
-//! digest, shown only in the message) and its message, and the removal of the request.
+//! per request: the account lookup, the hourly allowance, the token (made here once the request
+//! is claimed and gets a message, stored as its digest, shown only in the message) and its
+//! message, and the removal of the request.
 
 use chrono::TimeDelta;
 
@@ -10,7 +11,7 @@ use super::Outbox;
 use crate::{
     domain::OneTimeToken,
     metrics::RESET_REQUESTS_PENDING,
-    store::{LinkToken, ResetAnswered, ResetRequested, StoreError},
+    store::{ResetAnswered, ResetLink, ResetRequested, StoreError},
 };
 
 /// What a reset request is answered with.
@@ -31,20 +32,21 @@ impl Outbox {
     pub async fn answer_pending(&self) -> Result<usize, StoreError> {
         let mut answered = 0;
         loop {
-            let token = OneTimeToken::generate();
-            let digest = token.digest();
             let now = self.clock.now();
             let reset = &self.settings.reset;
-            let expires_at = now + reset.ttl;
-            let link = LinkToken {
-                digest: &digest,
-                content: token.content(&reset.url, expires_at),
-                now,
-                expires_at,
-                max_per_hour: reset.max_per_hour,
+            // Called by the store only for a claimed request that gets a message: most polls
+            // find nothing waiting, and they make no token.
+            let make_link = || {
+                let token = OneTimeToken::generate();
+                let expires_at = now + reset.ttl;
+                ResetLink {
+                    digest: token.digest(),
+                    content: token.content(&reset.url, expires_at),
+                    expires_at,
+                }
             };
-            let Some(ResetAnswered { requested_at, outcome }) = self.store.answer_reset_request(link).await?
-            else {
+            let answer = self.store.answer_reset_request(now, reset.max_per_hour, make_link).await?;
+            let Some(ResetAnswered { requested_at, outcome }) = answer else {
                 return Ok(answered);
             };
             answered += 1;

@@ -47,7 +47,7 @@ pub use listener::{EVENT_LISTENER_APPLICATION_NAME, Hints, LISTENER_APPLICATION_
 pub use listing::{UserCursor, UserFilter};
 pub use mfa::{LoginAccount, TotpConfirmation, TotpCredential, TotpEnrollment};
 pub use outbox::{FailedAttempt, MailClaim};
-pub use reset_requests::{ResetAnswered, ResetRecorded, ResetRequested};
+pub use reset_requests::{ResetAnswered, ResetLink, ResetRecorded, ResetRequested};
 pub use service_keys::ServiceKeyRecord;
 pub use sessions::{
     NewSession, REVOCATION_CHANNEL, Revocation, RevocationPosition, RevokedSession, Rotation, SessionAuth,

@@ -3,9 +3,9 @@
 //! an account and one without (a request while one is pending for the address inserts nothing,
 //! again whoever owns it), so the request's work tells nobody which it was. Answering one is a
 //! transaction of its own that takes the oldest row (deleting it; on Postgres skipping rows
-//! another replica holds), looks the account up, checks the hourly allowance and stores the
-//! token with its message; if anything fails the transaction rolls back and the request waits
-//! for the next try.
+//! another replica holds), looks the account up, checks the hourly allowance, and only then
+//! has the token made and stores it with its message; if anything fails the transaction rolls
+//! back and the request waits for the next try.
 
 use chrono::{DateTime, Utc};
 use sqlx::Connection;
@@ -16,7 +16,7 @@ use super::{
     email_tokens::{Account, LinkStatements, LinkToken},
     with_pool,
 };
-use crate::domain::{LinkPurpose, MailKind, NewMail, NormalizedEmail, UserId};
+use crate::domain::{LinkPurpose, MailContent, MailKind, NewMail, NormalizedEmail, UserId};
 
 /// What answering a reset request did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +38,16 @@ pub enum ResetRecorded {
     AlreadyPending,
     /// The table holds the most requests allowed: nothing recorded.
     QueueFull,
+}
+
+/// The link a reset message carries, made by the caller (who holds the token itself) for a
+/// request being answered.
+pub struct ResetLink {
+    /// SHA-256 of the token.
+    pub digest: [u8; 32],
+    /// The message; its name is filled in from the account.
+    pub content: MailContent,
+    pub expires_at: DateTime<Utc>,
 }
 
 /// A reset request taken from the table and answered.
@@ -91,14 +101,18 @@ impl Store {
         Ok(recorded)
     }
 
-    /// Takes the oldest pending reset request and answers it, in one transaction: for an
-    /// active account within its hourly allowance, supersedes its older reset tokens, stores
-    /// `token` and queues its message (or, with `IDENTITY_MAIL=none`, records the
-    /// `message_requested` event). `None` when no request is pending (or every one is held
-    /// by another replica).
+    /// Takes the oldest pending reset request and answers it at `now`, in one transaction: for
+    /// an active account within its hourly allowance (`max_per_hour` messages), supersedes its
+    /// older reset tokens, stores the link `make_link` makes and queues its message (or, with
+    /// `IDENTITY_MAIL=none`, records the `message_requested` event). `make_link` is called only
+    /// then, so a poll that finds nothing waiting, an unknown address and a used-up allowance
+    /// cost no token. `None` when no request is pending (or every one is held by another
+    /// replica).
     pub async fn answer_reset_request(
         &self,
-        token: LinkToken<'_>,
+        now: DateTime<Utc>,
+        max_per_hour: u32,
+        make_link: impl FnOnce() -> ResetLink,
     ) -> Result<Option<ResetAnswered>, StoreError> {
         const ACCOUNT: &str = "SELECT id, email, full_name FROM users WHERE email_lower = $1 AND is_active";
         let take = match &self.pool {
@@ -114,12 +128,13 @@ impl Store {
                 None => ResetRequested::NoAccount,
                 Some(account) => {
                     let user_id = UserId::from_uuid(account.id);
-                    let recent = tx
-                        .mail_this_hour(&account.email, MailKind::PasswordReset, token.now, token.max_per_hour)
-                        .await?;
-                    if recent >= i64::from(token.max_per_hour) {
+                    let recent =
+                        tx.mail_this_hour(&account.email, MailKind::PasswordReset, now, max_per_hour).await?;
+                    if recent >= i64::from(max_per_hour) {
                         ResetRequested::Throttled { user_id }
                     } else {
+                        let ResetLink { digest, content, expires_at } = make_link();
+                        let token = LinkToken { digest: &digest, content, now, expires_at, max_per_hour };
                         let mut content = token.content.clone();
                         content.name = account.full_name;
                         let mail = NewMail { kind: MailKind::PasswordReset, recipient: account.email, content };

@@ -1,7 +1,7 @@
 //! What the integration tests need to see or do behind the service's back, as a small API
 //! instead of pools and raw SQL: counting and inspecting rows, a revocation no replica is told
-//! about, killing the revocation listeners, creating a fresh Postgres database. Compiled only
-//! for tests and the `test-helpers` feature, never into a release build.
+//! about, killing the revocation listeners, creating and dropping Postgres databases. Compiled
+//! only for tests and the `test-helpers` feature, never into a release build.
 
 use chrono::{DateTime, Utc};
 
@@ -16,14 +16,46 @@ impl Store {
     /// Creates the empty database `name` on the Postgres server this store is connected to
     /// (tests get a fresh one each). `name` must be a plain identifier.
     pub async fn create_database(&self, name: &str) -> Result<(), StoreError> {
+        let pool = self.server_pool(name)?;
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(pool).await?;
+        Ok(())
+    }
+
+    /// Drops the database `name` if it exists, ending the connections still open to it (the
+    /// servers of a test that has ended may not have closed theirs yet). Postgres 13 or later.
+    pub async fn drop_database(&self, name: &str) -> Result<(), StoreError> {
+        let pool = self.server_pool(name)?;
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(pool).await?;
+        Ok(())
+    }
+
+    /// Drops the database `name` if it exists and nobody is connected to it; fails otherwise.
+    pub async fn drop_database_unless_in_use(&self, name: &str) -> Result<(), StoreError> {
+        let pool = self.server_pool(name)?;
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name}")).execute(pool).await?;
+        Ok(())
+    }
+
+    /// The names of the databases on this Postgres server that start with `prefix`.
+    pub async fn databases_starting_with(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        const SQL: &str =
+            "SELECT datname::text FROM pg_database WHERE starts_with(datname::text, $1) ORDER BY 1";
+        let Pool::Postgres(pool) = &self.pool else {
+            return Err(misuse("only a Postgres server has other databases"));
+        };
+        Ok(sqlx::query_scalar(SQL).bind(prefix).fetch_all(pool).await?)
+    }
+
+    /// The Postgres pool, for a statement on the database `name` (which must be a plain
+    /// identifier: it is written into the statement).
+    fn server_pool(&self, name: &str) -> Result<&sqlx::PgPool, StoreError> {
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(misuse("a database name must be a plain identifier"));
         }
         let Pool::Postgres(pool) = &self.pool else {
-            return Err(misuse("only a Postgres server can create databases"));
+            return Err(misuse("only a Postgres server has databases to create or drop"));
         };
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(pool).await?;
-        Ok(())
+        Ok(pool)
     }
 
     /// The refresh-token column of every session of `user`, exactly as stored.

@@ -88,7 +88,7 @@ async fn start_and_stop(db: TestDatabase) {
 fn sqlite_database() -> TestDatabase {
     let data_dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", data_dir.path().join("identity.db").display());
-    TestDatabase { url, data_dir }
+    TestDatabase::new(url, data_dir)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,7 +111,7 @@ async fn readiness_comes_on_every_start_on_postgres() {
         eprintln!("IDENTITY_TEST_POSTGRES_URL is not set: Postgres test skipped");
         return;
     };
-    let replica = || TestDatabase { url: app.db.url.clone(), data_dir: tempfile::tempdir().unwrap() };
+    let replica = || app.db.replica();
     for _ in 0..4 {
         start_and_stop(replica()).await;
     }

@@ -1,7 +1,11 @@
 //! Starts the real server in-process on an ephemeral port, on a fresh SQLite file or a fresh
 //! Postgres database, and hands tests a real gRPC client.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+mod databases;
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+pub use databases::TemporaryDatabase;
 
 pub use identity::testing::eventually;
 use identity::{
@@ -51,13 +55,31 @@ macro_rules! on_both_backends {
     )*};
 }
 
-/// Where a test's state lives, kept across a restart of its server.
+/// Where a test's state lives, kept across a restart of its server; removed when the test is
+/// done with it, as `data_dir` is.
 pub struct TestDatabase {
     pub url: String,
     pub data_dir: tempfile::TempDir,
+    /// The Postgres database made for the test, shared with its replicas.
+    made_for_test: Option<Arc<TemporaryDatabase>>,
+}
+
+impl TestDatabase {
+    /// The state at `url` (a database the test manages itself) and `data_dir`.
+    pub fn new(url: String, data_dir: tempfile::TempDir) -> Self {
+        Self { url, data_dir, made_for_test: None }
+    }
+
+    /// The same database with a data directory of its own: another replica's state.
+    pub fn replica(&self) -> Self {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        Self { url: self.url.clone(), data_dir, made_for_test: self.made_for_test.clone() }
+    }
 }
 
 pub struct TestApp {
+    /// First, so that it is told to stop before the database is let go of.
+    server: TestServer,
     pub addr: SocketAddr,
     pub channel: Channel,
     pub clock: Clock,
@@ -67,7 +89,6 @@ pub struct TestApp {
     pub metrics_addr: Option<SocketAddr>,
     /// Where the well-known documents are served (`IDENTITY_HTTP_ADDR`), when they are.
     pub http_addr: Option<SocketAddr>,
-    server: TestServer,
 }
 
 impl TestApp {
@@ -136,17 +157,15 @@ impl TestApp {
     /// Stops this server and starts a new one on the same database and data directory.
     pub async fn restart(mut self) -> Self {
         self.stop().await;
-        let db = std::mem::replace(
-            &mut self.db,
-            TestDatabase { url: String::new(), data_dir: tempfile::tempdir().unwrap() },
-        );
+        let db =
+            std::mem::replace(&mut self.db, TestDatabase::new(String::new(), tempfile::tempdir().unwrap()));
         let clock = self.clock.clone();
         Self::start(db, std::mem::take(&mut self.extra_env), clock).await
     }
 
     /// A second server on the same database, sharing this one's signing key: another replica.
     pub async fn spawn_peer(&self) -> Self {
-        let db = TestDatabase { url: self.db.url.clone(), data_dir: tempfile::tempdir().unwrap() };
+        let db = self.db.replica();
         let mut env = self.extra_env.clone();
         if !env.iter().any(|(k, _)| k == "IDENTITY_SIGNING_KEY_FILE") {
             let key = self.data_dir().join("signing_key.pem").display().to_string();
@@ -325,20 +344,16 @@ pub fn bad_fields(status: &Status) -> Vec<String> {
 
 async fn fresh_database(backend: Backend) -> Option<TestDatabase> {
     let data_dir = tempfile::tempdir().expect("temp dir");
-    let url = match backend {
-        Backend::Sqlite => format!("sqlite://{}", data_dir.path().join("identity.db").display()),
-        Backend::Postgres => {
-            let admin_url = std::env::var("IDENTITY_TEST_POSTGRES_URL").ok().filter(|u| !u.is_empty())?;
-            let name = format!("identity_test_{}", uuid::Uuid::new_v4().simple());
-            let admin = Store::connect(&admin_url, 1, Duration::from_secs(10))
-                .await
-                .expect("test Postgres reachable");
-            admin.create_database(&name).await.expect("create test database");
-            admin.close().await;
-            with_database(&admin_url, &name)
+    match backend {
+        Backend::Sqlite => {
+            let url = format!("sqlite://{}", data_dir.path().join("identity.db").display());
+            Some(TestDatabase::new(url, data_dir))
         }
-    };
-    Some(TestDatabase { url, data_dir })
+        Backend::Postgres => {
+            let (url, database) = TemporaryDatabase::create().await?;
+            Some(TestDatabase { url, data_dir, made_for_test: Some(database) })
+        }
+    }
 }
 
 /// `admin_url` with its database name replaced by `name`.

@@ -3,14 +3,13 @@
 //! passwords; `identity export` and its round trip; re-runs, `--update`, `--dry-run`,
 //! collisions. The fixtures are made by tests/fixtures/import/make_fixtures.py.
 
-use std::{path::Path, time::Duration};
+use std::{path::Path, sync::Arc};
 
-use identity::store::Store;
 use tonic::Code;
 
 use crate::{
     cli::identity,
-    helpers::{Backend, PASSWORD, TestApp, assert_code, with_database},
+    helpers::{Backend, PASSWORD, TemporaryDatabase, TestApp, assert_code},
     on_both_backends,
 };
 
@@ -55,15 +54,10 @@ fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
-/// A fresh Postgres database holding the tutorial app's `users` table and rows; `None` without
-/// a test Postgres server.
-async fn tutorial_database() -> Option<String> {
-    let admin_url = std::env::var("IDENTITY_TEST_POSTGRES_URL").ok().filter(|u| !u.is_empty())?;
-    let name = format!("tutorial_{}", uuid::Uuid::new_v4().simple());
-    let admin = Store::connect(&admin_url, 1, Duration::from_secs(10)).await.unwrap();
-    admin.create_database(&name).await.unwrap();
-    admin.close().await;
-    let url = with_database(&admin_url, &name);
+/// A fresh Postgres database holding the tutorial app's `users` table and rows, and what drops
+/// it; `None` without a test Postgres server.
+async fn tutorial_database() -> Option<(String, Arc<TemporaryDatabase>)> {
+    let (url, database) = TemporaryDatabase::create().await?;
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
     // The tutorial's model, as SQLAlchemy creates it, with the column types the issue names.
     sqlx::query(
@@ -90,7 +84,7 @@ async fn tutorial_database() -> Option<String> {
             .unwrap();
     }
     pool.close().await;
-    Some(url)
+    Some((url, database))
 }
 
 fn normalized(email: &str) -> identity::domain::NormalizedEmail {
@@ -103,7 +97,7 @@ async fn scheme_of(app: &TestApp, email: &str) -> String {
 }
 
 async fn the_tutorial_apps_users_log_in_with_their_old_passwords_and_collisions_are_reported(app: TestApp) {
-    let Some(source) = tutorial_database().await else {
+    let Some((source, _source_database)) = tutorial_database().await else {
         eprintln!("IDENTITY_TEST_POSTGRES_URL is not set: the tutorial import needs a Postgres source");
         return;
     };

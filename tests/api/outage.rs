@@ -138,7 +138,7 @@ async fn a_postgres_outage_is_unavailable_not_a_hang_and_the_service_recovers_by
     let Some(cluster) = Cluster::create() else {
         panic!("IDENTITY_TEST_POSTGRES_URL is set but no Postgres server binaries (initdb) are installed");
     };
-    let db = TestDatabase { url: cluster.url(), data_dir: tempfile::tempdir().unwrap() };
+    let db = TestDatabase::new(cluster.url(), tempfile::tempdir().unwrap());
     let env = vec![
         ("IDENTITY_DATABASE_ACQUIRE_TIMEOUT".to_string(), "1s".to_string()),
         ("IDENTITY_HEALTH_CHECK_INTERVAL".to_string(), "200ms".to_string()),
@@ -269,7 +269,7 @@ fn cluster_for_test() -> Option<Cluster> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_connection_is_unavailable_at_once_with_default_timeouts() {
     let Some(cluster) = cluster_for_test() else { return };
-    let db = TestDatabase { url: cluster.url(), data_dir: tempfile::tempdir().unwrap() };
+    let db = TestDatabase::new(cluster.url(), tempfile::tempdir().unwrap());
     let env = vec![("IDENTITY_HEALTH_CHECK_INTERVAL".to_string(), "200ms".to_string())];
     let app = TestApp::start_on(db, env).await;
     let (user, _) = app.signed_in_user().await;
@@ -301,7 +301,7 @@ async fn a_refused_connection_is_unavailable_at_once_with_default_timeouts() {
 async fn a_database_that_stops_answering_is_unavailable_within_the_timeouts_and_recovers_by_itself() {
     let Some(cluster) = cluster_for_test() else { return };
     let proxy = Proxy::start(cluster.port).await;
-    let db = TestDatabase { url: proxy.url(), data_dir: tempfile::tempdir().unwrap() };
+    let db = TestDatabase::new(proxy.url(), tempfile::tempdir().unwrap());
     let env = vec![
         ("IDENTITY_DATABASE_STATEMENT_TIMEOUT".to_string(), "1s".to_string()),
         ("IDENTITY_DATABASE_ACQUIRE_TIMEOUT".to_string(), "1s".to_string()),

@@ -2,13 +2,18 @@
 //! ends every session; a request for an unknown email gets the same answer after the same work
 //! (one recorded request, answered later by the mail worker); a recorded request survives a
 //! restart, and two replicas answer each once; a token works once, until it expires or a newer
-//! one replaces it; the hourly allowance holds.
+//! one replaces it; the hourly allowance holds; the worker makes a token only for a message.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::BTreeMap,
+    sync::atomic::{AtomicUsize, Ordering},
+    time::Duration,
+};
 
 use identity::{
-    domain::UserEvent,
+    domain::{OneTimeToken, UserEvent},
     proto::{GetCurrentUserRequest, RequestPasswordResetRequest, ResetPasswordRequest},
+    store::{ResetAnswered, ResetLink, ResetRequested},
     supervisor::{Fault, TaskName},
 };
 use tonic::Code;
@@ -30,6 +35,7 @@ on_both_backends!(
     of_two_concurrent_resets_with_one_token_exactly_one_succeeds,
     requests_beyond_the_hourly_allowance_answer_ok_and_send_nothing,
     requests_beyond_the_pending_limit_are_refused_whatever_the_address,
+    the_worker_makes_a_token_only_for_a_request_it_answers_with_a_message,
 );
 
 const WITHIN: Duration = Duration::from_secs(20);
@@ -336,4 +342,34 @@ async fn requests_beyond_the_pending_limit_are_refused_whatever_the_address(app:
     answered(&app).await;
     request_reset(&app, "second-stranger@example.com").await;
     request_reset(&app, &second.email).await;
+}
+
+/// The worker makes a reset token only for a request it answers with a message: not for a poll
+/// that finds nothing waiting, an unknown address or an account whose allowance is used up.
+async fn the_worker_makes_a_token_only_for_a_request_it_answers_with_a_message(app: TestApp) {
+    let (user, _) = app.signed_in_user().await;
+    // The worker held down: this test answers the requests, as the worker would.
+    app.faults().fail(TaskName::MailOutbox, Fault::Return).await;
+    let tokens_made = AtomicUsize::new(0);
+    let answer = |max_per_hour| {
+        let (now, tokens_made) = (app.clock.now(), &tokens_made);
+        app.store.answer_reset_request(now, max_per_hour, move || {
+            tokens_made.fetch_add(1, Ordering::Relaxed);
+            let token = OneTimeToken::generate();
+            let expires_at = now + chrono::TimeDelta::hours(1);
+            ResetLink { digest: token.digest(), content: token.content(RESET_URL, expires_at), expires_at }
+        })
+    };
+    let outcome = |answered: Option<ResetAnswered>| answered.expect("a request was waiting").outcome;
+
+    assert!(answer(5).await.unwrap().is_none(), "nothing was waiting");
+    request_reset(&app, "nobody-here@example.com").await;
+    assert_eq!(outcome(answer(5).await.unwrap()), ResetRequested::NoAccount);
+    request_reset(&app, &user.email).await;
+    assert!(matches!(outcome(answer(0).await.unwrap()), ResetRequested::Throttled { .. }));
+    assert_eq!(tokens_made.load(Ordering::Relaxed), 0, "no message, no token");
+
+    request_reset(&app, &user.email).await;
+    assert!(matches!(outcome(answer(5).await.unwrap()), ResetRequested::Queued { .. }));
+    assert_eq!(tokens_made.load(Ordering::Relaxed), 1, "one token, for the message");
 }

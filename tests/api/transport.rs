@@ -146,7 +146,7 @@ async fn start_tls_server(
 ) -> (SocketAddr, SocketAddr, (TestServer, TestDatabase)) {
     let data_dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", data_dir.path().join("identity.db").display());
-    let db = TestDatabase { url, data_dir };
+    let db = TestDatabase::new(url, data_dir);
     let server = TestServer::start(&TestApp::config(&db, &env)).await.unwrap();
     let (addr, health_addr) = (server.addr(), server.health_addr().unwrap());
     (addr, health_addr, (server, db))
