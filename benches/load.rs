@@ -21,12 +21,13 @@ use clap::Parser;
 use envoy_types::pb::envoy::service::auth::v3::{
     AttributeContext, CheckRequest,
     attribute_context::{HttpRequest, Request as AttributeRequest},
-    authorization_client::AuthorizationClient,
 };
 #[path = "load/accounts.rs"]
 mod accounts;
 #[path = "load/events.rs"]
 mod events;
+#[path = "load/lean.rs"]
+mod lean;
 #[path = "load/list_users.rs"]
 mod list_users;
 #[path = "load/otlp.rs"]
@@ -403,7 +404,7 @@ async fn validate_new(args: &Args) {
     let tokens = Arc::new(tokio::task::spawn_blocking(move || mint_tokens(&identity, 1_000)).await.unwrap());
     println!("(minted {} {} tokens in {:.1?})", tokens.len(), server.config.signing_alg, minting.elapsed());
     let channels = Arc::new(channels(server.addr, args.connections).await);
-    run("ValidateToken new tokens", args.concurrency, args.duration, validate_load(channels, tokens))
+    run("ValidateToken new tokens", args.concurrency, args.duration, validate_load(channels, &tokens))
         .await
         .print();
 }
@@ -498,44 +499,28 @@ async fn main() {
     let mut check_rps = Vec::new();
     let echo_channels =
         if wants("echo") { Some(Arc::new(start_echo(&identity, args.connections).await)) } else { None };
-    let sample = Arc::new(mint_tokens(&identity, 1).remove(0));
+    let sample = mint_tokens(&identity, 1).remove(0);
     for _ in 0..args.rounds.max(1) {
         if let Some(echo_channels) = &echo_channels {
-            let (echo_channels, sample) = (Arc::clone(echo_channels), Arc::clone(&sample));
-            let report = run("echo (bare tonic)", args.concurrency, args.duration, move |task, _| {
-                let mut client = TokenServiceClient::new(echo_channels[task % echo_channels.len()].clone());
-                let request = ValidateTokenRequest { access_token: sample.to_string() };
-                async move { client.validate_token(request).await.map(drop) }
-            })
-            .await;
+            let load = validate_load(Arc::clone(echo_channels), std::slice::from_ref(&sample));
+            let report = run("echo (bare tonic)", args.concurrency, args.duration, load).await;
             report.print();
             echo_rps.push(report.rps());
         }
         if wants("validate-repeated") {
-            let (channel, sample) = (channel.clone(), Arc::clone(&sample));
-            let report = run("ValidateToken repeated", args.concurrency, args.duration, move |task, _| {
-                let mut client = TokenServiceClient::new(channel(task));
-                let request = ValidateTokenRequest { access_token: sample.to_string() };
-                async move {
-                    let response = client.validate_token(request).await?.into_inner();
-                    if response.active { Ok(()) } else { Err(Status::internal("inactive")) }
-                }
-            })
-            .await;
+            let load = validate_load(Arc::clone(&channels), std::slice::from_ref(&sample));
+            let report = run("ValidateToken repeated", args.concurrency, args.duration, load).await;
             report.print();
             validate_rps.push(report.rps());
         }
         if wants("ext-authz") {
-            let (channel, sample) = (channel.clone(), Arc::clone(&sample));
-            // Built once, as Envoy's own work is not this server's.
-            let request = check_request(&sample);
+            let channel = channel.clone();
+            let request = lean::Unary::new(CHECK, &check_request(&sample));
             let report = run("ext_authz Check repeated", args.concurrency, args.duration, move |task, _| {
-                let mut client = AuthorizationClient::new(channel(task));
-                let request = request.clone();
+                let (channel, request) = (channel(task), request.clone());
                 async move {
-                    let response = client.check(request).await?.into_inner();
-                    let allowed = response.status.is_some_and(|status| status.code == 0);
-                    if allowed { Ok(()) } else { Err(Status::internal("denied")) }
+                    let response: lean::CheckStatus = request.call(channel).await?;
+                    if response.allowed() { Ok(()) } else { Err(Status::internal("denied")) }
                 }
             })
             .await;
@@ -1026,19 +1011,19 @@ fn signup_load(channels: Arc<Vec<Channel>>) -> impl Fn(usize, u64) -> BoxedCall 
 type BoxedCall = std::pin::Pin<Box<dyn Future<Output = Result<(), Status>> + Send>>;
 
 /// A ValidateToken load over `tokens`, each call taking the next one (one token: all repeats).
+/// ValidateToken of `tokens`, taken in turn, on `channels`: each request encoded once, and only
+/// `active` read of the answer (see [`lean`]).
 fn validate_load(
     channels: Arc<Vec<Channel>>,
-    tokens: Arc<Vec<String>>,
-) -> impl Fn(usize, u64) -> BoxedCall + Send + Sync {
+    tokens: &[String],
+) -> impl Fn(usize, u64) -> BoxedCall + Send + Sync + use<> {
+    let requests: Arc<Vec<lean::Unary>> =
+        Arc::new(tokens.iter().map(|token| validate_request(token)).collect());
     let next = Arc::new(AtomicUsize::new(0));
     move |task, _| {
-        let mut client = TokenServiceClient::new(channels[task % channels.len()].clone());
-        let token = tokens[next.fetch_add(1, Ordering::Relaxed) % tokens.len()].clone();
-        Box::pin(async move {
-            let response =
-                client.validate_token(ValidateTokenRequest { access_token: token }).await?.into_inner();
-            if response.active { Ok(()) } else { Err(Status::internal("inactive")) }
-        })
+        let channel = channels[task % channels.len()].clone();
+        let request = requests[next.fetch_add(1, Ordering::Relaxed) % requests.len()].clone();
+        Box::pin(async move { active(request.call(channel).await?) })
     }
 }
 
@@ -1089,9 +1074,9 @@ async fn sweep_main(args: &Args, sweep: &str) {
             let users = Arc::new(server.users(8).await);
             for &concurrency in &args.concurrencies {
                 for (name, load) in [
-                    ("echo", validate_load(Arc::clone(&echo), Arc::clone(&repeated))),
-                    ("ValidateToken repeated", validate_load(Arc::clone(&channels), Arc::clone(&repeated))),
-                    ("ValidateToken new tokens", validate_load(Arc::clone(&channels), Arc::clone(&fresh))),
+                    ("echo", validate_load(Arc::clone(&echo), &repeated)),
+                    ("ValidateToken repeated", validate_load(Arc::clone(&channels), &repeated)),
+                    ("ValidateToken new tokens", validate_load(Arc::clone(&channels), &fresh)),
                 ] {
                     let report = run(name, concurrency, args.duration, load).await;
                     report.print();
@@ -1151,6 +1136,18 @@ async fn sweep_main(args: &Args, sweep: &str) {
 fn median(values: &mut [f64]) -> Option<f64> {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied()
+}
+
+const CHECK: &str = "/envoy.service.auth.v3.Authorization/Check";
+const VALIDATE_TOKEN: &str = "/identity.v1.TokenService/ValidateToken";
+
+/// ValidateToken of `token`, encoded once (see [`lean`]).
+fn validate_request(token: &str) -> lean::Unary {
+    lean::Unary::new(VALIDATE_TOKEN, &ValidateTokenRequest { access_token: token.to_owned() })
+}
+
+fn active(response: lean::Active) -> Result<(), Status> {
+    if response.active { Ok(()) } else { Err(Status::internal("inactive")) }
 }
 
 /// A CheckRequest as Envoy sends it for `GET /orders/42` with `authorization: Bearer <token>` and

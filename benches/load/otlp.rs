@@ -24,14 +24,14 @@ pub(super) async fn otlp(args: &Args) {
     for (label, server) in [("plain", &plain), ("traced", &traced)] {
         let users = Arc::new(server.users(8).await);
         let channels = Arc::new(channels(server.addr, args.connections).await);
-        let token = Arc::new(mint_tokens(&server.identity, 1));
+        let token = mint_tokens(&server.identity, 1);
         loads.push((label, users, channels, token));
     }
     // [plain, traced] requests/s per round.
     let (mut validate, mut login): ([Vec<f64>; 2], [Vec<f64>; 2]) = Default::default();
     for _ in 0..args.rounds.max(1) {
         for (index, (label, users, channels, token)) in loads.iter().enumerate() {
-            let load = validate_load(Arc::clone(channels), Arc::clone(token));
+            let load = validate_load(Arc::clone(channels), token);
             validate[index]
                 .push(measure(&format!("ValidateToken {label}"), args.concurrency, args, load).await);
             let load = login_load(Arc::clone(channels), Arc::clone(users));

@@ -6,7 +6,7 @@
 
 use std::marker::PhantomData;
 
-use prost::Message;
+use prost::{Message, bytes::Buf};
 use tonic::{
     Status,
     codec::{Codec, DecodeBuf, Decoder},
@@ -54,7 +54,11 @@ impl<U: Message + Default> Decoder for StrictDecoder<U> {
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
-        U::decode(buf).map(Some).map_err(|error| {
+        // Taken out of tonic's buffer first (no copy: the message's bytes, shared), so that
+        // prost reads a plain `Bytes`, whose reads and skips cost a few instructions, rather
+        // than going through the buffer's window at every field.
+        let message = buf.copy_to_bytes(buf.remaining());
+        U::decode(message).map(Some).map_err(|error| {
             tracing::debug!(%error, "undecodable request");
             Status::invalid_argument(MALFORMED)
         })

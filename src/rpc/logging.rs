@@ -74,13 +74,16 @@ where
         let started = Instant::now();
         let request_id = request_id(&request);
         request.headers_mut().insert(REQUEST_ID, request_id.clone());
-        let method = request.uri().path().to_owned();
+        let path = request.uri().path();
+        let method = super::methods::label(path);
         let peer = peer_addr(&request);
         let Some(tracing) = &self.tracing else {
+            // A path that names no served method is logged as sent: a log field is no label.
+            let logged = if method == super::methods::OTHER { path } else { method };
             // Fields are formatted by the subscriber, only if it records them.
             let span = tracing::info_span!(
                 "rpc",
-                %method,
+                method = %logged,
                 request_id = request_id.to_str().unwrap_or_default(),
                 peer = tracing::field::display(PeerAddr(peer))
             );
@@ -89,7 +92,7 @@ where
         };
         let span = tracing.rpc_span(
             request.headers(),
-            super::methods::label(&method),
+            method,
             request_id.to_str().unwrap_or_default(),
             &PeerAddr(peer).to_string(),
         );
@@ -105,7 +108,7 @@ where
 /// logs and counts it (and records its status on `traced`, the RPC's exported span).
 async fn finish<F, ResBody, E>(
     response: F,
-    method: String,
+    method: &'static str,
     request_id: HeaderValue,
     started: Instant,
     traced: Option<tracing::Span>,
@@ -120,7 +123,7 @@ where
         Ok(response) => {
             response.headers_mut().insert(REQUEST_ID, request_id);
             let code = remap_status(response.headers_mut());
-            record(&method, code, started.elapsed().as_secs_f64());
+            record(method, code, started.elapsed().as_secs_f64());
             if let Some(span) = &traced {
                 crate::telemetry::record_rpc_status(span, code);
             }
@@ -135,9 +138,9 @@ where
     result
 }
 
-fn record(method: &str, code: Code, seconds: f64) {
-    // Served methods only: a caller must not be able to mint label values with invented paths.
-    let method = super::methods::label(method);
+/// `method` is a [`super::methods::label`]: served methods only, so that a caller cannot mint
+/// label values with invented paths.
+fn record(method: &'static str, code: Code, seconds: f64) {
     metrics::counter!(crate::metrics::RPC_REQUESTS, "method" => method, "code" => code_name(code))
         .increment(1);
     metrics::histogram!(crate::metrics::RPC_DURATION, "method" => method).record(seconds);

@@ -19,15 +19,23 @@ pub const SERVED_DESCRIPTOR_SETS: [&[u8]; 4] = [
 /// Served methods whose descriptors are not compiled in (envoy-types ships none).
 const SERVED_WITHOUT_DESCRIPTORS: [&str; 1] = ["/envoy.service.auth.v3.Authorization/Check"];
 
-static KNOWN: LazyLock<HashSet<String>> = LazyLock::new(|| {
+/// The label of every path that names no served method.
+pub const OTHER: &str = "other";
+
+/// Sorted, for a lookup that compares a few strings rather than hashing the path: every RPC
+/// asks, and the set is small and fixed.
+static KNOWN: LazyLock<Vec<String>> = LazyLock::new(|| {
     let mut known = methods_of(&SERVED_DESCRIPTOR_SETS);
     known.extend(SERVED_WITHOUT_DESCRIPTORS.iter().map(|path| (*path).to_owned()));
+    let mut known: Vec<String> = known.into_iter().collect();
+    known.sort_unstable();
     known
 });
 
 /// `path` itself if it names a served method, else `"other"`: a bounded label value.
 pub fn label(path: &str) -> &'static str {
-    KNOWN.get(path).map_or("other", String::as_str)
+    let known: &'static [String] = &KNOWN;
+    known.binary_search_by(|method| method.as_str().cmp(path)).map_or(OTHER, |at| known[at].as_str())
 }
 
 /// Every `/package.Service/Method` path declared in `sets`. A set that does not decode (it is

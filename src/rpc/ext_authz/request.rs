@@ -294,6 +294,64 @@ mod tests {
         assert!(!format!("{request:?}").contains("secret"), "{request:?}");
     }
 
+    fn delimited(tag: u32, bytes: &[u8], buf: &mut Vec<u8>) {
+        prost::encoding::encode_key(tag, WireType::LengthDelimited, buf);
+        prost::encoding::encode_varint(bytes.len() as u64, buf);
+        buf.extend_from_slice(bytes);
+    }
+
+    /// `entry` (encoded fields) as a `headers` entry of a CheckRequest: in HttpRequest.headers
+    /// (3), in Request.http (2), in AttributeContext.request (4), in CheckRequest.attributes (1).
+    fn in_headers(entry: Vec<u8>) -> Vec<u8> {
+        [HEADERS, 2, 4, 1].into_iter().fold(entry, |inner, tag| {
+            let mut outer = Vec::new();
+            delimited(tag, &inner, &mut outer);
+            outer
+        })
+    }
+
+    /// A `headers` entry of these length-delimited fields, in this order.
+    fn in_headers_entry(fields: &[(u32, &[u8])]) -> Vec<u8> {
+        let mut entry = Vec::new();
+        for (tag, bytes) in fields {
+            delimited(*tag, bytes, &mut entry);
+        }
+        in_headers(entry)
+    }
+
+    #[test]
+    fn the_last_key_of_a_header_entry_decides_in_any_order_of_fields() {
+        let value_first = in_headers_entry(&[(2, b"Bearer early"), (1, b"authorization")]);
+        assert_eq!(authorization(&value_first), Some(b"Bearer early".to_vec()));
+        let other = in_headers_entry(&[(2, b"Bearer early"), (1, b"cookie")]);
+        assert_eq!(authorization(&other), None);
+        // The last key counts, as on the wire: an entry renamed away is no authorization.
+        let renamed = in_headers_entry(&[(1, b"authorization"), (2, b"Bearer x"), (1, b"cookie")]);
+        assert_eq!(authorization(&renamed), None);
+    }
+
+    #[test]
+    fn a_request_split_across_chunks_reads_the_same() {
+        let bytes = envoy_request(&[("accept", "*/*"), ("authorization", "Bearer split")], &[]);
+        for at in 0..=bytes.len() {
+            let chained = bytes[..at].chain(&bytes[at..]);
+            let request = CheckRequest::decode(chained).expect("decodes");
+            assert_eq!(request.authorization(), Some(&b"Bearer split"[..]), "split at {at}");
+        }
+    }
+
+    #[test]
+    fn a_header_field_of_the_wrong_wire_type_does_not_decode() {
+        // The `value` of a header nobody reads, sent as a varint: envoy-types refuses it too.
+        let mut entry = Vec::new();
+        delimited(1, b"cookie", &mut entry);
+        prost::encoding::encode_key(2, WireType::Varint, &mut entry);
+        prost::encoding::encode_varint(1, &mut entry);
+        let request = in_headers(entry);
+        assert!(EnvoyCheckRequest::decode(request.as_slice()).is_err());
+        assert!(CheckRequest::decode(request.as_slice()).is_err());
+    }
+
     #[test]
     fn bytes_that_are_no_check_request_do_not_decode() {
         // Each also fails as envoy-types' CheckRequest: field 1 as a varint, a truncated field, a
