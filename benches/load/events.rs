@@ -25,7 +25,12 @@ use identity::{
 };
 use prost_types::FieldMask;
 
-use super::{Args, PASSWORD, Server, channels, histogram, list_users::bearer};
+use super::{
+    Args,
+    list_users::bearer,
+    runner::histogram,
+    server::{PASSWORD, Server, channels},
+};
 
 pub(super) async fn events(args: &Args) {
     let Some(url) = args.database_url.as_deref().filter(|url| url.starts_with("postgres")) else {

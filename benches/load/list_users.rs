@@ -19,7 +19,11 @@ use identity::{
 use secrecy::ExposeSecret;
 use tonic::transport::Channel;
 
-use super::{Args, Server, channels, histogram};
+use super::{
+    Args,
+    runner::histogram,
+    server::{Server, channels},
+};
 
 /// The target the issue sets for a page of 100 with any one filter.
 const TARGET_P99_MS: f64 = 20.0;

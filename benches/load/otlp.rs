@@ -10,7 +10,13 @@ use std::sync::Arc;
 #[path = "../../tests/api/otlp.rs"]
 mod receiver;
 
-use super::{Args, BoxedCall, Server, channels, login_load, median, mint_tokens, run, validate_load};
+use super::{
+    Args,
+    passwords::login_load,
+    runner::{BoxedCall, median, run},
+    server::{Server, channels},
+    tokens::{mint_tokens, validate_load},
+};
 
 pub(super) async fn otlp(args: &Args) {
     let receiver = receiver::OtlpReceiver::start().await;
