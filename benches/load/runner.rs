@@ -59,17 +59,20 @@ pub(super) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 100_000_000, 3).expect("valid histogram bounds")
 }
 
-/// Runs `call` from `concurrency` tasks until `duration` has passed. `call(task, n)` returns
-/// Ok, or the status it failed with; RESOURCE_EXHAUSTED counts as shed, not as an error.
-/// A shed client either honours the server's RetryInfo (as a well-behaved client does),
-/// retries after 10 ms (as a flood does), or resends at once (as ghz and most naive clients do).
+/// What a shed client does before it resends.
 #[derive(Clone, Copy)]
 pub(super) enum Backoff {
+    /// Honours the server's RetryInfo, as a well-behaved client does.
     RetryInfo,
+    /// Retries after 10 ms, as a flood does.
     Hostile,
+    /// Resends at once, as ghz and most naive clients do.
     Immediate,
 }
 
+/// Runs `call` from `concurrency` tasks until `duration` has passed. `call(task, n)` returns
+/// Ok, or the status it failed with; RESOURCE_EXHAUSTED counts as shed, not as an error, and
+/// the shed client honours RetryInfo (see [`run_with`] for the others).
 pub(super) async fn run<F, Fut>(name: &str, concurrency: usize, duration: Duration, call: F) -> Report
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
@@ -78,6 +81,7 @@ where
     run_with(name, concurrency, duration, Backoff::RetryInfo, call).await
 }
 
+/// As [`run`], a shed client doing as `backoff` says.
 pub(super) async fn run_with<F, Fut>(
     name: &str,
     concurrency: usize,

@@ -266,9 +266,8 @@ pub(super) fn in_process(identity: &Identity) {
     );
 }
 
-/// A ValidateToken load over `tokens`, each call taking the next one (one token: all repeats).
-/// ValidateToken of `tokens`, taken in turn, on `channels`: each request encoded once, and only
-/// `active` read of the answer (see [`lean`]).
+/// ValidateToken over `tokens` on `channels`, each call taking the next token (one token: all
+/// repeats); each request encoded once, and only `active` read of the answer (see [`lean`]).
 pub(super) fn validate_load(
     channels: Arc<Vec<Channel>>,
     tokens: &[String],
