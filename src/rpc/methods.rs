@@ -3,7 +3,7 @@
 //! a request to is answered UNIMPLEMENTED and must not become a label, a map key or anything else
 //! that grows with the number of distinct paths a stranger can invent.
 
-use std::{collections::HashSet, sync::LazyLock};
+use std::sync::LazyLock;
 
 use prost::Message;
 use prost_types::FileDescriptorSet;
@@ -22,17 +22,17 @@ const SERVED_WITHOUT_DESCRIPTORS: [&str; 1] = ["/envoy.service.auth.v3.Authoriza
 /// The label of every path that names no served method.
 pub const OTHER: &str = "other";
 
-/// Sorted, for a lookup that compares a few strings rather than hashing the path: every RPC
-/// asks, and the set is small and fixed.
+/// Sorted and without repeats, for a lookup that compares a few strings rather than hashing the
+/// path: every RPC asks, and the set is small and fixed.
 static KNOWN: LazyLock<Vec<String>> = LazyLock::new(|| {
     let mut known = methods_of(&SERVED_DESCRIPTOR_SETS);
     known.extend(SERVED_WITHOUT_DESCRIPTORS.iter().map(|path| (*path).to_owned()));
-    let mut known: Vec<String> = known.into_iter().collect();
     known.sort_unstable();
+    known.dedup();
     known
 });
 
-/// `path` itself if it names a served method, else `"other"`: a bounded label value.
+/// `path` itself if it names a served method, else [`OTHER`]: a bounded label value.
 pub fn label(path: &str) -> &'static str {
     let known: &'static [String] = &KNOWN;
     known.binary_search_by(|method| method.as_str().cmp(path)).map_or(OTHER, |at| known[at].as_str())
@@ -40,8 +40,8 @@ pub fn label(path: &str) -> &'static str {
 
 /// Every `/package.Service/Method` path declared in `sets`. A set that does not decode (it is
 /// compiled in, so it cannot) contributes nothing, and its methods are labelled `other`.
-fn methods_of(sets: &[&[u8]]) -> HashSet<String> {
-    let mut methods = HashSet::new();
+fn methods_of(sets: &[&[u8]]) -> Vec<String> {
+    let mut methods = Vec::new();
     for set in sets {
         let Ok(set) = FileDescriptorSet::decode(*set) else {
             tracing::error!("a compiled-in descriptor set does not decode");
@@ -55,7 +55,7 @@ fn methods_of(sets: &[&[u8]]) -> HashSet<String> {
                     package => format!("{package}.{}", service.name()),
                 };
                 for method in &service.method {
-                    methods.insert(format!("/{service_name}/{}", method.name()));
+                    methods.push(format!("/{service_name}/{}", method.name()));
                 }
             }
         }
