@@ -186,10 +186,22 @@ async fn out_of_file_descriptors_the_accept_loop_backs_off_and_recovers(app: Tes
         silent.push(TcpStream::connect(addr).await.unwrap());
     }
     // Each failed accept waits twice as long as the one before, up to a second: no spinning.
-    let waits: Vec<u64> = (0..9)
-        .map(|_| next_event(&lines, "cannot accept connections; backing off")["backoff_ms"].as_u64().unwrap())
-        .collect();
-    assert_eq!(waits, [5, 10, 20, 40, 80, 160, 320, 640, 1000]);
+    // An accept that succeeds in between starts again at 5 ms, and one can: on Postgres the
+    // server's own sockets to the database come and go, and the backlog takes any descriptor
+    // given back (seen under load: 5, 10, 5, 10, 20, ...). So the law is checked pair by pair,
+    // and the run must still reach the one-second cap (eight doublings in a row) before long.
+    let mut waits = Vec::new();
+    while waits.last() != Some(&1000) {
+        assert!(waits.len() < 60, "the backoff never reached its one-second cap: {waits:?}");
+        waits.push(
+            next_event(&lines, "cannot accept connections; backing off")["backoff_ms"].as_u64().unwrap(),
+        );
+    }
+    assert_eq!(waits[0], 5, "the first failed accept waits 5 ms: {waits:?}");
+    for pair in waits.windows(2) {
+        let doubled = (pair[0] * 2).min(1000);
+        assert!(pair[1] == doubled || pair[1] == 5, "a wait neither doubled nor started again: {waits:?}");
+    }
 
     // Descriptors given back, the server accepts again.
     drop(silent);
